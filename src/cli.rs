@@ -1,0 +1,320 @@
+//! The `spe` command line: engine commands (evaluate, calibrate, estimate) and the service commands.
+
+use crate::engine::fit::{Calibration, CheckpointPoint};
+use crate::engine::image_io::{self, LabelledSet, DEFAULT_MAX_PIXELS};
+use crate::engine::spe::{PseudoOutcome, ReferenceSet, SpeParams};
+use crate::inference::{self, ExecutionProvider, ModelSpec, ReverseChoice, Runtime, RuntimeConfig, SegModel};
+use crate::pipeline;
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "spe", version, about = "Estimate a segmentation model's Dice/HD95/... on unlabeled images (SPE)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Real metrics of a model on a labelled set.
+    Evaluate(EvaluateArgs),
+    /// Fit the pseudo->real mapping from training checkpoints (stage 1).
+    Calibrate(CalibrateArgs),
+    /// Estimate a model's metrics on an unlabeled batch (stage 2).
+    Estimate(EstimateArgs),
+    /// Run the REST service (API and/or job workers).
+    Serve(crate::service::ServeArgs),
+    /// Apply the database migrations (serve also does at start-up).
+    Migrate(crate::service::DbArgs),
+    /// Manage API keys.
+    Keys(crate::service::KeysArgs),
+}
+
+/// Options shared by the commands that run models.
+#[derive(Args, Clone)]
+struct RuntimeArgs {
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// ONNX Runtime execution provider: cpu, cuda or tensorrt.
+    #[arg(long, env = "SPE_PROVIDER", default_value = "cpu")]
+    provider: ExecutionProvider,
+    /// Fail instead of falling back to CPU when the provider is unavailable.
+    #[arg(long, env = "SPE_PROVIDER_REQUIRED")]
+    provider_required: bool,
+    /// Path of libonnxruntime.so (default: search, see README).
+    #[arg(long, env = "SPE_ORT_LIB")]
+    ort_lib: Option<PathBuf>,
+    /// Refuse images with more pixels than this (decompression-bomb guard).
+    #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
+    max_pixels: u64,
+}
+
+/// SPE protocol options.
+#[derive(Args, Clone)]
+struct ProtocolArgs {
+    /// Reverse segmenter: `label-fusion` or `onnx:PATH` (a UniverSeg-contract ONNX).
+    #[arg(long, default_value = "label-fusion")]
+    reverse: ReverseChoice,
+    /// Threshold on sigmoid(logits) for an ONNX reverse segmenter.
+    #[arg(long, default_value_t = 0.4)]
+    reverse_threshold: f32,
+    /// Supports per repetition (default 64; estimate: the calibration's).
+    #[arg(long)]
+    support_size: Option<usize>,
+    /// Random support subsets averaged (default 6; estimate: the calibration's).
+    #[arg(long)]
+    repetitions: Option<usize>,
+    /// Minimum predicted foreground pixels for an image to be a support (default 20; estimate: the calibration's).
+    #[arg(long)]
+    min_area: Option<usize>,
+    /// Seed of the support draws (default 0; estimate: the calibration's).
+    #[arg(long)]
+    seed: Option<u64>,
+}
+
+impl ProtocolArgs {
+    fn params(&self, base: SpeParams) -> SpeParams {
+        SpeParams {
+            min_area: self.min_area.unwrap_or(base.min_area),
+            support_size: self.support_size.unwrap_or(base.support_size),
+            repetitions: self.repetitions.unwrap_or(base.repetitions),
+            seed: self.seed.unwrap_or(base.seed),
+        }
+    }
+}
+
+#[derive(Args)]
+struct EvaluateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    spec: PathBuf,
+    #[arg(long)]
+    images: PathBuf,
+    #[arg(long)]
+    labels: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct CalibrateArgs {
+    /// Directory of checkpoint *.onnx files (checkpoint name = file stem).
+    #[arg(long)]
+    checkpoints: PathBuf,
+    #[arg(long)]
+    spec: PathBuf,
+    /// Reference set: a directory with images/ and labels/ (the model's training images).
+    #[arg(long)]
+    reference: PathBuf,
+    /// Calibration set: a directory with images/ and labels/ (held-out labelled images).
+    #[arg(long)]
+    calibration: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+#[derive(Args)]
+struct EstimateArgs {
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    spec: PathBuf,
+    /// CAL.json written by `spe calibrate`.
+    #[arg(long)]
+    calibration: PathBuf,
+    /// Reference set: a directory with images/ and labels/.
+    #[arg(long)]
+    reference: PathBuf,
+    /// Directory of unlabeled images.
+    #[arg(long)]
+    images: PathBuf,
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    protocol: ProtocolArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
+}
+
+pub fn main() -> ExitCode {
+    init_tracing();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Evaluate(a) => evaluate(a),
+        Command::Calibrate(a) => calibrate(a),
+        Command::Estimate(a) => estimate(a),
+        Command::Serve(a) => crate::service::serve(a),
+        Command::Migrate(a) => crate::service::migrate(a),
+        Command::Keys(a) => crate::service::keys_command(a),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,spe=info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn start_runtime(args: &RuntimeArgs) -> Result<Runtime> {
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()
+            .context("cannot size the thread pool")?;
+    }
+    Ok(Runtime::init(RuntimeConfig {
+        library: args.ort_lib.clone(),
+        provider: args.provider,
+        provider_required: args.provider_required,
+        intra_threads: args.threads,
+    })?)
+}
+
+fn read_spec(path: &Path) -> Result<ModelSpec> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read model spec {}", path.display()))?;
+    ModelSpec::parse(&text).with_context(|| format!("model spec {}", path.display()))
+}
+
+fn load_model(runtime: &Runtime, path: &Path, spec: &ModelSpec, name: &str) -> Result<SegModel> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    Ok(SegModel::load(runtime, &bytes, name, spec)?)
+}
+
+fn file_stem(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Writes JSON through a temporary file and a rename, so a reader never sees half a file.
+fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)?;
+    let tmp = path.with_extension("json.partial");
+    std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+fn evaluate(args: EvaluateArgs) -> Result<()> {
+    let runtime = start_runtime(&args.runtime)?;
+    let spec = read_spec(&args.spec)?;
+    let model = load_model(&runtime, &args.model, &spec, &file_stem(&args.model))?;
+    let set = image_io::load_labelled(&args.images, &args.labels, args.runtime.max_pixels)?;
+    let evaluation = pipeline::evaluate(&model, &set)?;
+    write_json(&args.out, &evaluation)?;
+    eprintln!(
+        "{} images: dice {:.4}, hd95 {:.2} -> {}",
+        set.names.len(),
+        evaluation.mean.dice,
+        evaluation.mean.hd95,
+        args.out.display()
+    );
+    Ok(())
+}
+
+fn load_reference(dir: &Path, max_pixels: u64) -> Result<ReferenceSet> {
+    let set = image_io::load_labelled_dir(dir, max_pixels).with_context(|| format!("reference set {}", dir.display()))?;
+    Ok(ReferenceSet::new(&set.images, set.labels)?)
+}
+
+fn calibrate(args: CalibrateArgs) -> Result<()> {
+    let runtime = start_runtime(&args.runtime)?;
+    let spec = read_spec(&args.spec)?;
+    let params = args.protocol.params(SpeParams::default());
+    params.validate()?;
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&args.checkpoints)
+        .with_context(|| format!("cannot list checkpoints in {}", args.checkpoints.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+        .collect();
+    paths.sort();
+    if paths.is_empty() {
+        bail!("no *.onnx checkpoints in {}", args.checkpoints.display());
+    }
+    let models = paths
+        .iter()
+        .map(|p| load_model(&runtime, p, &spec, &file_stem(p)))
+        .collect::<Result<Vec<_>>>()?;
+    let reference = load_reference(&args.reference, args.runtime.max_pixels)?;
+    let calibration_set: LabelledSet = image_io::load_labelled_dir(&args.calibration, args.runtime.max_pixels)
+        .with_context(|| format!("calibration set {}", args.calibration.display()))?;
+    let reverse = inference::build_reverse(&args.protocol.reverse, &runtime, args.protocol.reverse_threshold)?;
+    eprintln!(
+        "calibrating {} checkpoints: {} reference images, {} calibration images, {}",
+        models.len(),
+        reference.images.len(),
+        calibration_set.images.len(),
+        reverse.describe()
+    );
+    let started = std::time::Instant::now();
+    let mut report = |i: usize, n: usize, point: &CheckpointPoint| {
+        let pseudo = match &point.outcome {
+            PseudoOutcome::Ok { pseudo, .. } => format!("pseudo dice {:.4}", pseudo.dice),
+            PseudoOutcome::InsufficientSupport { .. } => "insufficient support (left out of the fit)".into(),
+        };
+        eprintln!(
+            "[{}/{}] {}: real dice {:.4}, {pseudo} ({:.1}s)",
+            i + 1,
+            n,
+            point.name,
+            point.real.dice,
+            started.elapsed().as_secs_f64()
+        );
+    };
+    let calibration = pipeline::calibrate(&models, &reference, &calibration_set, reverse.as_ref(), &params, &mut report)?;
+    write_json(&args.out, &calibration)?;
+    print_fits(&calibration);
+    eprintln!("calibration written to {}", args.out.display());
+    Ok(())
+}
+
+fn print_fits(calibration: &Calibration) {
+    for (metric, fit) in &calibration.fits {
+        eprintln!(
+            "  {:<9} {:<9} leave-one-out MAE {:.4}  r {:.4}  ({} points)",
+            metric.name(),
+            fit.mapping.name(),
+            fit.loo_mae,
+            fit.pearson_r,
+            fit.n_points
+        );
+    }
+    if !calibration.excluded.is_empty() {
+        eprintln!("  left out (no support set): {}", calibration.excluded.join(", "));
+    }
+}
+
+fn estimate(args: EstimateArgs) -> Result<()> {
+    let runtime = start_runtime(&args.runtime)?;
+    let spec = read_spec(&args.spec)?;
+    let text = std::fs::read_to_string(&args.calibration)
+        .with_context(|| format!("cannot read calibration {}", args.calibration.display()))?;
+    let calibration: Calibration = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a calibration written by `spe calibrate`", args.calibration.display()))?;
+    calibration.validate()?;
+    let params = args.protocol.params(calibration.params);
+    let model = load_model(&runtime, &args.model, &spec, &file_stem(&args.model))?;
+    let reference = load_reference(&args.reference, args.runtime.max_pixels)?;
+    let (_, images) = image_io::load_image_dir(&args.images, args.runtime.max_pixels)?;
+    let reverse = inference::build_reverse(&args.protocol.reverse, &runtime, args.protocol.reverse_threshold)?;
+    let (estimate, _) = pipeline::estimate(&model, &calibration, &reference, &images, reverse.as_ref(), &params)?;
+    write_json(&args.out, &estimate)?;
+    eprintln!("estimate written to {}", args.out.display());
+    Ok(())
+}

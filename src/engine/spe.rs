@@ -1,0 +1,281 @@
+//! Stages 2-5 of the method: support selection, reverse segmentation of the reference set, pseudo metrics
+//! averaged over repetitions; plus the estimate (stage 2 of the paper) from a fitted calibration.
+
+use super::fit::Calibration;
+use super::metrics::{self, Metric, MetricSet};
+use super::{EngineError, Gray, Mask, ReverseSegmenter, SupportSet};
+use ndarray::ArrayView2;
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Protocol parameters (method.md defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpeParams {
+    /// Images whose predicted mask has fewer foreground pixels are not used as supports.
+    pub min_area: usize,
+    /// At most this many supports per repetition (UniverSeg's published weights take <= 64).
+    pub support_size: usize,
+    /// Number of random support subsets; the pseudo metric is their mean.
+    pub repetitions: usize,
+    /// Seed of the support-subset draws: same inputs + seed give the same numbers.
+    pub seed: u64,
+}
+
+impl Default for SpeParams {
+    fn default() -> Self {
+        Self {
+            min_area: 20,
+            support_size: 64,
+            repetitions: 6,
+            seed: 0,
+        }
+    }
+}
+
+impl SpeParams {
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.support_size == 0 {
+            return Err(EngineError::Invalid("support_size must be at least 1".into()));
+        }
+        if self.repetitions == 0 {
+            return Err(EngineError::Invalid("repetitions must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The labelled reference set (the model's training images), prepared for the reverse segmenter.
+pub struct ReferenceSet {
+    /// Min-max normalised images.
+    pub images: Vec<Gray>,
+    pub labels: Vec<Mask>,
+}
+
+impl ReferenceSet {
+    /// `images` as loaded (0..255); they are min-max normalised here.
+    pub fn new(images: &[Gray], labels: Vec<Mask>) -> Result<Self, EngineError> {
+        if images.is_empty() {
+            return Err(EngineError::Invalid("the reference set is empty".into()));
+        }
+        if images.len() != labels.len() {
+            return Err(EngineError::Invalid(format!(
+                "the reference set has {} images but {} labels",
+                images.len(),
+                labels.len()
+            )));
+        }
+        let images = images.iter().map(|i| super::image_io::minmax(i.view())).collect();
+        Ok(Self { images, labels })
+    }
+}
+
+/// How many batch images could serve as supports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SupportCount {
+    /// Supports used per repetition.
+    pub used: usize,
+    /// Images whose predicted mask had fewer than `min_area` foreground pixels.
+    pub rejected: usize,
+}
+
+/// The pseudo metrics of one batch (or one checkpoint on the calibration set).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum PseudoOutcome {
+    Ok {
+        /// Mean over repetitions of the mean over reference images.
+        pseudo: MetricSet,
+        /// One entry per repetition (their spread enters the estimate's interval).
+        per_repetition: Vec<MetricSet>,
+        support: SupportCount,
+    },
+    /// No image passed the `min_area` rule: there is nothing to build a support set from.
+    InsufficientSupport { support: SupportCount },
+}
+
+/// Draws the support subsets: one index list per repetition (indices into the batch).
+/// Returns `None` when no image passes `min_area`.
+pub fn draw_supports(masks: &[Mask], params: &SpeParams) -> (Vec<Vec<usize>>, SupportCount) {
+    let candidates: Vec<usize> = masks
+        .iter()
+        .enumerate()
+        .filter(|(_, m)| m.iter().filter(|&&v| v).count() >= params.min_area)
+        .map(|(i, _)| i)
+        .collect();
+    let rejected = masks.len() - candidates.len();
+    if candidates.is_empty() {
+        return (Vec::new(), SupportCount { used: 0, rejected });
+    }
+    let used = candidates.len().min(params.support_size);
+    let draws = (0..params.repetitions)
+        .map(|rep| {
+            if candidates.len() <= params.support_size {
+                return candidates.clone();
+            }
+            // A separate stream per repetition keeps draws stable when `repetitions` changes.
+            let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+            rng.set_stream(rep as u64);
+            let mut picked: Vec<usize> = sample(&mut rng, candidates.len(), params.support_size)
+                .into_iter()
+                .map(|k| candidates[k])
+                .collect();
+            picked.sort_unstable();
+            picked
+        })
+        .collect();
+    (draws, SupportCount { used, rejected })
+}
+
+/// Stages 2-5: the pseudo metrics of a batch whose images (as loaded, 0..255) the model predicted
+/// `masks` for, measured by reverse-segmenting the reference set.
+pub fn pseudo_metrics(
+    reverse: &dyn ReverseSegmenter,
+    images: &[Gray],
+    masks: &[Mask],
+    reference: &ReferenceSet,
+    params: &SpeParams,
+) -> Result<PseudoOutcome, EngineError> {
+    params.validate()?;
+    if images.len() != masks.len() {
+        return Err(EngineError::Invalid(format!(
+            "{} images but {} predicted masks",
+            images.len(),
+            masks.len()
+        )));
+    }
+    let (draws, support) = draw_supports(masks, params);
+    if draws.is_empty() {
+        return Ok(PseudoOutcome::InsufficientSupport { support });
+    }
+    let normalised: Vec<Gray> = images.iter().map(|i| super::image_io::minmax(i.view())).collect();
+    let queries: Vec<ArrayView2<f32>> = reference.images.iter().map(|i| i.view()).collect();
+
+    let mut per_repetition = Vec::with_capacity(draws.len());
+    let mut previous: Option<(&Vec<usize>, MetricSet)> = None;
+    for draw in &draws {
+        // The reverse segmenters are deterministic: an identical subset (every repetition, when no
+        // more than support_size images qualify) gives an identical result, so it is computed once.
+        if let Some((prev_draw, prev_metrics)) = previous {
+            if prev_draw == draw {
+                per_repetition.push(prev_metrics);
+                continue;
+            }
+        }
+        let support_set = SupportSet {
+            images: draw.iter().map(|&i| normalised[i].view()).collect(),
+            labels: draw.iter().map(|&i| masks[i].view()).collect(),
+        };
+        let reverse_masks = reverse.segment(&support_set, &queries)?;
+        if reverse_masks.len() != queries.len() {
+            return Err(EngineError::Reverse(format!(
+                "{} masks returned for {} queries",
+                reverse_masks.len(),
+                queries.len()
+            )));
+        }
+        let scores: Vec<MetricSet> = reverse_masks
+            .par_iter()
+            .zip(reference.labels.par_iter())
+            .map(|(pred, label)| metrics::compute(label.view(), pred.view(), None))
+            .collect();
+        let mean = MetricSet::mean(&scores);
+        per_repetition.push(mean);
+        previous = Some((draw, mean));
+    }
+    Ok(PseudoOutcome::Ok {
+        pseudo: MetricSet::mean(&per_repetition),
+        per_repetition,
+        support,
+    })
+}
+
+/// One metric's estimate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricEstimate {
+    pub estimate: f64,
+    /// Clamped to the metric's range.
+    pub interval: [f64; 2],
+    pub pseudo: f64,
+}
+
+/// The answer for one unlabeled batch.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Estimate {
+    Ok {
+        metrics: BTreeMap<Metric, MetricEstimate>,
+        support: SupportCount,
+    },
+    InsufficientSupport {
+        support: SupportCount,
+        /// A sentence for people: why there is no number.
+        message: String,
+    },
+}
+
+/// z for a two-sided 95% interval.
+const Z95: f64 = 1.96;
+
+/// Maps a batch's pseudo metrics through the calibration's fits.
+pub fn estimate(outcome: &PseudoOutcome, calibration: &Calibration) -> Estimate {
+    let (pseudo, per_repetition, support) = match outcome {
+        PseudoOutcome::InsufficientSupport { support } => {
+            return Estimate::InsufficientSupport {
+                support: *support,
+                message: format!(
+                    "none of the {} batch images has a predicted mask with at least the minimum area, \
+                     so there is no support set: the model found nothing in this batch",
+                    support.rejected
+                ),
+            }
+        }
+        PseudoOutcome::Ok {
+            pseudo,
+            per_repetition,
+            support,
+        } => (pseudo, per_repetition, support),
+    };
+    let metrics = calibration
+        .fits
+        .iter()
+        .map(|(&metric, fit)| {
+            let value = fit.predict(pseudo);
+            // Spread of the mapped value over repetitions: how much the support draw alone moves it.
+            let mapped: Vec<f64> = per_repetition.iter().map(|p| fit.predict(p)).collect();
+            let spread = std_dev(&mapped);
+            let half = Z95 * (fit.loo_rmse.powi(2) + spread.powi(2)).sqrt();
+            let (lo, hi) = metric.bounds();
+            let clamp = |v: f64| match hi {
+                Some(hi) => v.clamp(lo, hi),
+                None => v.max(lo),
+            };
+            let estimate = MetricEstimate {
+                estimate: clamp(value),
+                interval: [clamp(value - half), clamp(value + half)],
+                pseudo: pseudo.get(metric),
+            };
+            (metric, estimate)
+        })
+        .collect();
+    Estimate::Ok {
+        metrics,
+        support: *support,
+    }
+}
+
+fn std_dev(values: &[f64]) -> f64 {
+    if values.len() < 2 {
+        return 0.0;
+    }
+    let mean = values.iter().sum::<f64>() / values.len() as f64;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
+    var.sqrt()
+}
+
+#[cfg(test)]
+mod tests;

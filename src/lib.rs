@@ -1,0 +1,6 @@
+//! spe: performance estimation for segmentation models on unlabeled data (SPE, MICCAI 2025).
+
+pub mod cli;
+pub mod engine;
+pub mod inference;
+pub mod pipeline;

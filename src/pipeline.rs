@@ -1,0 +1,128 @@
+//! Orchestration shared by the CLI and the job workers: runs segmentation models (inference) and
+//! hands their masks to the engine.
+
+use crate::engine::fit::{Calibration, CheckpointPoint};
+use crate::engine::image_io::LabelledSet;
+use crate::engine::metrics::{self, MetricSet};
+use crate::engine::spe::{self, Estimate, PseudoOutcome, ReferenceSet, SpeParams};
+use crate::engine::{EngineError, Gray, Mask, ReverseSegmenter};
+use crate::inference::{InferenceError, SegModel};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    Inference(#[from] InferenceError),
+}
+
+/// Real metrics of a model on a labelled set.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    pub mean: MetricSet,
+    pub per_image: BTreeMap<String, MetricSet>,
+}
+
+/// Real metrics of predicted masks against labels.
+pub fn score(names: &[String], labels: &[Mask], predictions: &[Mask]) -> Evaluation {
+    let scores: Vec<MetricSet> = labels
+        .par_iter()
+        .zip(predictions.par_iter())
+        .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
+        .collect();
+    Evaluation {
+        mean: MetricSet::mean(&scores),
+        per_image: names.iter().cloned().zip(scores).collect(),
+    }
+}
+
+pub fn evaluate(model: &SegModel, set: &LabelledSet) -> Result<Evaluation, PipelineError> {
+    let predictions = model.predict(&set.images)?;
+    Ok(score(&set.names, &set.labels, &predictions))
+}
+
+/// Predicted masks of one checkpoint on the calibration set, the input of [`calibrate_from_masks`].
+pub struct CheckpointMasks {
+    pub name: String,
+    pub masks: Vec<Mask>,
+}
+
+/// Stage 1 from predicted masks: real and pseudo metrics per checkpoint, then the fits.
+/// `progress` is told each finished checkpoint (index, count, point).
+pub fn calibrate_from_masks(
+    checkpoints: impl IntoIterator<Item = Result<CheckpointMasks, PipelineError>>,
+    count: usize,
+    reference: &ReferenceSet,
+    calibration: &LabelledSet,
+    reverse: &dyn ReverseSegmenter,
+    params: &SpeParams,
+    progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
+) -> Result<Calibration, PipelineError> {
+    params.validate()?;
+    let mut points = Vec::with_capacity(count);
+    for (i, checkpoint) in checkpoints.into_iter().enumerate() {
+        let CheckpointMasks { name, masks } = checkpoint?;
+        if masks.len() != calibration.images.len() {
+            return Err(EngineError::Invalid(format!(
+                "checkpoint {name}: {} masks for {} calibration images",
+                masks.len(),
+                calibration.images.len()
+            ))
+            .into());
+        }
+        let real = score(&calibration.names, &calibration.labels, &masks).mean;
+        let outcome = spe::pseudo_metrics(reverse, &calibration.images, &masks, reference, params)?;
+        let point = CheckpointPoint { name, real, outcome };
+        progress(i, count, &point);
+        points.push(point);
+    }
+    Ok(Calibration::fit(reverse.describe(), *params, points)?)
+}
+
+/// Stage 1 from checkpoint models.
+pub fn calibrate(
+    checkpoints: &[SegModel],
+    reference: &ReferenceSet,
+    calibration: &LabelledSet,
+    reverse: &dyn ReverseSegmenter,
+    params: &SpeParams,
+    progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
+) -> Result<Calibration, PipelineError> {
+    let masks = checkpoints.iter().map(|model| {
+        Ok(CheckpointMasks {
+            name: model.name().to_string(),
+            masks: model.predict(&calibration.images)?,
+        })
+    });
+    calibrate_from_masks(masks, checkpoints.len(), reference, calibration, reverse, params, progress)
+}
+
+/// Stage 2 for one unlabeled batch.
+pub fn estimate(
+    model: &SegModel,
+    calibration: &Calibration,
+    reference: &ReferenceSet,
+    images: &[Gray],
+    reverse: &dyn ReverseSegmenter,
+    params: &SpeParams,
+) -> Result<(Estimate, PseudoOutcome), PipelineError> {
+    calibration.validate()?;
+    if images.is_empty() {
+        return Err(EngineError::Invalid("the batch holds no image".into()).into());
+    }
+    let described = reverse.describe();
+    if described != calibration.reverse {
+        return Err(EngineError::Calibration(format!(
+            "it was made with the reverse segmenter {:?} but this estimate uses {described:?}; \
+             estimate with the same reverse segmenter (pseudo metrics of different segmenters are not comparable)",
+            calibration.reverse
+        ))
+        .into());
+    }
+    let masks = model.predict(images)?;
+    let outcome = spe::pseudo_metrics(reverse, images, &masks, reference, params)?;
+    Ok((spe::estimate(&outcome, calibration), outcome))
+}

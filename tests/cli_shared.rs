@@ -1,0 +1,103 @@
+//! `spe evaluate` and `spe calibrate` on the shared JSRT model family (../shared).
+
+mod common;
+
+use common::*;
+
+const METRICS: [&str; 6] = ["dice", "jaccard", "precision", "recall", "hd95", "pearson"];
+
+#[test]
+fn evaluate_matches_the_independent_reference_metrics() {
+    let Some(shared) = shared() else { return };
+    let models = shared.join("models/jsrt-heart-unet");
+    let reference = read_json(&models.join("reference_metrics.json"));
+    let spec = repo().join("tests/fixtures/jsrt_spec.json");
+    let out_dir = tempfile::tempdir().unwrap();
+    let epochs = reference["epochs"].as_object().unwrap();
+    assert_eq!(epochs.len(), 16);
+    let mut checked = 0;
+    for (epoch, splits) in epochs {
+        let model = models.join(format!("epoch_{:03}.onnx", epoch.parse::<u32>().unwrap()));
+        for split in ["train", "test"] {
+            let data = shared.join("datasets/jsrt").join(split);
+            let out = out_dir.path().join(format!("{epoch}_{split}.json"));
+            spe(&[
+                "evaluate",
+                "--model",
+                s(&model),
+                "--spec",
+                s(&spec),
+                "--images",
+                s(&data.join("images")),
+                "--labels",
+                s(&data.join("labels")),
+                "--out",
+                s(&out),
+            ]);
+            checked += compare(&read_json(&out), &splits[split], &format!("epoch {epoch} {split}"));
+        }
+    }
+    assert_eq!(checked, 16 * (172 + 49) * 6);
+}
+
+/// Every per-image metric within 1e-6; returns how many values were compared.
+fn compare(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) -> usize {
+    let theirs = theirs["per_image"].as_object().unwrap();
+    let ours = ours["per_image"].as_object().unwrap();
+    assert_eq!(ours.len(), theirs.len(), "{what}: image count");
+    let mut n = 0;
+    for (case, expected) in theirs {
+        let got = &ours[case];
+        for m in METRICS {
+            let (a, b) = (got[m].as_f64().unwrap(), expected[m].as_f64().unwrap());
+            assert!((a - b).abs() <= 1e-6, "{what} {case} {m}: ours {a}, reference {b}");
+            n += 1;
+        }
+    }
+    n
+}
+
+#[test]
+fn calibrate_on_the_jsrt_family_meets_the_accuracy_bar() {
+    let Some(shared) = shared() else { return };
+    let out = tempfile::tempdir().unwrap();
+    let cal_path = out.path().join("cal.json");
+    let jsrt = shared.join("datasets/jsrt");
+    let started = std::time::Instant::now();
+    spe(&[
+        "calibrate",
+        "--checkpoints",
+        s(&shared.join("models/jsrt-heart-unet")),
+        "--spec",
+        s(&repo().join("tests/fixtures/jsrt_spec.json")),
+        "--reference",
+        s(&jsrt.join("train")),
+        "--calibration",
+        s(&jsrt.join("test")),
+        "--out",
+        s(&cal_path),
+    ]);
+    eprintln!("calibrate took {:.1}s", started.elapsed().as_secs_f64());
+    let cal = read_json(&cal_path);
+    report(&cal);
+    assert_eq!(cal["excluded"], serde_json::json!(["epoch_001"]), "the all-empty first checkpoint is left out");
+    assert_eq!(cal["checkpoints"].as_array().unwrap().len(), 16);
+    let dice = &cal["fits"]["dice"];
+    assert!(dice["loo_mae"].as_f64().unwrap() <= 0.03, "{dice}");
+    assert!(dice["pearson_r"].as_f64().unwrap() >= 0.97, "{dice}");
+    for m in ["hd95", "precision", "recall"] {
+        assert!(cal["fits"][m]["loo_mae"].as_f64().unwrap().is_finite());
+    }
+}
+
+fn report(cal: &serde_json::Value) {
+    for m in METRICS {
+        let f = &cal["fits"][m];
+        eprintln!(
+            "{m:<9} {:<9} loo_mae {:.4} r {:.4}",
+            f["mapping"]["kind"].as_str().unwrap(),
+            f["loo_mae"].as_f64().unwrap(),
+            f["pearson_r"].as_f64().unwrap()
+        );
+    }
+}
