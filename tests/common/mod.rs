@@ -49,3 +49,8 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 pub fn s(p: &Path) -> &str {
     p.to_str().expect("utf-8 path")
 }
+
+/// A path as an owned argument.
+pub fn o(p: impl AsRef<Path>) -> String {
+    p.as_ref().display().to_string()
+}
