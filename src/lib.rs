@@ -4,3 +4,7 @@ pub mod cli;
 pub mod engine;
 pub mod inference;
 pub mod pipeline;
+pub mod api;
+pub mod jobs;
+pub mod service;
+pub mod store;

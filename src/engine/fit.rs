@@ -332,8 +332,9 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
         for row in 0..3 {
             if row != col {
                 let f = a[row][col] / a[col][col];
-                for k in 0..3 {
-                    a[row][k] -= f * a[col][k];
+                let pivot_row = a[col];
+                for (value, p) in a[row].iter_mut().zip(pivot_row) {
+                    *value -= f * p;
                 }
                 b[row] -= f * b[col];
             }

@@ -1,0 +1,592 @@
+//! Calibrations: from checkpoints or predicted masks (queued jobs) or from (pseudo, real) pairs (fitted
+//! on the spot). A model has at most one active calibration; estimates use it.
+
+use super::auth::Caller;
+use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
+use super::error::Problem;
+use super::models::{stage_set, validate_set};
+use super::upload::{self, Upload};
+use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
+use crate::engine::fit::{Calibration, CheckpointPoint, MIN_POINTS};
+use crate::engine::image_io;
+use crate::engine::spe::{PseudoOutcome, SpeParams, SupportCount};
+use crate::inference::{ModelSpec, SegModel};
+use crate::jobs::queue::{self, Idempotency, JobKind};
+use crate::store::blobs::Staged;
+use crate::store::calibrations::{self, CheckpointRow, NewCalibration};
+use crate::store::image_sets::{self, Item, SetKind};
+use crate::store::keys::Role;
+use crate::store::{self, models};
+use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create, list))
+        .routes(routes!(get_calibration))
+        .routes(routes!(activate))
+}
+
+/// multipart/form-data body of a calibration job: `checkpoint` files or a `masks` zip, plus the labelled
+/// calibration set.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents a multipart form for OpenAPI; never built"
+)]
+pub struct CalibrationForm {
+    /// Checkpoint ONNX files (repeat the part; name = file name without extension). They must match the
+    /// model's spec. At least 3.
+    #[schema(format = Binary)]
+    checkpoint: Vec<String>,
+    /// Or: a zip of predicted masks, `<checkpoint>/<image name>.png` (0/255), one folder per checkpoint,
+    /// one mask per calibration image.
+    #[schema(format = Binary)]
+    masks: Option<String>,
+    /// Calibration images (the held-out labelled split); paired with labels by file name.
+    #[schema(format = Binary)]
+    image: Vec<String>,
+    #[schema(format = Binary)]
+    label: Vec<String>,
+    /// Or: zip archives with images/ and labels/ folders.
+    #[schema(format = Binary)]
+    archive: Vec<String>,
+    /// Protocol parameters JSON, e.g. {"support_size":64,"repetitions":6,"min_area":20,"seed":0}.
+    params: Option<String>,
+    /// "false" to keep the current active calibration (default "true").
+    activate: Option<String>,
+}
+
+fn located(id: Uuid) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = format!("/v1/calibrations/{id}").parse() {
+        headers.insert(header::LOCATION, v);
+    }
+    headers
+}
+
+async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {
+    Ok(calibrations::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("calibration {id} does not exist")))?
+        .into())
+}
+
+/// Calibrate a model. multipart/form-data: a job from checkpoints or predicted masks (202; poll the
+/// Location). application/json: a fit of (pseudo, real) pairs computed elsewhere (201, done).
+#[utoipa::path(post, path = "/v1/models/{id}/calibrations", tag = "calibrations",
+    params(
+        ("id" = Uuid, Path, description = "Model id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first job"),
+    ),
+    request_body(content(
+        (CalibrationForm = "multipart/form-data"),
+        (PairsRequest = "application/json"),
+    )),
+    responses(
+        (status = 201, description = "Fitted from pairs", body = CalibrationView, headers(("Location" = String))),
+        (status = 202, description = "Queued", body = CalibrationView, headers(("Location" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The model has no reference set yet", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64))),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<(StatusCode, HeaderMap, Json<CalibrationView>), ApiError> {
+    let principal = caller.require(Role::Admin)?;
+    let key = idempotency_key(&headers)?;
+    let model = models::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
+    let reference_set_id = model.reference_set_id.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "model {id} has no reference set yet; PUT /v1/models/{id}/reference-set first"
+        ))
+    })?;
+    let calibration_id = match media_type(&req).as_str() {
+        "application/json" => {
+            let Json(body) = Json::<PairsRequest>::from_request(req, &state).await?;
+            let cal = from_pairs(&state, &model, reference_set_id, body).await?;
+            return Ok((StatusCode::CREATED, located(cal), Json(view(&state, cal).await?)));
+        }
+        "multipart/form-data" => {
+            let multipart = Multipart::from_request(req, &state).await?;
+            let mut form = Upload::read(
+                multipart,
+                &["checkpoint", "masks", "image", "label", "archive", "params", "activate"],
+            )
+            .await?;
+            let digest = form.digest();
+            match replay(&state, &principal, key.as_deref(), &digest, JobKind::Calibration).await? {
+                Some(existing) => existing,
+                None => {
+                    check_queue(&state).await?;
+                    let idem = key.as_deref().map(|k| Idempotency {
+                        api_key_id: principal.id,
+                        key: k,
+                        request_sha256: &digest,
+                    });
+                    from_upload(&state, &model, reference_set_id, &mut form, idem).await?
+                }
+            }
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type {other:?} is not accepted here: send multipart/form-data (checkpoints or masks) or \
+                 application/json (pairs)"
+            )))
+        }
+    };
+    Ok((
+        StatusCode::ACCEPTED,
+        located(calibration_id),
+        Json(view(&state, calibration_id).await?),
+    ))
+}
+
+fn parse_params(text: Option<String>) -> Result<SpeParams, ApiError> {
+    let params: Params = match text {
+        None => Params::default(),
+        Some(t) => serde_json::from_str(&t).map_err(|e| {
+            ApiError::Unprocessable(format!("form part \"params\" is invalid: {e}"))
+        })?,
+    };
+    let params: SpeParams = params.into();
+    params.validate()?;
+    Ok(params)
+}
+
+fn parse_activate(text: Option<String>) -> Result<bool, ApiError> {
+    match text.as_deref().map(str::trim) {
+        None | Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(ApiError::Unprocessable(format!(
+            "activate must be \"true\" or \"false\", not {other:?}"
+        ))),
+    }
+}
+
+/// What one checkpoint contributes: its ONNX file or its predicted masks (in calibration-set order).
+enum Source {
+    Model(String, Bytes),
+    Masks(String, Vec<(String, Bytes)>),
+}
+
+/// Masks zip -> per checkpoint folder, masks ordered like the calibration set; every image needs one.
+fn masks_by_checkpoint(
+    zip: &Bytes,
+    names: &[String],
+    state: &AppState,
+) -> Result<Vec<Source>, ApiError> {
+    let mut folders: BTreeMap<String, BTreeMap<String, Bytes>> = BTreeMap::new();
+    for (path, data) in upload::unzip(zip, &state.limits)? {
+        let mut parts = path
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .collect::<Vec<_>>();
+        let Some(file) = parts.pop() else { continue };
+        let lower = file.to_ascii_lowercase();
+        if file.starts_with('.')
+            || !(lower.ends_with(".png") || lower.ends_with(".jpg") || lower.ends_with(".jpeg"))
+        {
+            continue;
+        }
+        let checkpoint = parts.last().ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "mask {path:?} is not inside a checkpoint folder (<checkpoint>/<image>.png)"
+            ))
+        })?;
+        folders
+            .entry(checkpoint.to_string())
+            .or_default()
+            .insert(upload::stem(file), data);
+    }
+    folders
+        .into_iter()
+        .map(|(checkpoint, mut masks)| {
+            let ordered = names
+                .iter()
+                .map(|n| {
+                    masks.remove(n).map(|m| (n.clone(), m)).ok_or_else(|| {
+                        ApiError::Unprocessable(format!(
+                            "checkpoint {checkpoint:?} has no mask for calibration image {n:?}"
+                        ))
+                    })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if let Some(extra) = masks.keys().next() {
+                return Err(ApiError::Unprocessable(format!(
+                    "checkpoint {checkpoint:?} has a mask {extra:?} for no calibration image"
+                )));
+            }
+            Ok(Source::Masks(checkpoint, ordered))
+        })
+        .collect()
+}
+
+async fn from_upload(
+    state: &AppState,
+    model: &models::ModelRow,
+    reference_set_id: Uuid,
+    form: &mut Upload,
+    idem: Option<Idempotency<'_>>,
+) -> Result<Uuid, ApiError> {
+    let params = parse_params(form.take_text("params")?)?;
+    let activate = parse_activate(form.take_text("activate")?)?;
+    let checkpoints = form.take_all("checkpoint");
+    let masks = form.take_one("masks")?;
+    let set = upload::labelled(form, &state.limits, "the calibration set")?;
+    let set = validate_set(state, set).await?;
+    let names: Vec<String> = set.iter().map(|i| i.name.clone()).collect();
+    let sources = match (checkpoints.is_empty(), masks) {
+        (false, None) => {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut sources = Vec::new();
+            for part in checkpoints {
+                let name = part.file_name.as_deref().map(upload::stem).unwrap_or_default();
+                super::models::validate_name(&name)
+                    .map_err(|_| ApiError::Unprocessable(format!("checkpoint file name {name:?} is not a valid name")))?;
+                if !seen.insert(name.clone()) {
+                    return Err(ApiError::Unprocessable(format!("two checkpoints are named {name:?}")));
+                }
+                sources.push(Source::Model(name, part.data));
+            }
+            validate_checkpoints(state, model, &sources).await?;
+            sources
+        }
+        (true, Some(zip)) => {
+            let sources = masks_by_checkpoint(&zip.data, &names, state)?;
+            validate_masks(state, &sources).await?;
+            sources
+        }
+        (false, Some(_)) => {
+            return Err(ApiError::Unprocessable(
+                "send either checkpoint files or a masks zip, not both".into(),
+            ))
+        }
+        (true, None) => {
+            return Err(ApiError::Unprocessable(
+                "send checkpoint files (part \"checkpoint\") or predicted masks (part \"masks\", a zip)".into(),
+            ))
+        }
+    };
+    if sources.len() < MIN_POINTS {
+        return Err(ApiError::Unprocessable(format!(
+            "{} checkpoints were sent; fitting and validating the mapping needs at least {MIN_POINTS}",
+            sources.len()
+        )));
+    }
+    let params_json =
+        serde_json::to_value(params).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let source_kind = match sources.first() {
+        Some(Source::Masks(..)) => "masks",
+        _ => "checkpoints",
+    };
+    let result = staged(state, async |staged: &mut Staged| {
+        let items = stage_set(state, staged, &set).await?;
+        let mut rows = Vec::with_capacity(sources.len());
+        let mut mask_items = Vec::with_capacity(sources.len());
+        for source in &sources {
+            match source {
+                Source::Model(name, bytes) => {
+                    let sha = staged.put(&state.blobs, bytes.clone()).await?;
+                    rows.push(CheckpointRow {
+                        name: name.clone(),
+                        onnx_sha256: Some(sha),
+                        masks_set_id: None,
+                    });
+                    mask_items.push(None);
+                }
+                Source::Masks(name, masks) => {
+                    let mut items = Vec::with_capacity(masks.len());
+                    for (image, mask) in masks {
+                        let sha = staged.put(&state.blobs, mask.clone()).await?;
+                        items.push(Item {
+                            name: image.clone(),
+                            image_sha256: sha,
+                            label_sha256: None,
+                        });
+                    }
+                    rows.push(CheckpointRow {
+                        name: name.clone(),
+                        onnx_sha256: None,
+                        masks_set_id: None,
+                    });
+                    mask_items.push(Some(items));
+                }
+            }
+        }
+        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
+        let calibration_set_id = image_sets::insert(&mut tx, SetKind::Calibration, &items).await?;
+        let id = Uuid::new_v4();
+        let new = NewCalibration {
+            id,
+            model_id: model.id,
+            source: source_kind,
+            params: params_json.clone(),
+            reference_set_id: Some(reference_set_id),
+            calibration_set_id: Some(calibration_set_id),
+            activate,
+            result: None,
+        };
+        calibrations::insert(&mut tx, &new).await?;
+        for (position, (mut row, masks)) in rows.into_iter().zip(mask_items).enumerate() {
+            if let Some(masks) = masks {
+                row.masks_set_id = Some(image_sets::insert(&mut tx, SetKind::Masks, &masks).await?);
+            }
+            calibrations::insert_checkpoint(&mut tx, id, position as i32, &row).await?;
+        }
+        queue::enqueue(
+            &mut tx,
+            id,
+            JobKind::Calibration,
+            state.max_attempts,
+            idem.as_ref(),
+        )
+        .await?;
+        tx.commit().await.map_err(store::StoreError::from)?;
+        Ok(id)
+    })
+    .await;
+    match result {
+        // A concurrent retry with the same Idempotency-Key won the race: answer with its job.
+        Err(ApiError::Store(e))
+            if e.unique_violation().as_deref() == Some("jobs_idempotency_key") =>
+        {
+            let idem = idem
+                .ok_or_else(|| ApiError::Internal("idempotency conflict without a key".into()))?;
+            queue::find_idempotent(&state.pool, idem.api_key_id, idem.key)
+                .await?
+                .map(|(id, _, _)| id)
+                .ok_or_else(|| {
+                    ApiError::Conflict(
+                        "a concurrent request with this Idempotency-Key failed; retry".into(),
+                    )
+                })
+        }
+        other => other,
+    }
+}
+
+/// Every checkpoint must load and match the model's spec (the same check as at registration).
+async fn validate_checkpoints(
+    state: &AppState,
+    model: &models::ModelRow,
+    sources: &[Source],
+) -> Result<(), ApiError> {
+    let spec: ModelSpec = serde_json::from_value(model.spec.clone())
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let runtime = state.runtime()?.clone();
+    let models: Vec<(String, Bytes)> = sources
+        .iter()
+        .filter_map(|s| match s {
+            Source::Model(n, b) => Some((n.clone(), b.clone())),
+            Source::Masks(..) => None,
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        for (name, bytes) in &models {
+            SegModel::load(&runtime, bytes, name, &spec)?;
+        }
+        Ok::<_, ApiError>(())
+    })
+    .await?
+}
+
+async fn validate_masks(state: &AppState, sources: &[Source]) -> Result<(), ApiError> {
+    let max_pixels = state.limits.max_pixels;
+    let masks: Vec<(String, Bytes)> = sources
+        .iter()
+        .flat_map(|s| match s {
+            Source::Masks(cp, m) => m
+                .iter()
+                .map(|(n, b)| (format!("{cp}/{n}"), b.clone()))
+                .collect(),
+            Source::Model(..) => Vec::new(),
+        })
+        .collect();
+    tokio::task::spawn_blocking(move || {
+        use rayon::prelude::*;
+        masks
+            .par_iter()
+            .try_for_each(|(n, b)| image_io::decode_label(b, n, max_pixels).map(drop))
+    })
+    .await?
+    .map_err(Into::into)
+}
+
+/// Fits (pseudo, real) pairs now. The reverse segmenter recorded is the model's, so estimates (which
+/// compare it) work; the caller vouches that the pseudo metrics came from it with these params.
+async fn from_pairs(
+    state: &AppState,
+    model: &models::ModelRow,
+    reference_set_id: Uuid,
+    body: PairsRequest,
+) -> Result<Uuid, ApiError> {
+    let params: SpeParams = body.params.into();
+    params.validate()?;
+    let points: Vec<CheckpointPoint> = body
+        .points
+        .into_iter()
+        .map(|p| CheckpointPoint {
+            name: p.name,
+            real: p.real.into(),
+            outcome: match p.pseudo {
+                Some(pseudo) => PseudoOutcome::Ok {
+                    pseudo: pseudo.into(),
+                    per_repetition: vec![pseudo.into()],
+                    support: SupportCount {
+                        used: 0,
+                        rejected: 0,
+                    },
+                },
+                None => PseudoOutcome::InsufficientSupport {
+                    support: SupportCount {
+                        used: 0,
+                        rejected: 0,
+                    },
+                },
+            },
+        })
+        .collect();
+    let reverse = reverse_description(state, model).await?;
+    let fitted = Calibration::fit(reverse, params, points)?;
+    let result = serde_json::to_value(&fitted).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let id = Uuid::new_v4();
+    let new = NewCalibration {
+        id,
+        model_id: model.id,
+        source: "pairs",
+        params: serde_json::to_value(params).map_err(|e| ApiError::Internal(e.to_string()))?,
+        reference_set_id: Some(reference_set_id),
+        calibration_set_id: None,
+        activate: body.activate,
+        result: Some(result),
+    };
+    let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
+    calibrations::insert(&mut tx, &new).await?;
+    if body.activate {
+        calibrations::activate_for(&mut tx, model.id, id).await?;
+    }
+    tx.commit().await.map_err(store::StoreError::from)?;
+    Ok(id)
+}
+
+async fn reverse_description(
+    state: &AppState,
+    model: &models::ModelRow,
+) -> Result<String, ApiError> {
+    let onnx = match model.reverse_segmenter_id {
+        None => None,
+        Some(rid) => {
+            let row = models::get_reverse(&state.pool, rid)
+                .await?
+                .ok_or_else(|| ApiError::Internal(format!("reverse segmenter {rid} is missing")))?;
+            let bytes = state.blobs.get(&row.onnx_sha256).await?;
+            Some((row.onnx_sha256, bytes))
+        }
+    };
+    let runtime = state.runtime()?.clone();
+    let threshold = model.reverse_threshold;
+    tokio::task::spawn_blocking(move || {
+        crate::jobs::run::build_reverse(
+            &runtime,
+            onnx.as_ref().map(|(s, b)| (s.as_str(), b.as_ref())),
+            threshold,
+        )
+        .map(|r| r.describe())
+        .map_err(|e| ApiError::Internal(e.to_string()))
+    })
+    .await?
+}
+
+/// A model's calibrations, newest first.
+#[utoipa::path(get, path = "/v1/models/{id}/calibrations", tag = "calibrations",
+    params(("id" = Uuid, Path, description = "Model id")),
+    responses(
+        (status = 200, body = CalibrationList),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<CalibrationList>, ApiError> {
+    caller.require(Role::Reader)?;
+    models::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
+    let items = calibrations::list(&state.pool, id)
+        .await?
+        .into_iter()
+        .map(Into::into)
+        .collect();
+    Ok(Json(CalibrationList { items }))
+}
+
+/// One calibration: status, progress and, when done, the fits and points.
+#[utoipa::path(get, path = "/v1/calibrations/{id}", tag = "calibrations",
+    params(("id" = Uuid, Path, description = "Calibration id")),
+    responses(
+        (status = 200, body = CalibrationView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_calibration(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<CalibrationView>, ApiError> {
+    caller.require(Role::Reader)?;
+    Ok(Json(view(&state, id).await?))
+}
+
+/// Make a succeeded calibration the model's active one.
+#[utoipa::path(post, path = "/v1/calibrations/{id}/activate", tag = "calibrations",
+    params(("id" = Uuid, Path, description = "Calibration id")),
+    responses(
+        (status = 200, body = CalibrationView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn activate(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<CalibrationView>, ApiError> {
+    caller.require(Role::Admin)?;
+    let row = calibrations::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("calibration {id} does not exist")))?;
+    if row.result.is_none() {
+        return Err(ApiError::Conflict(format!(
+            "calibration {id} is {}; only a succeeded calibration can be activated",
+            row.state
+        )));
+    }
+    let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
+    calibrations::activate_for(&mut tx, row.model_id, id).await?;
+    tx.commit().await.map_err(store::StoreError::from)?;
+    Ok(Json(view(&state, id).await?))
+}

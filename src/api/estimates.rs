@@ -1,0 +1,302 @@
+//! Estimates: submit an unlabeled batch (202 + Location), poll it, list a model's estimates.
+
+use super::auth::Caller;
+use super::dto::{EstimatePage, EstimateView, JobStatus};
+use super::error::Problem;
+use super::models::{stage_set, validate_set};
+use super::upload::{self, Part, Upload};
+use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
+use crate::jobs::queue::{self, Idempotency, JobKind};
+use crate::store::blobs::Staged;
+use crate::store::estimates::{self, ListQuery};
+use crate::store::image_sets::{self, SetKind};
+use crate::store::keys::Role;
+use crate::store::{self, models};
+use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::Json;
+use base64::Engine as _;
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(submit, list))
+        .routes(routes!(get_estimate))
+}
+
+/// multipart/form-data body of POST /v1/models/{id}/estimates.
+#[derive(ToSchema)]
+#[expect(
+    dead_code,
+    reason = "documents a multipart form for OpenAPI; never built"
+)]
+pub struct BatchForm {
+    /// Unlabeled PNG/JPEG images (repeat the part).
+    #[schema(format = Binary)]
+    image: Vec<String>,
+    /// Or: zip archives of images.
+    #[schema(format = Binary)]
+    archive: Vec<String>,
+}
+
+fn located(id: Uuid) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = format!("/v1/estimates/{id}").parse() {
+        headers.insert(header::LOCATION, v);
+    }
+    headers
+}
+
+async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
+    Ok(estimates::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("estimate {id} does not exist")))?
+        .into())
+}
+
+/// Submit an unlabeled batch for an estimate with the model's active calibration. The job runs in the
+/// background: poll the Location.
+#[utoipa::path(post, path = "/v1/models/{id}/estimates", tag = "estimates",
+    params(
+        ("id" = Uuid, Path, description = "Model id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first estimate instead of a new one"),
+    ),
+    request_body(content(
+        (BatchForm = "multipart/form-data"),
+        (Vec<u8> = "application/zip"),
+    )),
+    responses(
+        (status = 202, description = "Queued (or, for a replayed Idempotency-Key, the existing estimate)", body = EstimateView,
+            headers(("Location" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The model has no active calibration", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large or too many images", body = Problem, content_type = "application/problem+json"),
+        (status = 415, body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Empty batch, unreadable or oversized image", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64))),
+    ))]
+async fn submit(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<(StatusCode, HeaderMap, Json<EstimateView>), ApiError> {
+    let principal = caller.require(Role::Submitter)?;
+    let key = idempotency_key(&headers)?;
+    let model = models::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
+    let mut form = match media_type(&req).as_str() {
+        "multipart/form-data" => Upload::read(Multipart::from_request(req, &state).await?, &["image", "archive"]).await?,
+        "application/zip" | "application/x-zip-compressed" => {
+            let data = Bytes::from_request(req, &state).await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge("the zip is larger than this server accepts; send fewer images".into())
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
+            Upload::from_parts(vec![Part {
+                name: "archive".into(),
+                file_name: None,
+                data,
+            }])
+        }
+        other => {
+            return Err(ApiError::UnsupportedMediaType(format!(
+                "content type {other:?} is not accepted here: send multipart/form-data with `image` parts, or a zip \
+                 as application/zip"
+            )))
+        }
+    };
+    let digest = form.digest();
+    if let Some(existing) = replay(
+        &state,
+        &principal,
+        key.as_deref(),
+        &digest,
+        JobKind::Estimate,
+    )
+    .await?
+    {
+        return Ok((
+            StatusCode::ACCEPTED,
+            located(existing),
+            Json(view(&state, existing).await?),
+        ));
+    }
+    let calibration_id = model.active_calibration_id.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "model {id} has no active calibration yet; calibrate it first (POST /v1/models/{id}/calibrations)"
+        ))
+    })?;
+    check_queue(&state).await?;
+    let set = upload::images(&mut form, &state.limits, "the batch")?;
+    let set = validate_set(&state, set).await?;
+    let idem = key.as_deref().map(|k| Idempotency {
+        api_key_id: principal.id,
+        key: k,
+        request_sha256: &digest,
+    });
+    let result = staged(&state, async |staged: &mut Staged| {
+        let items = stage_set(&state, staged, &set).await?;
+        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
+        let set_id = image_sets::insert(&mut tx, SetKind::Batch, &items).await?;
+        let estimate_id = Uuid::new_v4();
+        estimates::insert(&mut tx, estimate_id, id, calibration_id, set_id).await?;
+        queue::enqueue(
+            &mut tx,
+            estimate_id,
+            JobKind::Estimate,
+            state.max_attempts,
+            idem.as_ref(),
+        )
+        .await?;
+        tx.commit().await.map_err(store::StoreError::from)?;
+        Ok(estimate_id)
+    })
+    .await;
+    let estimate_id = match result {
+        // A concurrent retry with the same key committed first: answer with its estimate.
+        Err(ApiError::Store(e))
+            if e.unique_violation().as_deref() == Some("jobs_idempotency_key") =>
+        {
+            let k = key.as_deref().unwrap_or_default();
+            queue::find_idempotent(&state.pool, principal.id, k)
+                .await?
+                .map(|(id, _, _)| id)
+                .ok_or_else(|| {
+                    ApiError::Conflict(
+                        "a concurrent request with this Idempotency-Key failed; retry".into(),
+                    )
+                })?
+        }
+        other => other?,
+    };
+    metrics::counter!("spe_estimates_submitted_total").increment(1);
+    Ok((
+        StatusCode::ACCEPTED,
+        located(estimate_id),
+        Json(view(&state, estimate_id).await?),
+    ))
+}
+
+/// One estimate: status (queued, running with progress, succeeded, failed with a reason) and, when done,
+/// the estimates with intervals, pseudo metrics, support counts and timings.
+#[utoipa::path(get, path = "/v1/estimates/{id}", tag = "estimates",
+    params(("id" = Uuid, Path, description = "Estimate id")),
+    responses(
+        (status = 200, body = EstimateView),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_estimate(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+) -> Result<Json<EstimateView>, ApiError> {
+    caller.require(Role::Reader)?;
+    Ok(Json(view(&state, id).await?))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only estimates submitted at or after this time (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Only estimates submitted before this time (RFC 3339).
+    to: Option<DateTime<Utc>>,
+    /// Only estimates in this state.
+    status: Option<JobStatus>,
+    /// Page size, 1-500 (default 50).
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+fn encode_cursor(at: DateTime<Utc>, id: Uuid) -> String {
+    let raw = format!(
+        "{}|{id}",
+        at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    );
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(raw)
+}
+
+fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
+    let bad = || {
+        ApiError::BadRequest("cursor is not one this API returned; start again without it".into())
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let raw = String::from_utf8(raw).map_err(|_| bad())?;
+    let (at, id) = raw.split_once('|').ok_or_else(bad)?;
+    let at = DateTime::parse_from_rfc3339(at)
+        .map_err(|_| bad())?
+        .with_timezone(&Utc);
+    Ok((at, id.parse().map_err(|_| bad())?))
+}
+
+/// A model's estimates, newest first, with a time range and cursor pagination (for dashboards).
+#[utoipa::path(get, path = "/v1/models/{id}/estimates", tag = "estimates",
+    params(("id" = Uuid, Path, description = "Model id"), ListParams),
+    responses(
+        (status = 200, body = EstimatePage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<EstimatePage>, ApiError> {
+    caller.require(Role::Reader)?;
+    let Query(params) = query?;
+    models::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
+    let limit = params.limit.unwrap_or(50);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest(format!(
+            "limit is {limit}; it must be between 1 and 500"
+        )));
+    }
+    let status = params.status.map(|s| {
+        serde_json::to_value(s)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_string))
+            .unwrap_or_default()
+    });
+    let q = ListQuery {
+        model: id,
+        from: params.from,
+        to: params.to,
+        state: status,
+        after: params.cursor.as_deref().map(decode_cursor).transpose()?,
+        limit: limit + 1,
+    };
+    let mut rows = estimates::list(&state.pool, &q).await?;
+    let next_cursor = if rows.len() as i64 > limit {
+        rows.truncate(limit as usize);
+        rows.last().map(|r| encode_cursor(r.created_at, r.id))
+    } else {
+        None
+    };
+    Ok(Json(EstimatePage {
+        items: rows.into_iter().map(Into::into).collect(),
+        next_cursor,
+    }))
+}

@@ -1,0 +1,284 @@
+//! The REST API: one router per resource, one `AppState`, problem+json errors, OpenAPI from the code.
+
+pub mod auth;
+pub mod calibrations;
+pub mod dto;
+pub mod error;
+pub mod estimates;
+pub mod models;
+pub mod ops;
+pub mod upload;
+
+pub use error::ApiError;
+
+use crate::inference::Runtime;
+use crate::store::{self, BlobStore};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::http::HeaderName;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use sqlx::PgPool;
+use std::time::Instant;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_swagger_ui::SwaggerUi;
+use uuid::Uuid;
+
+/// Request limits (all configurable on `spe serve`).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body accepted (413 beyond).
+    pub max_body_bytes: u64,
+    /// Most images in one set or batch.
+    pub max_images: usize,
+    /// Most pixels (width x height) per image, checked before decoding (decompression-bomb guard).
+    pub max_pixels: u64,
+    /// Most jobs queued or running; beyond it submissions get 429 with Retry-After.
+    pub max_queue: i64,
+    /// Retry-After seconds sent with 429.
+    pub retry_after_s: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 256 * 1024 * 1024,
+            max_images: 1024,
+            max_pixels: 25_000_000,
+            max_queue: 64,
+            retry_after_s: 10,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub blobs: BlobStore,
+    /// ONNX Runtime, or why it could not be loaded (then model registration answers 503 and /readyz fails).
+    pub runtime: Result<Runtime, String>,
+    pub limits: Limits,
+    /// Attempts a job gets before it is failed for good.
+    pub max_attempts: i32,
+    /// Serve /healthz and /metrics without an API key.
+    pub open_ops: bool,
+}
+
+impl AppState {
+    pub fn runtime(&self) -> Result<&Runtime, ApiError> {
+        self.runtime.as_ref().map_err(|e| {
+            tracing::error!(error = %e, "ONNX Runtime unavailable");
+            ApiError::Unavailable(
+                "ONNX Runtime is not available on this server; ask the operator to check /readyz"
+                    .into(),
+            )
+        })
+    }
+}
+
+/// A resource id in the path; a malformed one is a 404 like any unknown id.
+pub struct IdPath(pub Uuid);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        let axum::extract::Path(id) =
+            axum::extract::Path::<Uuid>::from_request_parts(parts, state).await?;
+        Ok(IdPath(id))
+    }
+}
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An API key (`spe keys create --role admin|submitter|reader`). admin: models and \
+                         calibrations; submitter: post batches; reader: GET only.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "spe",
+        description = "Estimates how well a deployed segmentation model performs on unlabeled images (SPE, MICCAI 2025). \
+                       Errors are RFC 9457 problem+json.",
+        license(name = "Apache-2.0")
+    ),
+    modifiers(&SecurityAddon),
+    security(("api_key" = [])),
+    tags(
+        (name = "models", description = "Segmentation models, their reference sets and reverse segmenters"),
+        (name = "calibrations", description = "Stage 1: the pseudo -> real mapping per model"),
+        (name = "estimates", description = "Stage 2: estimates for unlabeled batches"),
+        (name = "operations", description = "Health, readiness, metrics")
+    )
+)]
+struct ApiDoc;
+
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(models::router())
+        .merge(calibrations::router())
+        .merge(estimates::router())
+        .merge(ops::router())
+}
+
+/// The OpenAPI document, generated from the handlers (committed as openapi/openapi.json).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().into_openapi()
+}
+
+/// The whole HTTP application.
+pub fn app(state: AppState) -> Router {
+    let (router, api) = api_router().split_for_parts();
+    let request_id = HeaderName::from_static("x-request-id");
+    let body_limit = usize::try_from(state.limits.max_body_bytes).unwrap_or(usize::MAX);
+    router
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        .fallback(|| async { ApiError::NotFound("no such route; see /docs for the API".into()) })
+        .method_not_allowed_fallback(|| async {
+            ApiError::MethodNotAllowed("this route does not take that method; see /docs".into())
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(track))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
+        }))
+        .layer(PropagateRequestIdLayer::new(request_id.clone()))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("");
+                tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+            }),
+        )
+        .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
+        .with_state(state)
+}
+
+/// Request count and latency per route template and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let response = next.run(req).await;
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("spe_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("spe_http_request_duration_seconds", "method" => method, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Removes blobs a failed request wrote (unless something references them by now).
+pub(crate) async fn cleanup(state: &AppState, created: &[String]) {
+    if created.is_empty() {
+        return;
+    }
+    if let Err(e) = store::collect_garbage(&state.pool, &state.blobs, created).await {
+        tracing::error!(error = %e, "cannot remove the blobs of a failed request");
+    }
+}
+
+/// Runs `f` and, when it fails, deletes the blobs it staged.
+pub(crate) async fn staged<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
+where
+    F: AsyncFnOnce(&mut store::blobs::Staged) -> Result<T, ApiError>,
+{
+    let mut staged = store::blobs::Staged::default();
+    let result = f(&mut staged).await;
+    if result.is_err() {
+        cleanup(state, &staged.created).await;
+    }
+    result
+}
+
+/// Shared by handlers taking either JSON or multipart: the request's media type, lowercased, without
+/// parameters.
+pub(crate) fn media_type(req: &Request) -> String {
+    req.headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or_default()
+                .trim()
+                .to_ascii_lowercase()
+        })
+        .unwrap_or_default()
+}
+
+/// The `Idempotency-Key` header, if sent (at most 200 visible ASCII characters).
+pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .ok()
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 200);
+    key.map(|k| Some(k.to_string())).ok_or_else(|| {
+        ApiError::BadRequest("Idempotency-Key must be 1-200 visible ASCII characters".into())
+    })
+}
+
+/// The job an earlier request with the same Idempotency-Key created, if that request was the same;
+/// a different request under a used key is refused.
+pub(crate) async fn replay(
+    state: &AppState,
+    caller: &store::keys::Principal,
+    key: Option<&str>,
+    digest: &str,
+    kind: crate::jobs::queue::JobKind,
+) -> Result<Option<Uuid>, ApiError> {
+    let Some(key) = key else {
+        return Ok(None);
+    };
+    match crate::jobs::queue::find_idempotent(&state.pool, caller.id, key).await? {
+        None => Ok(None),
+        Some((id, found_kind, found_digest)) if found_kind == kind.as_str() && found_digest == digest => Ok(Some(id)),
+        Some(_) => Err(ApiError::Unprocessable(
+            "this Idempotency-Key was already used for a different request; use a new key for a new request".into(),
+        )),
+    }
+}
+
+/// 429 with Retry-After when the queue is full.
+pub(crate) async fn check_queue(state: &AppState) -> Result<(), ApiError> {
+    let depth = crate::jobs::queue::depth(&state.pool).await?;
+    if depth >= state.limits.max_queue {
+        return Err(ApiError::TooManyRequests {
+            detail: format!(
+                "{depth} jobs are queued or running (the limit is {}); retry after the Retry-After delay",
+                state.limits.max_queue
+            ),
+            retry_after_s: state.limits.retry_after_s,
+        });
+    }
+    Ok(())
+}

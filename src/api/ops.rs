@@ -1,0 +1,141 @@
+//! Operations: liveness, readiness, Prometheus metrics.
+
+use super::auth::authenticate;
+use super::dto::Health;
+use super::error::Problem;
+use super::{ApiError, AppState};
+use crate::store::estimates;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use axum::Json;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use std::collections::BTreeMap;
+use std::sync::OnceLock;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+}
+
+static PROMETHEUS: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+
+/// The process's Prometheus recorder, installed on first use (`metrics` has one global recorder per
+/// process; None if something else installed one first).
+pub fn prometheus() -> Option<&'static PrometheusHandle> {
+    PROMETHEUS
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new().build_recorder();
+            let handle = recorder.handle();
+            metrics::set_global_recorder(recorder).ok().map(|()| handle)
+        })
+        .as_ref()
+}
+
+async fn guard(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
+    // Any valid key (every role can read) opens them when they are not public.
+    if !state.open_ops {
+        authenticate(headers, state).await?;
+    }
+    Ok(())
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, body = Health), (status = 401, body = Problem, content_type = "application/problem+json")))]
+async fn healthz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Health>, ApiError> {
+    guard(&state, &headers).await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        checks: BTreeMap::new(),
+    }))
+}
+
+/// Readiness: the database answers and ONNX Runtime is loaded.
+#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+    responses(
+        (status = 200, body = Health),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Not ready; `checks` says why", body = Health),
+    ))]
+async fn readyz(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<(StatusCode, Json<Health>), ApiError> {
+    guard(&state, &headers).await?;
+    let mut checks = BTreeMap::new();
+    let db = match sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(&state.pool)
+        .await
+    {
+        Ok(_) => "ok".to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: database unreachable");
+            "unreachable".to_string()
+        }
+    };
+    checks.insert("database".to_string(), db);
+    let ort = match &state.runtime {
+        Ok(rt) => format!("ok ({})", rt.provider()),
+        Err(e) => e.clone(),
+    };
+    checks.insert("onnxruntime".to_string(), ort);
+    let ready = checks.values().all(|v| v.starts_with("ok"));
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let health = Health {
+        status: if ready { "ready" } else { "not ready" }.into(),
+        checks,
+    };
+    Ok((status, Json(health)))
+}
+
+/// Prometheus metrics: requests, job durations, queue depth, latest estimate per model and metric.
+#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+    responses(
+        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn metrics_text(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    guard(&state, &headers).await?;
+    // Gauges that describe shared state are read from the database at scrape time, so every API replica
+    // reports the same numbers however the workers are spread.
+    let depth: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT k.kind, s.state, count(j.id) FROM (VALUES ('calibration'), ('estimate')) k(kind)
+         CROSS JOIN (VALUES ('queued'), ('running')) s(state)
+         LEFT JOIN jobs j ON j.kind = k.kind AND j.state = s.state GROUP BY 1, 2",
+    )
+    .fetch_all(&state.pool)
+    .await
+    .map_err(crate::store::StoreError::from)?;
+    for (kind, st, n) in depth {
+        metrics::gauge!("spe_queue_depth", "kind" => kind, "state" => st).set(n as f64);
+    }
+    for (model, result) in estimates::latest_per_model(&state.pool).await? {
+        let Some(metrics) = result
+            .pointer("/estimate/metrics")
+            .and_then(|m| m.as_object())
+        else {
+            continue;
+        };
+        for (metric, value) in metrics {
+            if let Some(v) = value.get("estimate").and_then(|v| v.as_f64()) {
+                metrics::gauge!("spe_latest_estimate", "model" => model.clone(), "metric" => metric.clone()).set(v);
+            }
+        }
+    }
+    let body = prometheus().map(|h| h.render()).unwrap_or_default();
+    Ok(([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body))
+}

@@ -1,0 +1,318 @@
+//! Reading uploads: multipart parts held in memory (the body limit bounds them), zip archives unpacked
+//! with bounds on entries and inflated size, image sets assembled and fully decoded (so a bad file is
+//! rejected before anything is stored).
+
+use super::{ApiError, Limits};
+use crate::engine::image_io;
+use axum::extract::Multipart;
+use bytes::Bytes;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::io::Read;
+
+pub struct Part {
+    pub name: String,
+    pub file_name: Option<String>,
+    pub data: Bytes,
+}
+
+/// A multipart body, read completely.
+pub struct Upload {
+    parts: Vec<Part>,
+}
+
+impl Upload {
+    /// Reads every part; a part not in `allowed` is an error (it is most likely a typo of an allowed one).
+    pub async fn read(mut multipart: Multipart, allowed: &[&str]) -> Result<Self, ApiError> {
+        let mut parts = Vec::new();
+        while let Some(field) = multipart.next_field().await? {
+            let name = field.name().unwrap_or_default().to_string();
+            if !allowed.contains(&name.as_str()) {
+                return Err(ApiError::Unprocessable(format!(
+                    "unexpected form part {name:?}; this endpoint takes: {}",
+                    allowed.join(", ")
+                )));
+            }
+            let file_name = field.file_name().map(str::to_string);
+            let data = field.bytes().await?;
+            parts.push(Part {
+                name,
+                file_name,
+                data,
+            });
+        }
+        Ok(Self { parts })
+    }
+
+    /// An upload built from parts received some other way (e.g. a raw application/zip body).
+    pub fn from_parts(parts: Vec<Part>) -> Self {
+        Self { parts }
+    }
+
+    /// A digest of what was sent (part names, file names, contents) that ignores multipart framing, so a
+    /// client's retry with a new boundary matches its first try.
+    pub fn digest(&self) -> String {
+        let mut entries: Vec<(String, String, String)> = self
+            .parts
+            .iter()
+            .map(|p| {
+                let sha = hex::encode(Sha256::digest(&p.data));
+                (p.name.clone(), p.file_name.clone().unwrap_or_default(), sha)
+            })
+            .collect();
+        entries.sort();
+        let mut h = Sha256::new();
+        for (a, b, c) in entries {
+            h.update(format!("{a}\0{b}\0{c}\n"));
+        }
+        hex::encode(h.finalize())
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.parts.iter().any(|p| p.name == name)
+    }
+
+    /// All parts with this name, removed from the upload.
+    pub fn take_all(&mut self, name: &str) -> Vec<Part> {
+        let (taken, kept) = std::mem::take(&mut self.parts)
+            .into_iter()
+            .partition(|p| p.name == name);
+        self.parts = kept;
+        taken
+    }
+
+    /// The single part with this name, if any.
+    pub fn take_one(&mut self, name: &str) -> Result<Option<Part>, ApiError> {
+        let mut parts = self.take_all(name);
+        if parts.len() > 1 {
+            return Err(ApiError::Unprocessable(format!(
+                "form part {name:?} was sent more than once"
+            )));
+        }
+        Ok(parts.pop())
+    }
+
+    pub fn take_text(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        self.take_one(name)?
+            .map(|p| {
+                String::from_utf8(p.data.to_vec()).map_err(|_| {
+                    ApiError::Unprocessable(format!("form part {name:?} is not UTF-8 text"))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn require(&mut self, name: &str, what: &str) -> Result<Part, ApiError> {
+        self.take_one(name)?
+            .ok_or_else(|| ApiError::Unprocessable(format!("missing form part {name:?} ({what})")))
+    }
+}
+
+/// A file's stem: the last path component without its extension.
+pub fn stem(path: &str) -> String {
+    let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    match file.rsplit_once('.') {
+        Some((s, _)) if !s.is_empty() => s.to_string(),
+        _ => file.to_string(),
+    }
+}
+
+fn is_image_path(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    let file = lower.rsplit('/').next().unwrap_or(&lower);
+    !file.starts_with('.')
+        && (file.ends_with(".png") || file.ends_with(".jpg") || file.ends_with(".jpeg"))
+}
+
+/// The files of a zip archive (path, bytes), bounded in count and inflated size.
+pub fn unzip(data: &Bytes, limits: &Limits) -> Result<Vec<(String, Bytes)>, ApiError> {
+    let bad = |e: zip::result::ZipError| {
+        ApiError::Unprocessable(format!("the archive is not a readable zip file: {e}"))
+    };
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(data.clone())).map_err(bad)?;
+    let max_entries = limits.max_images * 2 + 16;
+    if archive.len() > max_entries {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "the archive has {} entries; at most {max_entries} are accepted",
+            archive.len()
+        )));
+    }
+    let budget = limits.max_body_bytes.saturating_mul(4);
+    let mut total: u64 = 0;
+    let mut files = Vec::new();
+    for i in 0..archive.len() {
+        let mut entry = archive.by_index(i).map_err(bad)?;
+        if entry.is_dir() || entry.name().starts_with("__MACOSX/") {
+            continue;
+        }
+        let name = entry
+            .enclosed_name()
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
+            .ok_or_else(|| {
+                ApiError::Unprocessable(format!(
+                    "archive entry {:?} has an unsafe path",
+                    entry.name()
+                ))
+            })?;
+        // The declared size can lie; reading is bounded by what is left of the budget either way.
+        let left = budget - total;
+        let mut buf = Vec::with_capacity(entry.size().min(left) as usize);
+        (&mut entry)
+            .take(left + 1)
+            .read_to_end(&mut buf)
+            .map_err(|e| {
+                ApiError::Unprocessable(format!("archive entry {name:?} cannot be inflated: {e}"))
+            })?;
+        total += buf.len() as u64;
+        if total > budget {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "the archive inflates to more than {budget} bytes"
+            )));
+        }
+        files.push((name, Bytes::from(buf)));
+    }
+    Ok(files)
+}
+
+/// A named image of an uploaded set.
+pub struct NamedImage {
+    pub name: String,
+    pub image: Bytes,
+    pub label: Option<Bytes>,
+}
+
+fn check_count(n: usize, what: &str, limits: &Limits) -> Result<(), ApiError> {
+    if n == 0 {
+        return Err(ApiError::Unprocessable(format!(
+            "{what} holds no PNG or JPEG image"
+        )));
+    }
+    if n > limits.max_images {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{what} holds {n} images; at most {} are accepted per request",
+            limits.max_images
+        )));
+    }
+    Ok(())
+}
+
+fn insert_unique(
+    map: &mut BTreeMap<String, Bytes>,
+    name: String,
+    data: Bytes,
+    what: &str,
+) -> Result<(), ApiError> {
+    if map.contains_key(&name) {
+        return Err(ApiError::Unprocessable(format!(
+            "{what} has two files named {name:?} (names are file names without extension and must be unique)"
+        )));
+    }
+    map.insert(name, data);
+    Ok(())
+}
+
+/// Unlabelled images: `image` parts and/or `archive` zips (every PNG/JPEG inside). Sorted by name.
+pub fn images(
+    upload: &mut Upload,
+    limits: &Limits,
+    what: &str,
+) -> Result<Vec<NamedImage>, ApiError> {
+    let mut map = BTreeMap::new();
+    for (i, part) in upload.take_all("image").into_iter().enumerate() {
+        let name = part
+            .file_name
+            .as_deref()
+            .map(stem)
+            .unwrap_or_else(|| format!("image_{i:04}"));
+        insert_unique(&mut map, name, part.data, what)?;
+    }
+    for part in upload.take_all("archive") {
+        for (path, data) in unzip(&part.data, limits)? {
+            if is_image_path(&path) {
+                insert_unique(&mut map, stem(&path), data, what)?;
+            }
+        }
+    }
+    check_count(map.len(), what, limits)?;
+    Ok(map
+        .into_iter()
+        .map(|(name, image)| NamedImage {
+            name,
+            image,
+            label: None,
+        })
+        .collect())
+}
+
+/// Labelled images: `image` + `label` parts paired by file name, and/or `archive` zips with `images/` and
+/// `labels/` folders. Sorted by name.
+pub fn labelled(
+    upload: &mut Upload,
+    limits: &Limits,
+    what: &str,
+) -> Result<Vec<NamedImage>, ApiError> {
+    let mut images = BTreeMap::new();
+    let mut labels = BTreeMap::new();
+    for (i, part) in upload.take_all("image").into_iter().enumerate() {
+        let name = part
+            .file_name
+            .as_deref()
+            .map(stem)
+            .unwrap_or_else(|| format!("image_{i:04}"));
+        insert_unique(&mut images, name, part.data, what)?;
+    }
+    for (i, part) in upload.take_all("label").into_iter().enumerate() {
+        let name = part
+            .file_name
+            .as_deref()
+            .map(stem)
+            .unwrap_or_else(|| format!("image_{i:04}"));
+        insert_unique(&mut labels, name, part.data, what)?;
+    }
+    for part in upload.take_all("archive") {
+        for (path, data) in unzip(&part.data, limits)? {
+            if !is_image_path(&path) {
+                continue;
+            }
+            let folder = path.rsplit('/').nth(1).unwrap_or_default();
+            match folder {
+                "images" => insert_unique(&mut images, stem(&path), data, what)?,
+                "labels" => insert_unique(&mut labels, stem(&path), data, what)?,
+                _ => {}
+            }
+        }
+    }
+    check_count(images.len(), what, limits)?;
+    let mut set = Vec::with_capacity(images.len());
+    for (name, image) in images {
+        let label = labels.remove(&name).ok_or_else(|| {
+            ApiError::Unprocessable(format!(
+                "{what}: image {name:?} has no label (labels pair with images by file name)"
+            ))
+        })?;
+        set.push(NamedImage {
+            name,
+            image,
+            label: Some(label),
+        });
+    }
+    if let Some(name) = labels.keys().next() {
+        return Err(ApiError::Unprocessable(format!(
+            "{what}: label {name:?} has no image"
+        )));
+    }
+    Ok(set)
+}
+
+/// Decodes every image (and label) so that truncated, foreign or oversized files are rejected now.
+/// CPU-bound: call from `spawn_blocking`.
+pub fn validate(set: &[NamedImage], max_pixels: u64) -> Result<(), ApiError> {
+    set.par_iter().try_for_each(|item| {
+        image_io::decode_gray(&item.image, &item.name, max_pixels)?;
+        if let Some(label) = &item.label {
+            image_io::decode_label(label, &format!("label {}", item.name), max_pixels)?;
+        }
+        Ok::<_, ApiError>(())
+    })
+}

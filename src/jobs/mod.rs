@@ -1,0 +1,317 @@
+//! Workers: claim jobs from the Postgres queue, keep the lease alive while the pipeline runs, write the
+//! result under the lease. A worker killed mid-job simply stops heartbeating; its lease expires and
+//! another worker (or the restarted one) runs the job again from its stored inputs.
+
+pub mod queue;
+pub mod run;
+
+use crate::engine::EngineError;
+use crate::inference::InferenceError;
+use crate::pipeline::PipelineError;
+use crate::store::StoreError;
+use run::{Ctx, Output};
+use sqlx::postgres::PgListener;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("the job's inputs are inconsistent: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Gone(String),
+    #[error("the job crashed: {0}")]
+    Crashed(String),
+}
+
+impl From<EngineError> for JobError {
+    fn from(e: EngineError) -> Self {
+        JobError::Pipeline(e.into())
+    }
+}
+
+impl From<InferenceError> for JobError {
+    fn from(e: InferenceError) -> Self {
+        JobError::Pipeline(e.into())
+    }
+}
+
+impl From<tokio::task::JoinError> for JobError {
+    fn from(e: tokio::task::JoinError) -> Self {
+        JobError::Crashed(e.to_string())
+    }
+}
+
+impl JobError {
+    /// Worth another attempt: the same inputs may well succeed later (database, store, runtime hiccups).
+    fn transient(&self) -> bool {
+        match self {
+            JobError::Store(_) | JobError::Crashed(_) => true,
+            JobError::Pipeline(PipelineError::Inference(e)) => {
+                matches!(
+                    e,
+                    InferenceError::RuntimeMissing(_)
+                        | InferenceError::Provider { .. }
+                        | InferenceError::Io { .. }
+                )
+            }
+            JobError::Pipeline(PipelineError::Engine(e)) => matches!(e, EngineError::Io { .. }),
+            JobError::Corrupt(_) | JobError::Gone(_) => false,
+        }
+    }
+
+    /// What the job's owner is told: pipeline messages are written for people; internals are not exposed.
+    fn public_message(&self) -> String {
+        match self {
+            JobError::Pipeline(e) => e.to_string(),
+            JobError::Gone(m) => m.clone(),
+            JobError::Store(_) | JobError::Corrupt(_) | JobError::Crashed(_) => {
+                "internal error while running the job (see the service logs)".into()
+            }
+        }
+    }
+}
+
+/// Latest progress of the running job, written to the database with each heartbeat.
+#[derive(Clone, Default)]
+pub struct Progress(Arc<Mutex<(f32, String)>>);
+
+impl Progress {
+    pub fn set(&self, fraction: f32, stage: &str) {
+        if let Ok(mut p) = self.0.lock() {
+            *p = (fraction, stage.to_string());
+        }
+    }
+    fn get(&self) -> (f32, String) {
+        self.0.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    /// Jobs run concurrently by this process (each uses all cores through rayon).
+    pub count: usize,
+    pub lease: Duration,
+    pub poll: Duration,
+    /// Attempts a job gets, counting runs that were lost to a crash.
+    pub max_attempts: i32,
+    /// At shutdown, how long a running job may take to finish before it is handed back to the queue.
+    pub shutdown_grace: Duration,
+}
+
+/// Runs `config.count` workers until `shutdown` turns true; returns when they have all stopped.
+pub async fn run_workers(ctx: Arc<Ctx>, config: WorkerConfig, shutdown: watch::Receiver<bool>) {
+    let wake = Arc::new(Notify::new());
+    let listener = tokio::spawn(listen(ctx.pool.clone(), wake.clone(), shutdown.clone()));
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into());
+    let mut handles = Vec::new();
+    for i in 0..config.count {
+        let name = format!("{host}:{}:{i}", std::process::id());
+        handles.push(tokio::spawn(worker(
+            ctx.clone(),
+            config.clone(),
+            name,
+            wake.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for h in handles {
+        let _ = h.await;
+    }
+    listener.abort();
+}
+
+/// Turns queue notifications into wake-ups; polling covers lost connections and expired leases.
+async fn listen(pool: sqlx::PgPool, wake: Arc<Notify>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let mut listener = match PgListener::connect_with(&pool).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot LISTEN for jobs; relying on polling");
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                continue;
+            }
+        };
+        if let Err(e) = listener.listen(queue::CHANNEL).await {
+            tracing::warn!(error = %e, "cannot LISTEN for jobs; relying on polling");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            continue;
+        }
+        loop {
+            tokio::select! {
+                n = listener.recv() => match n {
+                    Ok(_) => wake.notify_waiters(),
+                    Err(_) => break,
+                },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+async fn worker(
+    ctx: Arc<Ctx>,
+    config: WorkerConfig,
+    name: String,
+    wake: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    tracing::info!(worker = %name, "worker started");
+    while !*shutdown.borrow() {
+        match queue::claim(&ctx.pool, &name, config.lease).await {
+            Ok(Some(job)) => {
+                let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
+                let _ = tracing::Instrument::instrument(
+                    process(&ctx, &config, job, shutdown.clone()),
+                    span,
+                )
+                .await;
+            }
+            Ok(None) => {
+                tokio::select! {
+                    _ = wake.notified() => {}
+                    _ = tokio::time::sleep(config.poll) => {}
+                    _ = shutdown.changed() => {}
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim a job");
+                tokio::time::sleep(config.poll.max(Duration::from_secs(1))).await;
+            }
+        }
+    }
+    tracing::info!(worker = %name, "worker stopped");
+}
+
+async fn process(
+    ctx: &Arc<Ctx>,
+    config: &WorkerConfig,
+    job: queue::Claimed,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let (id, token) = (job.id, job.lease_token);
+    if job.attempts > job.max_attempts {
+        let reason = format!(
+            "gave up after {} attempts: the workers running it stopped before finishing",
+            job.max_attempts
+        );
+        let _ = fail(ctx, id, token, &reason).await;
+        return;
+    }
+    tracing::info!("job started");
+    let started = Instant::now();
+    let progress = Progress::default();
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let heartbeat = tokio::spawn(heartbeat(
+        ctx.pool.clone(),
+        id,
+        token,
+        config.lease,
+        progress.clone(),
+        lost.clone(),
+    ));
+    let work = async {
+        match job.kind.as_str() {
+            "estimate" => run::estimate(ctx, id, &progress).await,
+            _ => run::calibration(ctx, id, &progress).await,
+        }
+    };
+    tokio::pin!(work);
+    // On shutdown the job gets `shutdown_grace` to finish; then it goes back to the queue for another worker.
+    let outcome = loop {
+        tokio::select! {
+            r = &mut work => break Some(r),
+            _ = shutdown.changed(), if !*shutdown.borrow() => {}
+            _ = tokio::time::sleep(config.shutdown_grace), if *shutdown.borrow() => break None,
+        }
+    };
+    heartbeat.abort();
+    let kind = job.kind.clone();
+    let outcome_label = match outcome {
+        None => {
+            tracing::warn!("shutting down: job handed back to the queue");
+            let _ = queue::requeue(&ctx.pool, id, token, Duration::ZERO, None, true).await;
+            "released"
+        }
+        Some(_) if lost.load(std::sync::atomic::Ordering::SeqCst) => {
+            tracing::warn!("lease lost: result discarded (another worker owns the job)");
+            "lost"
+        }
+        Some(Ok(output)) => finish_ok(ctx, id, token, &output).await,
+        Some(Err(e)) if e.transient() && job.attempts < job.max_attempts => {
+            tracing::warn!(error = %e, "job failed; will retry");
+            let delay = Duration::from_secs(2u64.pow(job.attempts.clamp(0, 6) as u32));
+            let _ = queue::requeue(
+                &ctx.pool,
+                id,
+                token,
+                delay,
+                Some(&e.public_message()),
+                false,
+            )
+            .await;
+            "retry"
+        }
+        Some(Err(e)) => {
+            tracing::warn!(error = %e, "job failed");
+            let _ = fail(ctx, id, token, &e.public_message()).await;
+            "failed"
+        }
+    };
+    metrics::histogram!("spe_job_duration_seconds", "kind" => kind, "outcome" => outcome_label)
+        .record(started.elapsed().as_secs_f64());
+}
+
+async fn finish_ok(ctx: &Ctx, id: Uuid, token: Uuid, output: &Output) -> &'static str {
+    match run::commit(&ctx.pool, id, token, output).await {
+        Ok(true) => {
+            tracing::info!("job succeeded");
+            "succeeded"
+        }
+        Ok(false) => {
+            tracing::warn!("lease lost before commit: result discarded");
+            "lost"
+        }
+        Err(e) => {
+            // Nothing was committed; the lease expires and the job runs again.
+            tracing::error!(error = %e, "cannot store the job's result");
+            "error"
+        }
+    }
+}
+
+async fn fail(ctx: &Ctx, id: Uuid, token: Uuid, reason: &str) -> Result<(), StoreError> {
+    let mut tx = ctx.pool.begin().await?;
+    queue::finish(&mut tx, id, token, false, Some(reason)).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn heartbeat(
+    pool: sqlx::PgPool,
+    id: Uuid,
+    token: Uuid,
+    lease: Duration,
+    progress: Progress,
+    lost: Arc<std::sync::atomic::AtomicBool>,
+) {
+    let every = (lease / 3).max(Duration::from_millis(200));
+    loop {
+        tokio::time::sleep(every).await;
+        let (fraction, stage) = progress.get();
+        match queue::heartbeat(&pool, id, token, lease, fraction, &stage).await {
+            Ok(true) => {}
+            Ok(false) => {
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "heartbeat failed"),
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The Postgres job queue. Claiming uses `FOR UPDATE SKIP LOCKED`; a claim is a lease (token + expiry)
+//! kept alive by heartbeats. A job whose lease expired (its worker died) is claimable again. Only the
+//! current lease holder can finish a job, in the same transaction as its result, so a job has one result.
+
+use crate::store::StoreError;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+pub const CHANNEL: &str = "spe_jobs";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    Calibration,
+    Estimate,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Calibration => "calibration",
+            JobKind::Estimate => "estimate",
+        }
+    }
+}
+
+/// Who submitted a job and under which Idempotency-Key, with the digest of what was submitted.
+pub struct Idempotency<'a> {
+    pub api_key_id: Uuid,
+    pub key: &'a str,
+    pub request_sha256: &'a str,
+}
+
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    id: Uuid,
+    kind: JobKind,
+    max_attempts: i32,
+    idempotency: Option<&Idempotency<'_>>,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, state, max_attempts, api_key_id, idempotency_key, request_sha256)
+         VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
+    )
+    .bind(id)
+    .bind(kind.as_str())
+    .bind(max_attempts)
+    .bind(idempotency.map(|i| i.api_key_id))
+    .bind(idempotency.map(|i| i.key))
+    .bind(idempotency.map(|i| i.request_sha256))
+    .execute(&mut *conn)
+    .await?;
+    // Delivered on commit: wakes idle workers without waiting for their next poll.
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// An earlier job submitted with the same key by the same caller: (job id, kind, request digest).
+pub async fn find_idempotent(
+    pool: &PgPool,
+    api_key_id: Uuid,
+    key: &str,
+) -> Result<Option<(Uuid, String, String)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, COALESCE(request_sha256, '') FROM jobs WHERE api_key_id = $1 AND idempotency_key = $2",
+    )
+    .bind(api_key_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Jobs waiting or running (what the queue-depth limit counts).
+pub async fn depth(pool: &PgPool) -> Result<i64, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_one(pool)
+            .await?,
+    )
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub kind: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub lease_token: Uuid,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Claims the oldest runnable job: queued and due, or running with an expired lease (its worker is gone).
+pub async fn claim(
+    pool: &PgPool,
+    worker: &str,
+    lease: Duration,
+) -> Result<Option<Claimed>, StoreError> {
+    Ok(sqlx::query_as::<_, Claimed>(
+        "WITH next AS (
+             SELECT id FROM jobs
+             WHERE (state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())
+             ORDER BY created_at
+             FOR UPDATE SKIP LOCKED
+             LIMIT 1)
+         UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, lease_token = $1,
+                lease_expires_at = now() + make_interval(secs => $2), worker = $3,
+                started_at = COALESCE(j.started_at, now()), stage = 'starting'
+         FROM next WHERE j.id = next.id
+         RETURNING j.id, j.kind, j.attempts, j.max_attempts, j.lease_token AS lease_token, j.created_at",
+    )
+    .bind(Uuid::new_v4())
+    .bind(lease.as_secs_f64())
+    .bind(worker)
+    .fetch_optional(pool)
+    .await?)
+}
+
+/// Extends the lease and records progress; false when the lease was lost (expired and taken over).
+pub async fn heartbeat(
+    pool: &PgPool,
+    id: Uuid,
+    token: Uuid,
+    lease: Duration,
+    progress: f32,
+    stage: &str,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET lease_expires_at = now() + make_interval(secs => $3), progress = $4, stage = $5
+         WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(lease.as_secs_f64())
+    .bind(progress)
+    .bind(stage)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Marks the job finished (succeeded or failed) if this worker still holds its lease. Call inside the
+/// transaction that writes the result: when it returns false, roll back.
+pub async fn finish(
+    conn: &mut PgConnection,
+    id: Uuid,
+    token: Uuid,
+    succeeded: bool,
+    error: Option<&str>,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = $3, error = $4, finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+                progress = CASE WHEN $3 = 'succeeded' THEN 1 ELSE progress END, stage = $3
+         WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(if succeeded { "succeeded" } else { "failed" })
+    .bind(error)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Puts the job back in the queue after a transient failure (or at shutdown, with `refund` so the
+/// interrupted attempt does not count against the retry limit).
+pub async fn requeue(
+    pool: &PgPool,
+    id: Uuid,
+    token: Uuid,
+    delay: Duration,
+    error: Option<&str>,
+    refund: bool,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE jobs SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, worker = NULL,
+                run_after = now() + make_interval(secs => $3), error = COALESCE($4, error), stage = 'queued',
+                attempts = attempts - CASE WHEN $5 THEN 1 ELSE 0 END
+         WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(delay.as_secs_f64())
+    .bind(error)
+    .bind(refund)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}

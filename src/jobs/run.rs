@@ -1,0 +1,344 @@
+//! Executing one claimed job: load its inputs from Postgres and the blob store, run the pipeline off the
+//! async runtime, and return the result to be written (by the caller, under the lease).
+
+use super::{JobError, Progress};
+use crate::engine::fit::Calibration;
+use crate::engine::image_io::{self, LabelledSet};
+use crate::engine::spe::{ReferenceSet, SpeParams};
+use crate::engine::{EngineError, ReverseSegmenter};
+use crate::engine::{Gray, Mask};
+use crate::inference::ModelSpec;
+use crate::inference::{
+    LabelFusion, LabelFusionParams, OnnxReverse, OnnxReverseParams, Runtime, SegModel,
+};
+use crate::pipeline::{self, CheckpointMasks};
+use crate::store::{self, calibrations, estimates, image_sets, models, BlobStore};
+use futures::{StreamExt, TryStreamExt};
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// What a worker needs to execute jobs.
+pub struct Ctx {
+    pub pool: PgPool,
+    pub blobs: BlobStore,
+    pub runtime: Runtime,
+    pub max_pixels: u64,
+}
+
+/// A finished job's result, written in the transaction that marks the job succeeded.
+pub enum Output {
+    Estimate {
+        result: serde_json::Value,
+        timings: serde_json::Value,
+    },
+    Calibration {
+        result: serde_json::Value,
+    },
+}
+
+const FETCH_CONCURRENCY: usize = 16;
+
+async fn fetch_all(blobs: &BlobStore, shas: Vec<String>) -> Result<Vec<bytes::Bytes>, JobError> {
+    Ok(futures::stream::iter(shas)
+        .map(|sha| async move { blobs.get(&sha).await })
+        .buffered(FETCH_CONCURRENCY)
+        .try_collect()
+        .await?)
+}
+
+/// A set's images (and labels, when `labelled`) fetched from the blob store, not yet decoded.
+struct RawSet {
+    names: Vec<String>,
+    images: Vec<bytes::Bytes>,
+    labels: Vec<bytes::Bytes>,
+}
+
+async fn fetch_set(ctx: &Ctx, set: Uuid, labelled: bool) -> Result<RawSet, JobError> {
+    let items = image_sets::items(&ctx.pool, set).await?;
+    let names = items.iter().map(|i| i.name.clone()).collect();
+    let images = fetch_all(
+        &ctx.blobs,
+        items.iter().map(|i| i.image_sha256.clone()).collect(),
+    )
+    .await?;
+    let labels = if labelled {
+        let shas = items
+            .iter()
+            .map(|i| {
+                i.label_sha256.clone().ok_or_else(|| {
+                    JobError::Corrupt(format!("image set {set} has an image without a label"))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        fetch_all(&ctx.blobs, shas).await?
+    } else {
+        Vec::new()
+    };
+    Ok(RawSet {
+        names,
+        images,
+        labels,
+    })
+}
+
+fn decode_images(set: &RawSet, max_pixels: u64) -> Result<Vec<Gray>, JobError> {
+    use rayon::prelude::*;
+    Ok(set
+        .images
+        .par_iter()
+        .zip(set.names.par_iter())
+        .map(|(b, n)| image_io::decode_gray(b, n, max_pixels))
+        .collect::<Result<Vec<_>, _>>()?)
+}
+
+fn decode_masks(
+    bytes: &[bytes::Bytes],
+    names: &[String],
+    max_pixels: u64,
+) -> Result<Vec<Mask>, EngineError> {
+    use rayon::prelude::*;
+    bytes
+        .par_iter()
+        .zip(names.par_iter())
+        .map(|(b, n)| image_io::decode_label(b, n, max_pixels))
+        .collect()
+}
+
+fn decode_labelled(set: &RawSet, max_pixels: u64) -> Result<LabelledSet, JobError> {
+    Ok(LabelledSet {
+        names: set.names.clone(),
+        images: decode_images(set, max_pixels)?,
+        labels: decode_masks(&set.labels, &set.names, max_pixels)?,
+    })
+}
+
+/// The reverse segmenter a model was registered with. ONNX ones are named by digest so `describe()`
+/// (stored in calibrations and compared at estimate time) is the same in every process.
+pub fn build_reverse(
+    runtime: &Runtime,
+    onnx: Option<(&str, &[u8])>,
+    threshold: f32,
+) -> Result<Arc<dyn ReverseSegmenter>, JobError> {
+    Ok(match onnx {
+        None => Arc::new(LabelFusion::new(LabelFusionParams::default())),
+        Some((sha, bytes)) => Arc::new(OnnxReverse::load(
+            runtime,
+            bytes,
+            &format!("sha256:{sha}"),
+            OnnxReverseParams {
+                threshold,
+                ..OnnxReverseParams::default()
+            },
+        )?),
+    })
+}
+
+struct ModelInputs {
+    spec: ModelSpec,
+    onnx: bytes::Bytes,
+    reverse: Option<(String, bytes::Bytes)>,
+    threshold: f32,
+}
+
+async fn model_inputs(
+    ctx: &Ctx,
+    model_id: Uuid,
+) -> Result<(models::ModelRow, ModelInputs), JobError> {
+    let model = models::get(&ctx.pool, model_id)
+        .await?
+        .ok_or_else(|| JobError::Gone(format!("model {model_id} was deleted")))?;
+    let spec: ModelSpec = serde_json::from_value(model.spec.clone())
+        .map_err(|e| JobError::Corrupt(format!("model spec: {e}")))?;
+    let onnx = ctx.blobs.get(&model.onnx_sha256).await?;
+    let reverse = match model.reverse_segmenter_id {
+        None => None,
+        Some(id) => {
+            let row = models::get_reverse(&ctx.pool, id)
+                .await?
+                .ok_or_else(|| JobError::Corrupt(format!("reverse segmenter {id} is missing")))?;
+            let bytes = ctx.blobs.get(&row.onnx_sha256).await?;
+            Some((row.onnx_sha256, bytes))
+        }
+    };
+    let threshold = model.reverse_threshold;
+    Ok((
+        model,
+        ModelInputs {
+            spec,
+            onnx,
+            reverse,
+            threshold,
+        },
+    ))
+}
+
+pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
+    let started = Instant::now();
+    progress.set(0.05, "loading");
+    let row = estimates::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| JobError::Gone(format!("estimate {id} was deleted")))?;
+    let cal_row = calibrations::get(&ctx.pool, row.calibration_id)
+        .await?
+        .ok_or_else(|| JobError::Gone(format!("calibration {} was deleted", row.calibration_id)))?;
+    let calibration: Calibration = serde_json::from_value(
+        cal_row
+            .result
+            .ok_or_else(|| JobError::Corrupt("the estimate's calibration has no result".into()))?,
+    )
+    .map_err(|e| JobError::Corrupt(format!("calibration result: {e}")))?;
+    let reference_id = cal_row
+        .reference_set_id
+        .ok_or_else(|| JobError::Corrupt("the calibration has no reference set".into()))?;
+    let (_, inputs) = model_inputs(ctx, row.model_id).await?;
+    let reference = fetch_set(ctx, reference_id, true).await?;
+    let batch = fetch_set(ctx, row.batch_set_id, false).await?;
+    let load_s = started.elapsed().as_secs_f64();
+    progress.set(0.2, "estimating");
+    let runtime = ctx.runtime.clone();
+    let max_pixels = ctx.max_pixels;
+    let (result, compute_s) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+        let t = Instant::now();
+        let reference = decode_labelled(&reference, max_pixels)?;
+        let reference = ReferenceSet::new(&reference.images, reference.labels)?;
+        let images = decode_images(&batch, max_pixels)?;
+        let model = SegModel::load(&runtime, &inputs.onnx, "model", &inputs.spec)?;
+        let reverse = build_reverse(
+            &runtime,
+            inputs
+                .reverse
+                .as_ref()
+                .map(|(s, b)| (s.as_str(), b.as_ref())),
+            inputs.threshold,
+        )?;
+        let params: SpeParams = calibration.params;
+        let (estimate, pseudo) = pipeline::estimate(
+            &model,
+            &calibration,
+            &reference,
+            &images,
+            reverse.as_ref(),
+            &params,
+        )?;
+        let result = json!({ "estimate": estimate, "pseudo": pseudo });
+        Ok((result, t.elapsed().as_secs_f64()))
+    })
+    .await??;
+    let timings = json!({
+        "queued_s": row.started_at.map(|s| (s - row.created_at).num_milliseconds() as f64 / 1000.0),
+        "load_s": load_s,
+        "compute_s": compute_s,
+        "total_s": started.elapsed().as_secs_f64(),
+    });
+    Ok(Output::Estimate { result, timings })
+}
+
+pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
+    progress.set(0.02, "loading");
+    let row = calibrations::get(&ctx.pool, id)
+        .await?
+        .ok_or_else(|| JobError::Gone(format!("calibration {id} was deleted")))?;
+    let params: SpeParams = serde_json::from_value(row.params.clone())
+        .map_err(|e| JobError::Corrupt(format!("params: {e}")))?;
+    let (_, inputs) = model_inputs(ctx, row.model_id).await?;
+    let missing = |what: &str| JobError::Corrupt(format!("calibration {id} has no {what}"));
+    let reference = fetch_set(
+        ctx,
+        row.reference_set_id
+            .ok_or_else(|| missing("reference set"))?,
+        true,
+    )
+    .await?;
+    let cal_set = fetch_set(
+        ctx,
+        row.calibration_set_id
+            .ok_or_else(|| missing("calibration set"))?,
+        true,
+    )
+    .await?;
+    let checkpoints = calibrations::checkpoints(&ctx.pool, id).await?;
+    // Checkpoint models or predicted masks, fetched now so the blocking part does no I/O.
+    let mut sources = Vec::with_capacity(checkpoints.len());
+    for cp in &checkpoints {
+        sources.push(match (&cp.onnx_sha256, cp.masks_set_id) {
+            (Some(sha), _) => (cp.name.clone(), ctx.blobs.get(sha).await?, None),
+            (None, Some(set)) => (
+                cp.name.clone(),
+                bytes::Bytes::new(),
+                Some(fetch_set(ctx, set, false).await?),
+            ),
+            (None, None) => return Err(missing("model or masks for a checkpoint")),
+        });
+    }
+    progress.set(0.05, "calibrating");
+    let runtime = ctx.runtime.clone();
+    let max_pixels = ctx.max_pixels;
+    let progress = progress.clone();
+    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, JobError> {
+        let reference = decode_labelled(&reference, max_pixels)?;
+        let reference = ReferenceSet::new(&reference.images, reference.labels)?;
+        let cal_set = decode_labelled(&cal_set, max_pixels)?;
+        let reverse = build_reverse(
+            &runtime,
+            inputs
+                .reverse
+                .as_ref()
+                .map(|(s, b)| (s.as_str(), b.as_ref())),
+            inputs.threshold,
+        )?;
+        let count = sources.len();
+        let masks = sources.into_iter().map(|(name, onnx, masks)| match masks {
+            Some(set) => Ok(CheckpointMasks {
+                masks: decode_masks(&set.images, &set.names, max_pixels)?,
+                name,
+            }),
+            None => {
+                let model = SegModel::load(&runtime, &onnx, &name, &inputs.spec)?;
+                Ok(CheckpointMasks {
+                    masks: model.predict(&cal_set.images)?,
+                    name,
+                })
+            }
+        });
+        let mut report = |i: usize, n: usize, _: &crate::engine::fit::CheckpointPoint| {
+            progress.set(0.05 + 0.95 * (i + 1) as f32 / n as f32, "calibrating");
+        };
+        let fitted = pipeline::calibrate_from_masks(
+            masks,
+            count,
+            &reference,
+            &cal_set,
+            reverse.as_ref(),
+            &params,
+            &mut report,
+        )?;
+        serde_json::to_value(&fitted).map_err(|e| JobError::Corrupt(e.to_string()))
+    })
+    .await??;
+    Ok(Output::Calibration { result })
+}
+
+/// Writes the result under the lease; false when the lease was lost (another worker owns the job now).
+pub async fn commit(
+    pool: &PgPool,
+    id: Uuid,
+    token: Uuid,
+    output: &Output,
+) -> Result<bool, store::StoreError> {
+    let mut tx = pool.begin().await?;
+    if !super::queue::finish(&mut tx, id, token, true, None).await? {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    match output {
+        Output::Estimate { result, timings } => {
+            estimates::set_result(&mut tx, id, result, timings).await?
+        }
+        Output::Calibration { result } => calibrations::set_result(&mut tx, id, result).await?,
+    }
+    tx.commit().await?;
+    Ok(true)
+}

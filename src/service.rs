@@ -1,0 +1,339 @@
+//! `spe serve`, `spe migrate` and `spe keys`: configuration from flags/env, start-up, graceful shutdown.
+
+use crate::api::{self, AppState, Limits};
+use crate::inference::{ExecutionProvider, Runtime, RuntimeConfig};
+use crate::jobs::{self, run::Ctx, WorkerConfig};
+use crate::store::{self, keys, BlobStore};
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Role {
+    /// HTTP API only (jobs run on worker processes sharing the database and blob store).
+    Api,
+    /// Job workers only.
+    Worker,
+    /// Both in one process.
+    All,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct DbArgs {
+    /// Postgres connection URL (`make run` and `make test` set it for a private local cluster).
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: String,
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    /// Address to listen on.
+    #[arg(long, env = "SPE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+    /// What this process runs.
+    #[arg(long, env = "SPE_ROLE", value_enum, default_value = "all")]
+    pub role: Role,
+    /// Blob store: a local directory, or s3://bucket[/prefix] (credentials and AWS_ENDPOINT from the AWS_* env).
+    #[arg(long, env = "SPE_BLOB_STORE", default_value = ".spe-data/blobs")]
+    pub blob_store: String,
+    /// Jobs run at once by this process (each uses every core).
+    #[arg(long, env = "SPE_WORKERS", default_value_t = 1)]
+    pub workers: usize,
+    /// Job lease: a worker that stops heartbeating for this long loses its job to another worker.
+    #[arg(long, env = "SPE_LEASE_SECS", default_value_t = 30.0)]
+    pub lease_secs: f64,
+    /// Queue poll interval (notifications usually wake workers sooner).
+    #[arg(long, env = "SPE_POLL_MS", default_value_t = 1000)]
+    pub poll_ms: u64,
+    /// Attempts per job (crashed attempts count) before it fails for good.
+    #[arg(long, env = "SPE_MAX_ATTEMPTS", default_value_t = 3)]
+    pub max_attempts: i32,
+    /// On SIGTERM, how long running jobs may take to finish before they are handed back to the queue.
+    #[arg(long, env = "SPE_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
+    pub shutdown_grace_secs: f64,
+    /// Largest request body, in MiB.
+    #[arg(long, env = "SPE_MAX_BODY_MB", default_value_t = 256)]
+    pub max_body_mb: u64,
+    /// Most images per uploaded set or batch.
+    #[arg(long, env = "SPE_MAX_IMAGES", default_value_t = 1024)]
+    pub max_images: usize,
+    /// Most pixels per image, checked before decoding.
+    #[arg(long, env = "SPE_MAX_PIXELS", default_value_t = 25_000_000)]
+    pub max_pixels: u64,
+    /// Most jobs queued or running before submissions get 429.
+    #[arg(long, env = "SPE_MAX_QUEUE", default_value_t = 64)]
+    pub max_queue: i64,
+    /// Retry-After (seconds) sent with 429.
+    #[arg(long, env = "SPE_RETRY_AFTER_SECS", default_value_t = 10)]
+    pub retry_after_secs: u64,
+    /// Require an API key for /healthz, /readyz and /metrics too.
+    #[arg(long, env = "SPE_PROTECT_OPS")]
+    pub protect_ops: bool,
+    /// Database connections held by this process.
+    #[arg(long, env = "SPE_DB_CONNECTIONS", default_value_t = 16)]
+    pub db_connections: u32,
+    /// Rayon threads for the engine (0 = all cores).
+    #[arg(long, env = "SPE_THREADS", default_value_t = 0)]
+    pub threads: usize,
+    /// ONNX Runtime execution provider: cpu, cuda or tensorrt.
+    #[arg(long, env = "SPE_PROVIDER", default_value = "cpu")]
+    pub provider: ExecutionProvider,
+    /// Fail instead of falling back to CPU when the provider is unavailable.
+    #[arg(long, env = "SPE_PROVIDER_REQUIRED")]
+    pub provider_required: bool,
+    /// Path of libonnxruntime.so (default: search, see README).
+    #[arg(long, env = "SPE_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum KeysCommand {
+    /// Create an API key; the key is printed once on stdout (only its SHA-256 is stored).
+    Create {
+        #[arg(long, value_parser = parse_role)]
+        role: keys::Role,
+        /// A note on who or what uses the key.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List keys (never their secrets).
+    List,
+    /// Revoke a key by its id (the part between `spe_` and the dot) or the whole key.
+    Revoke { key_id: String },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+fn parse_role(s: &str) -> Result<keys::Role, String> {
+    s.parse()
+}
+
+fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn database(url: &str, connections: u32) -> Result<sqlx::PgPool> {
+    let pool = store::connect(url, connections)
+        .await
+        .context("cannot connect to Postgres (is DATABASE_URL right and the server up? `make run` starts one)")?;
+    store::migrate(&pool)
+        .await
+        .context("cannot apply the database migrations")?;
+    Ok(pool)
+}
+
+/// `spe migrate`
+pub fn migrate(args: DbArgs) -> Result<()> {
+    tokio_runtime()?.block_on(async {
+        database(&args.database_url, 2).await?;
+        eprintln!("database schema is up to date");
+        Ok(())
+    })
+}
+
+/// `spe keys ...`
+pub fn keys_command(args: KeysArgs) -> Result<()> {
+    tokio_runtime()?.block_on(async {
+        let pool = database(&args.db.database_url, 2).await?;
+        match args.command {
+            KeysCommand::Create { role, name } => {
+                let (key, token) = keys::create(&pool, role, &name).await?;
+                eprintln!(
+                    "created {} key {} (shown once; store it safely)",
+                    key.role, key.key_id
+                );
+                println!("{token}");
+            }
+            KeysCommand::List => {
+                for k in keys::list(&pool).await? {
+                    let state = if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    };
+                    println!(
+                        "{}\t{}\t{}\t{}\t{}",
+                        k.key_id,
+                        k.role,
+                        state,
+                        k.created_at.to_rfc3339(),
+                        k.name
+                    );
+                }
+            }
+            KeysCommand::Revoke { key_id } => {
+                if !keys::revoke(&pool, &key_id).await? {
+                    bail!("no active key with id {key_id:?}");
+                }
+                eprintln!("revoked {key_id}");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `spe serve`
+pub fn serve(args: ServeArgs) -> Result<()> {
+    if args.threads > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(args.threads)
+            .build_global()
+            .context("cannot size the thread pool")?;
+    }
+    let runtime = tokio_runtime()?;
+    let result = runtime.block_on(async {
+        let (tx, rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested: no new requests or jobs; finishing running ones");
+            let _ = tx.send(true);
+        });
+        let listener = if args.role == Role::Worker {
+            None
+        } else {
+            Some(
+                tokio::net::TcpListener::bind(args.bind)
+                    .await
+                    .with_context(|| format!("cannot listen on {}", args.bind))?,
+            )
+        };
+        run(args, listener, rx).await
+    });
+    // A job handed back at shutdown may still be computing on a blocking thread; don't wait for it.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Runs the service until `shutdown` turns true: the API on `listener` (if any) and the workers (if the
+/// role has them). Tests call this with a port-0 listener.
+pub async fn run(
+    args: ServeArgs,
+    listener: Option<tokio::net::TcpListener>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<()> {
+    let pool = database(&args.db.database_url, args.db_connections).await?;
+    if let Ok(token) = std::env::var("SPE_BOOTSTRAP_ADMIN_KEY") {
+        if !token.is_empty() {
+            keys::ensure_bootstrap(&pool, &token)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            tracing::info!("bootstrap admin key from SPE_BOOTSTRAP_ADMIN_KEY installed");
+        }
+    }
+    let blobs = BlobStore::open(&args.blob_store).context("cannot open the blob store")?;
+    let config = RuntimeConfig {
+        library: args.ort_lib.clone(),
+        provider: args.provider,
+        provider_required: args.provider_required,
+        intra_threads: args.threads,
+    };
+    let runtime =
+        tokio::task::spawn_blocking(move || Runtime::init(config).map_err(|e| e.to_string()))
+            .await?;
+    let has_workers = args.role != Role::Api && args.workers > 0;
+    if has_workers {
+        if let Err(e) = &runtime {
+            bail!("workers need ONNX Runtime: {e}");
+        }
+    }
+    if let Err(e) = &runtime {
+        tracing::warn!(error = %e, "ONNX Runtime unavailable: /readyz fails and model registration answers 503");
+    }
+    let _ = api::ops::prometheus();
+    let workers = match (&runtime, has_workers) {
+        (Ok(rt), true) => {
+            let ctx = Arc::new(Ctx {
+                pool: pool.clone(),
+                blobs: blobs.clone(),
+                runtime: rt.clone(),
+                max_pixels: args.max_pixels,
+            });
+            let config = WorkerConfig {
+                count: args.workers,
+                lease: Duration::from_secs_f64(args.lease_secs.max(0.5)),
+                poll: Duration::from_millis(args.poll_ms.max(10)),
+                max_attempts: args.max_attempts.max(1),
+                shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_secs.max(0.0)),
+            };
+            Some(tokio::spawn(jobs::run_workers(
+                ctx,
+                config,
+                shutdown.clone(),
+            )))
+        }
+        _ => None,
+    };
+    let server = match listener {
+        Some(listener) => {
+            let state = AppState {
+                pool,
+                blobs,
+                runtime,
+                limits: Limits {
+                    max_body_bytes: args.max_body_mb.saturating_mul(1024 * 1024),
+                    max_images: args.max_images,
+                    max_pixels: args.max_pixels,
+                    max_queue: args.max_queue,
+                    retry_after_s: args.retry_after_secs,
+                },
+                max_attempts: args.max_attempts.max(1),
+                open_ops: !args.protect_ops,
+            };
+            tracing::info!(address = %listener.local_addr()?, role = ?args.role, "serving");
+            let mut stop = shutdown.clone();
+            let app = api::app(state);
+            Some(tokio::spawn(async move {
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
+    if let Some(server) = server {
+        server.await?.context("HTTP server failed")?;
+    }
+    if let Some(workers) = workers {
+        workers.await?;
+    }
+    tracing::info!("stopped");
+    Ok(())
+}

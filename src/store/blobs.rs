@@ -1,0 +1,127 @@
+//! Content-addressed blob store: a blob's name is the sha256 of its bytes, so writing twice is harmless,
+//! readers can verify what they get, and a blob no row references can be deleted safely.
+
+use super::StoreError;
+use bytes::Bytes;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, PutPayload};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct BlobStore {
+    inner: Arc<dyn ObjectStore>,
+    description: String,
+}
+
+impl std::fmt::Debug for BlobStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.description)
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl BlobStore {
+    /// `location`: a local directory (created if missing), or `s3://bucket[/prefix]` configured from the
+    /// usual AWS_* environment variables (AWS_ENDPOINT for S3-compatible stores).
+    pub fn open(location: &str) -> Result<Self, StoreError> {
+        if let Some(rest) = location.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let s3 = object_store::aws::AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .build()?;
+            let inner: Arc<dyn ObjectStore> = if prefix.is_empty() {
+                Arc::new(s3)
+            } else {
+                Arc::new(object_store::prefix::PrefixStore::new(s3, prefix))
+            };
+            return Ok(Self {
+                inner,
+                description: format!("s3://{bucket}/{prefix}"),
+            });
+        }
+        std::fs::create_dir_all(location).map_err(|e| object_store::Error::Generic {
+            store: "LocalFileSystem",
+            source: Box::new(e),
+        })?;
+        Ok(Self {
+            inner: Arc::new(LocalFileSystem::new_with_prefix(location)?),
+            description: format!("local:{location}"),
+        })
+    }
+
+    fn path(sha: &str) -> ObjectPath {
+        ObjectPath::from(format!("sha256/{}/{sha}", &sha[..2.min(sha.len())]))
+    }
+
+    pub async fn exists(&self, sha: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&Self::path(sha)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Stores `bytes` under their sha256; returns (sha, whether this call created the blob).
+    pub async fn put(&self, bytes: Bytes) -> Result<(String, bool), StoreError> {
+        let sha = sha256_hex(&bytes);
+        if self.exists(&sha).await? {
+            return Ok((sha, false));
+        }
+        self.inner
+            .put(&Self::path(&sha), PutPayload::from(bytes))
+            .await?;
+        Ok((sha, true))
+    }
+
+    pub async fn get(&self, sha: &str) -> Result<Bytes, StoreError> {
+        let result = match self.inner.get(&Self::path(sha)).await {
+            Ok(r) => r,
+            Err(object_store::Error::NotFound { .. }) => {
+                return Err(StoreError::MissingBlob(sha.into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let bytes = result.bytes().await?;
+        if sha256_hex(&bytes) != sha {
+            return Err(StoreError::Corrupt(format!(
+                "blob {sha} does not match its digest"
+            )));
+        }
+        Ok(bytes)
+    }
+
+    pub async fn delete(&self, sha: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&Self::path(sha)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Number of blobs stored (tests use it to check that rejected requests leave nothing behind).
+    pub async fn count(&self) -> Result<usize, StoreError> {
+        use futures::TryStreamExt;
+        let list: Vec<_> = self.inner.list(None).try_collect().await?;
+        Ok(list.len())
+    }
+}
+
+/// Blobs written by one request: deleted again (unless something references them) when the request fails.
+#[derive(Default)]
+pub struct Staged {
+    pub created: Vec<String>,
+}
+
+impl Staged {
+    pub async fn put(&mut self, store: &BlobStore, bytes: Bytes) -> Result<String, StoreError> {
+        let (sha, created) = store.put(bytes).await?;
+        if created {
+            self.created.push(sha.clone());
+        }
+        Ok(sha)
+    }
+}

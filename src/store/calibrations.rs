@@ -1,0 +1,156 @@
+//! Calibrations: how they were requested (source, params, sets, checkpoints) and, once fitted, the result.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// A calibration joined with its job (pair calibrations are fitted synchronously and have no job).
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CalibrationRow {
+    pub id: Uuid,
+    pub model_id: Uuid,
+    pub source: String,
+    pub params: serde_json::Value,
+    pub reference_set_id: Option<Uuid>,
+    pub calibration_set_id: Option<Uuid>,
+    pub activate: bool,
+    pub result: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub active: bool,
+    pub state: String,
+    pub progress: f32,
+    pub stage: String,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const COLUMNS: &str = "c.id, c.model_id, c.source, c.params, c.reference_set_id, c.calibration_set_id, c.activate, \
+     c.result, c.created_at, (m.active_calibration_id IS NOT DISTINCT FROM c.id) AS active, \
+     COALESCE(j.state, 'succeeded') AS state, COALESCE(j.progress, 1) AS progress, \
+     COALESCE(j.stage, 'succeeded') AS stage, j.error, COALESCE(j.attempts, 0) AS attempts, \
+     COALESCE(j.started_at, c.created_at) AS started_at, COALESCE(j.finished_at, c.created_at) AS finished_at";
+
+pub struct NewCalibration {
+    pub id: Uuid,
+    pub model_id: Uuid,
+    pub source: &'static str,
+    pub params: serde_json::Value,
+    pub reference_set_id: Option<Uuid>,
+    pub calibration_set_id: Option<Uuid>,
+    pub activate: bool,
+    pub result: Option<serde_json::Value>,
+}
+
+pub async fn insert(conn: &mut PgConnection, new: &NewCalibration) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO calibrations (id, model_id, source, params, reference_set_id, calibration_set_id, activate, result)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(new.id)
+    .bind(new.model_id)
+    .bind(new.source)
+    .bind(&new.params)
+    .bind(new.reference_set_id)
+    .bind(new.calibration_set_id)
+    .bind(new.activate)
+    .bind(&new.result)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct CheckpointRow {
+    pub name: String,
+    pub onnx_sha256: Option<String>,
+    pub masks_set_id: Option<Uuid>,
+}
+
+pub async fn insert_checkpoint(
+    conn: &mut PgConnection,
+    calibration: Uuid,
+    position: i32,
+    row: &CheckpointRow,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO calibration_checkpoints (calibration_id, position, name, onnx_sha256, masks_set_id)
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(calibration)
+    .bind(position)
+    .bind(&row.name)
+    .bind(&row.onnx_sha256)
+    .bind(row.masks_set_id)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+pub async fn checkpoints(
+    pool: &PgPool,
+    calibration: Uuid,
+) -> Result<Vec<CheckpointRow>, StoreError> {
+    Ok(sqlx::query_as::<_, CheckpointRow>(
+        "SELECT name, onnx_sha256, masks_set_id FROM calibration_checkpoints WHERE calibration_id = $1 ORDER BY position",
+    )
+    .bind(calibration)
+    .fetch_all(pool)
+    .await?)
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CalibrationRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM calibrations c JOIN models m ON m.id = c.model_id LEFT JOIN jobs j ON j.id = c.id
+         WHERE c.id = $1"
+    );
+    Ok(sqlx::query_as::<_, CalibrationRow>(&sql)
+        .bind(id)
+        .fetch_optional(pool)
+        .await?)
+}
+
+pub async fn list(pool: &PgPool, model: Uuid) -> Result<Vec<CalibrationRow>, StoreError> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM calibrations c JOIN models m ON m.id = c.model_id LEFT JOIN jobs j ON j.id = c.id
+         WHERE c.model_id = $1 ORDER BY c.created_at DESC, c.id DESC"
+    );
+    Ok(sqlx::query_as::<_, CalibrationRow>(&sql)
+        .bind(model)
+        .fetch_all(pool)
+        .await?)
+}
+
+/// Stores a fitted calibration and, when it was requested so, makes it the model's active one.
+pub async fn set_result(
+    conn: &mut PgConnection,
+    id: Uuid,
+    result: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let (model, activate): (Uuid, bool) = sqlx::query_as(
+        "UPDATE calibrations SET result = $2 WHERE id = $1 RETURNING model_id, activate",
+    )
+    .bind(id)
+    .bind(result)
+    .fetch_one(&mut *conn)
+    .await?;
+    if activate {
+        activate_for(conn, model, id).await?;
+    }
+    Ok(())
+}
+
+pub async fn activate_for(
+    conn: &mut PgConnection,
+    model: Uuid,
+    id: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE models SET active_calibration_id = $2 WHERE id = $1")
+        .bind(model)
+        .bind(id)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

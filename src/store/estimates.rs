@@ -1,0 +1,115 @@
+//! Estimates: the batch, the calibration used and, once computed, the result and timings.
+
+use super::StoreError;
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+#[derive(Clone, Debug, sqlx::FromRow)]
+pub struct EstimateRow {
+    pub id: Uuid,
+    pub model_id: Uuid,
+    pub calibration_id: Uuid,
+    pub batch_set_id: Uuid,
+    pub images: i32,
+    pub result: Option<serde_json::Value>,
+    pub timings: Option<serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub state: String,
+    pub progress: f32,
+    pub stage: String,
+    pub error: Option<String>,
+    pub attempts: i32,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+const SELECT: &str = "SELECT e.id, e.model_id, e.calibration_id, e.batch_set_id, s.size AS images, e.result, \
+     e.timings, e.created_at, j.state, j.progress, j.stage, j.error, j.attempts, j.started_at, j.finished_at \
+     FROM estimates e JOIN jobs j ON j.id = e.id JOIN image_sets s ON s.id = e.batch_set_id";
+
+pub async fn insert(
+    conn: &mut PgConnection,
+    id: Uuid,
+    model: Uuid,
+    calibration: Uuid,
+    batch_set: Uuid,
+) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO estimates (id, model_id, calibration_id, batch_set_id) VALUES ($1, $2, $3, $4)")
+        .bind(id)
+        .bind(model)
+        .bind(calibration)
+        .bind(batch_set)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<EstimateRow>, StoreError> {
+    Ok(
+        sqlx::query_as::<_, EstimateRow>(&format!("{SELECT} WHERE e.id = $1"))
+            .bind(id)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+/// A page of a model's estimates, newest first, keyset-paginated on (created_at, id).
+pub struct ListQuery {
+    pub model: Uuid,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub state: Option<String>,
+    pub after: Option<(DateTime<Utc>, Uuid)>,
+    pub limit: i64,
+}
+
+pub async fn list(pool: &PgPool, q: &ListQuery) -> Result<Vec<EstimateRow>, StoreError> {
+    let sql = format!(
+        "{SELECT} WHERE e.model_id = $1
+           AND ($2::timestamptz IS NULL OR e.created_at >= $2)
+           AND ($3::timestamptz IS NULL OR e.created_at < $3)
+           AND ($4::text IS NULL OR j.state = $4)
+           AND ($5::timestamptz IS NULL OR (e.created_at, e.id) < ($5, $6))
+         ORDER BY e.created_at DESC, e.id DESC LIMIT $7"
+    );
+    Ok(sqlx::query_as::<_, EstimateRow>(&sql)
+        .bind(q.model)
+        .bind(q.from)
+        .bind(q.to)
+        .bind(&q.state)
+        .bind(q.after.map(|a| a.0))
+        .bind(q.after.map(|a| a.1))
+        .bind(q.limit)
+        .fetch_all(pool)
+        .await?)
+}
+
+pub async fn set_result(
+    conn: &mut PgConnection,
+    id: Uuid,
+    result: &serde_json::Value,
+    timings: &serde_json::Value,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE estimates SET result = $2, timings = $3 WHERE id = $1")
+        .bind(id)
+        .bind(result)
+        .bind(timings)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Per model and metric, the latest succeeded estimate (for the Prometheus gauge).
+pub async fn latest_per_model(
+    pool: &PgPool,
+) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT DISTINCT ON (e.model_id) m.name, e.result FROM estimates e
+         JOIN jobs j ON j.id = e.id JOIN models m ON m.id = e.model_id
+         WHERE j.state = 'succeeded' AND e.result IS NOT NULL
+         ORDER BY e.model_id, j.finished_at DESC",
+    )
+    .fetch_all(pool)
+    .await?)
+}

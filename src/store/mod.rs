@@ -1,0 +1,84 @@
+//! Persistence: Postgres repositories (runtime-checked sqlx queries, so builds need no database) and
+//! the content-addressed blob store.
+
+pub mod blobs;
+pub mod calibrations;
+pub mod estimates;
+pub mod image_sets;
+pub mod keys;
+pub mod models;
+
+pub use blobs::BlobStore;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::PgPool;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("blob store error: {0}")]
+    Blob(#[from] object_store::Error),
+    #[error("blob {0} is missing from the blob store")]
+    MissingBlob(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+impl StoreError {
+    /// The name of the violated unique constraint, if this is one (mapped to 409 by the API).
+    pub fn unique_violation(&self) -> Option<String> {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Some(e.constraint().unwrap_or_default().to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A pool sized for `max_connections`, failing fast when the database is unreachable.
+pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = PgConnectOptions::from_str(url)?.application_name("spe");
+    let pool = PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_with(options)
+        .await?;
+    Ok(pool)
+}
+
+/// Applies pending migrations (idempotent; concurrent callers serialise on sqlx's advisory lock).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Deletes the given blobs when no row references them any more. Blobs are content-addressed and may be
+/// shared, so the reference check (not the caller's belief) decides.
+pub async fn collect_garbage(
+    pool: &PgPool,
+    blobs: &BlobStore,
+    candidates: &[String],
+) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for sha in candidates {
+        let referenced: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blob_references WHERE sha256 = $1)")
+                .bind(sha)
+                .fetch_one(pool)
+                .await?;
+        if !referenced {
+            blobs.delete(sha).await?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}

@@ -1,0 +1,404 @@
+//! Bad input: every rejected request gets the right 4xx as problem+json and leaves no rows and no blobs.
+
+use crate::common::*;
+use reqwest::multipart::{Form, Part};
+use reqwest::{RequestBuilder, StatusCode};
+use std::path::Path;
+
+fn bytes_part(data: Vec<u8>, name: &str) -> Part {
+    Part::bytes(data).file_name(name.to_string())
+}
+
+fn batch_with(extra: &Path) -> Form {
+    images_form(&synthetic().join("batch")).part("image", file_part(extra))
+}
+
+fn model_form(spec: &str, onnx: &Path, name: &str) -> Form {
+    Form::new()
+        .text("name", name.to_string())
+        .text("spec", spec.to_string())
+        .part("onnx", file_part(onnx))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_rejected_without_leftovers() {
+    let app = TestApp::with(Options {
+        max_images: 30,
+        max_body_mb: 2,
+        ..Options::default()
+    })
+    .await;
+    let (id, _) = calibrated_model(&app, "taken").await;
+    // A second model without a calibration, for the 409s.
+    let bare = model_with_reference(&app, "bare").await;
+    let bare = bare["id"].as_str().unwrap().to_string();
+    let before = app.footprint().await;
+    let estimates = format!("/v1/models/{id}/estimates");
+    let calibrations = format!("/v1/models/{id}/calibrations");
+    let ckpt = synthetic().join("checkpoints/ckpt_07.onnx");
+    let corrupt = |f: &str| fixture(&format!("corrupt/{f}"));
+    let post = |path: &str| app.client.post(app.at(path)).bearer_auth(&app.admin);
+    let one_image = std::fs::read(synthetic().join("batch/bat_000.png")).unwrap();
+
+    let cases: Vec<(&str, RequestBuilder, StatusCode, &str)> = vec![
+        (
+            "truncated PNG",
+            post(&estimates).multipart(batch_with(&corrupt("truncated.png"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "truncated",
+        ),
+        (
+            "not an image",
+            post(&estimates).multipart(batch_with(&corrupt("not_an_image.png"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not_an_image",
+        ),
+        (
+            "zero-byte file",
+            post(&estimates).multipart(batch_with(&corrupt("zero_bytes.png"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "zero_bytes",
+        ),
+        (
+            "oversized dimensions",
+            post(&estimates).multipart(batch_with(&corrupt("huge_dims.png"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "60000",
+        ),
+        (
+            "empty batch",
+            post(&estimates)
+                .multipart(Form::new().part("archive", bytes_part(zip_of(&[]), "empty.zip"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no PNG",
+        ),
+        (
+            "empty multipart body",
+            post(&estimates).multipart(Form::new()),
+            StatusCode::BAD_REQUEST,
+            "multipart",
+        ),
+        (
+            "zip without images",
+            post(&estimates)
+                .header("content-type", "application/zip")
+                .body(zip_of(&[("a.txt".into(), b"hi".to_vec())])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no PNG",
+        ),
+        (
+            "corrupt zip",
+            post(&estimates)
+                .header("content-type", "application/zip")
+                .body(b"PK\x03\x04 not really".to_vec()),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "zip",
+        ),
+        (
+            "too many images",
+            post(&estimates).multipart((0..31).fold(Form::new(), |f, i| {
+                f.part("image", bytes_part(one_image.clone(), &format!("{i}.png")))
+            })),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "at most 30",
+        ),
+        (
+            "body too large",
+            post(&estimates).multipart(Form::new().part(
+                "image",
+                bytes_part(vec![0u8; (2 << 20) + 16_384], "big.png"),
+            )),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "larger",
+        ),
+        (
+            "wrong content type",
+            post(&estimates)
+                .header("content-type", "text/plain")
+                .body("hello"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart",
+        ),
+        (
+            "unknown form part",
+            post(&estimates).multipart(images_form(&synthetic().join("batch")).text("imagez", "x")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "imagez",
+        ),
+        (
+            "duplicate image names",
+            post(&estimates).multipart(
+                Form::new()
+                    .part("image", bytes_part(one_image.clone(), "a.png"))
+                    .part("image", bytes_part(one_image.clone(), "a.png")),
+            ),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "two files",
+        ),
+        (
+            "unknown model",
+            post(&format!("/v1/models/{}/estimates", uuid::Uuid::new_v4()))
+                .multipart(images_form(&synthetic().join("batch"))),
+            StatusCode::NOT_FOUND,
+            "does not exist",
+        ),
+        (
+            "malformed model id",
+            post("/v1/models/not-a-uuid/estimates")
+                .multipart(images_form(&synthetic().join("batch"))),
+            StatusCode::NOT_FOUND,
+            "no such",
+        ),
+        (
+            "no active calibration",
+            post(&format!("/v1/models/{bare}/estimates"))
+                .multipart(images_form(&synthetic().join("batch"))),
+            StatusCode::CONFLICT,
+            "no active calibration",
+        ),
+        (
+            "wrong ONNX signature",
+            post("/v1/models").multipart(model_form(SPEC, &corrupt("wrong_signature.onnx"), "m1")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no input named",
+        ),
+        (
+            "garbage ONNX",
+            post("/v1/models").multipart(model_form(SPEC, &corrupt("garbage.onnx"), "m2")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "cannot load",
+        ),
+        (
+            "spec mismatch",
+            post("/v1/models").multipart(model_form(
+                &SPEC.replace("\"channels\":1", "\"channels\":3"),
+                &ckpt,
+                "m3",
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "channels",
+        ),
+        (
+            "malformed spec JSON",
+            post("/v1/models").multipart(model_form("{\"input\":", &ckpt, "m4")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "spec",
+        ),
+        (
+            "spec with unknown field",
+            post("/v1/models").multipart(model_form(
+                &SPEC.replace("\"scale\"", "\"scael\""),
+                &ckpt,
+                "m5",
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "scael",
+        ),
+        (
+            "missing ONNX part",
+            post("/v1/models").multipart(Form::new().text("name", "m6").text("spec", SPEC)),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "onnx",
+        ),
+        (
+            "invalid model name",
+            post("/v1/models").multipart(model_form(SPEC, &ckpt, "bad name/..")),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+        (
+            "duplicate model name",
+            post("/v1/models").multipart(model_form(SPEC, &ckpt, "taken")),
+            StatusCode::CONFLICT,
+            "already exists",
+        ),
+        (
+            "registration as JSON",
+            post("/v1/models").json(&serde_json::json!({"name": "m7"})),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "multipart",
+        ),
+        (
+            "unknown reverse segmenter",
+            post("/v1/models").multipart(model_form(SPEC, &ckpt, "m8").text(
+                "reverse",
+                format!("{{\"kind\":\"onnx\",\"id\":\"{}\"}}", uuid::Uuid::new_v4()),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "not registered",
+        ),
+        (
+            "reference image without label",
+            app.client
+                .put(app.at(&format!("/v1/models/{id}/reference-set")))
+                .bearer_auth(&app.admin)
+                .multipart(Form::new().part("image", bytes_part(one_image.clone(), "x.png"))),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "no label",
+        ),
+        (
+            "malformed pairs JSON",
+            post(&calibrations)
+                .header("content-type", "application/json")
+                .body("{\"points\": "),
+            StatusCode::BAD_REQUEST,
+            "",
+        ),
+        (
+            "pairs of the wrong shape",
+            post(&calibrations).json(&serde_json::json!({"points": [{"name": "a"}]})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "",
+        ),
+        (
+            "too few pairs",
+            post(&calibrations).json(&serde_json::json!({"points": []})),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at least",
+        ),
+        (
+            "checkpoint not matching the spec",
+            post(&calibrations).multipart(labelled_form(
+                Form::new()
+                    .part("checkpoint", file_part(&corrupt("wrong_signature.onnx")))
+                    .part("checkpoint", file_part(&ckpt))
+                    .part(
+                        "checkpoint",
+                        file_part(&synthetic().join("checkpoints/ckpt_05.onnx")),
+                    ),
+                &synthetic().join("calibration"),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "wrong_signature",
+        ),
+        (
+            "too few checkpoints",
+            post(&calibrations).multipart(labelled_form(
+                Form::new().part("checkpoint", file_part(&ckpt)),
+                &synthetic().join("calibration"),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "at least 3",
+        ),
+        (
+            "invalid params",
+            post(&calibrations).multipart(labelled_form(
+                Form::new()
+                    .text("params", "{\"support_size\":0}")
+                    .part("checkpoint", file_part(&ckpt)),
+                &synthetic().join("calibration"),
+            )),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "support_size",
+        ),
+        (
+            "no API key",
+            app.client
+                .post(app.at(&estimates))
+                .multipart(images_form(&synthetic().join("batch"))),
+            StatusCode::UNAUTHORIZED,
+            "Bearer",
+        ),
+        (
+            "unknown API key",
+            app.client
+                .post(app.at(&estimates))
+                .bearer_auth("spe_0123456789ab.nope")
+                .multipart(images_form(&synthetic().join("batch"))),
+            StatusCode::UNAUTHORIZED,
+            "unknown",
+        ),
+        (
+            "bad Idempotency-Key",
+            post(&estimates)
+                .header("idempotency-key", "x".repeat(300))
+                .multipart(images_form(&synthetic().join("batch"))),
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key",
+        ),
+        (
+            "bad list cursor",
+            app.client
+                .get(app.at(&format!("{estimates}?cursor=zzz")))
+                .bearer_auth(&app.reader),
+            StatusCode::BAD_REQUEST,
+            "cursor",
+        ),
+        (
+            "unknown route",
+            app.client
+                .get(app.at("/v1/nothing"))
+                .bearer_auth(&app.reader),
+            StatusCode::NOT_FOUND,
+            "route",
+        ),
+    ];
+    let kinds = cases.len();
+    for (what, request, status, needle) in cases {
+        let r = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let problem = expect_problem(r, status).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(needle),
+            "{what}: detail {detail:?} lacks {needle:?}"
+        );
+        assert_eq!(
+            app.footprint().await,
+            before,
+            "{what} left rows or blobs behind"
+        );
+    }
+    assert!(kinds >= 15);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_queue_full_is_429_with_retry_after() {
+    // No workers: jobs stay queued, so the queue fills.
+    let app = TestApp::with(Options {
+        max_queue: 1,
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let model = model_with_reference(&app, "q").await;
+    let id = model["id"].as_str().unwrap();
+    let point = |n: &str, v: f64| {
+        let m = serde_json::json!({"dice": v, "jaccard": v, "precision": v, "recall": v, "hd95": 10.0 - v, "pearson": v});
+        serde_json::json!({"name": n, "pseudo": m, "real": m})
+    };
+    let pairs = serde_json::json!({"points": [point("a", 0.1), point("b", 0.5), point("c", 0.9)]});
+    let r = app
+        .client
+        .post(app.at(&format!("/v1/models/{id}/calibrations")))
+        .bearer_auth(&app.admin)
+        .json(&pairs)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let path = format!("/v1/models/{id}/estimates");
+    let r = app
+        .post_form(
+            &path,
+            &app.submitter,
+            images_form(&synthetic().join("batch")),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let before = app.footprint().await;
+    let r = app
+        .post_form(
+            &path,
+            &app.submitter,
+            images_form(&synthetic().join("batch")),
+        )
+        .await;
+    assert_eq!(r.headers()["retry-after"], "7");
+    expect_problem(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(app.footprint().await, before);
+    app.stop().await;
+}

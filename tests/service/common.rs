@@ -1,0 +1,406 @@
+//! The service under test: a fresh database per test (created on the Postgres that `make test` starts),
+//! the real `spe::service::run` on a port-0 listener, driven over HTTP with reqwest.
+
+use reqwest::multipart::{Form, Part};
+use reqwest::{Client, Response, StatusCode};
+use serde_json::Value;
+use spe::store::keys::{self, Role};
+use sqlx::PgPool;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn synthetic() -> PathBuf {
+    repo().join("tests/fixtures/synthetic")
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    repo().join("tests/fixtures").join(rel)
+}
+
+pub fn base_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| {
+        panic!("DATABASE_URL is unset: the service tests need Postgres; run them with `make test` (it starts one)")
+    })
+}
+
+/// `url` with its database name replaced.
+fn with_database(url: &str, name: &str) -> String {
+    let (head, query) = url
+        .split_once('?')
+        .map_or((url, None), |(h, q)| (h, Some(q)));
+    let slash = head.rfind('/').expect("DATABASE_URL has no database name");
+    let mut out = format!("{}/{name}", &head[..slash]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Creates an empty database for one test and returns its URL.
+pub async fn fresh_database() -> String {
+    let admin = base_url();
+    let name = format!("spe_test_{}", uuid::Uuid::new_v4().simple());
+    let pool = PgPool::connect(&admin)
+        .await
+        .expect("cannot connect to DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    with_database(&admin, &name)
+}
+
+pub struct Options {
+    pub role: spe::service::Role,
+    pub workers: usize,
+    pub max_queue: i64,
+    pub max_images: usize,
+    pub max_pixels: u64,
+    pub max_body_mb: u64,
+    pub lease_secs: f64,
+    pub protect_ops: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            role: spe::service::Role::All,
+            workers: 1,
+            max_queue: 64,
+            max_images: 256,
+            max_pixels: 4_000_000,
+            max_body_mb: 64,
+            lease_secs: 5.0,
+            protect_ops: false,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub url: String,
+    pub database_url: String,
+    pub blob_dir: tempfile::TempDir,
+    pub pool: PgPool,
+    pub client: Client,
+    pub admin: String,
+    pub submitter: String,
+    pub reader: String,
+    shutdown: watch::Sender<bool>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::service::ServeArgs {
+    spe::service::ServeArgs {
+        db: spe::service::DbArgs {
+            database_url: database_url.to_string(),
+        },
+        bind: "127.0.0.1:0".parse().unwrap(),
+        role: o.role,
+        blob_store: blob_dir.display().to_string(),
+        workers: o.workers,
+        lease_secs: o.lease_secs,
+        poll_ms: 200,
+        max_attempts: 3,
+        shutdown_grace_secs: 5.0,
+        max_body_mb: o.max_body_mb,
+        max_images: o.max_images,
+        max_pixels: o.max_pixels,
+        max_queue: o.max_queue,
+        retry_after_secs: 7,
+        protect_ops: o.protect_ops,
+        db_connections: 8,
+        threads: 0,
+        provider: spe::inference::ExecutionProvider::Cpu,
+        provider_required: false,
+        ort_lib: None,
+    }
+}
+
+impl TestApp {
+    pub async fn start() -> Self {
+        Self::with(Options::default()).await
+    }
+
+    pub async fn with(o: Options) -> Self {
+        let database_url = fresh_database().await;
+        let blob_dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (shutdown, rx) = watch::channel(false);
+        let args = serve_args(&database_url, blob_dir.path(), &o);
+        let server = tokio::spawn(spe::service::run(args, Some(listener), rx));
+        let client = Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        // run() migrates before serving; wait until it answers.
+        loop {
+            if let Ok(r) = client.get(format!("{url}/readyz")).send().await {
+                if r.status().is_success() || r.status() == StatusCode::UNAUTHORIZED {
+                    break;
+                }
+            }
+            if server.is_finished() {
+                let err = server.await.unwrap().err().map(|e| format!("{e:#}"));
+                panic!("the service stopped during start-up: {err:?}");
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the service did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let pool = PgPool::connect(&database_url).await.unwrap();
+        let admin = keys::create(&pool, Role::Admin, "test admin")
+            .await
+            .unwrap()
+            .1;
+        let submitter = keys::create(&pool, Role::Submitter, "test submitter")
+            .await
+            .unwrap()
+            .1;
+        let reader = keys::create(&pool, Role::Reader, "test reader")
+            .await
+            .unwrap()
+            .1;
+        Self {
+            url,
+            database_url,
+            blob_dir,
+            pool,
+            client,
+            admin,
+            submitter,
+            reader,
+            shutdown,
+            server: Some(server),
+        }
+    }
+
+    /// Stops the service and drops the test's database (a failing test keeps its own, for a look).
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if let Some(server) = self.server.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), server).await;
+        }
+        self.pool.close().await;
+        let name = self
+            .database_url
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .split('?')
+            .next()
+            .unwrap()
+            .to_string();
+        if let Ok(admin) = PgPool::connect(&base_url()).await {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&admin)
+                .await;
+            admin.close().await;
+        }
+    }
+
+    pub fn at(&self, path: &str) -> String {
+        format!("{}{path}", self.url)
+    }
+
+    pub async fn get(&self, path: &str, key: &str) -> Response {
+        self.client
+            .get(self.at(path))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, key: &str) -> Value {
+        let r = self.get(path, key).await;
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(status, StatusCode::OK, "GET {path}: {body}");
+        body
+    }
+
+    pub async fn post_form(&self, path: &str, key: &str, form: Form) -> Response {
+        self.client
+            .post(self.at(path))
+            .bearer_auth(key)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Polls a job resource until it succeeds or fails.
+    pub async fn wait(&self, path: &str, limit: Duration) -> Value {
+        let started = Instant::now();
+        loop {
+            let v = self.get_json(path, &self.reader).await;
+            match v["status"].as_str() {
+                Some("succeeded") | Some("failed") => return v,
+                _ => {}
+            }
+            assert!(
+                started.elapsed() < limit,
+                "{path} did not finish in {limit:?}: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Rows in every table (keys excepted) and blobs in the store.
+    pub async fn footprint(&self) -> (i64, usize) {
+        let rows: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM models) + (SELECT count(*) FROM reverse_segmenters)
+                  + (SELECT count(*) FROM image_sets) + (SELECT count(*) FROM image_set_items)
+                  + (SELECT count(*) FROM calibrations) + (SELECT count(*) FROM calibration_checkpoints)
+                  + (SELECT count(*) FROM estimates) + (SELECT count(*) FROM jobs)",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .unwrap();
+        (rows, count_files(self.blob_dir.path()))
+    }
+}
+
+fn count_files(dir: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                count_files(&p)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
+pub fn file_part(path: &Path) -> Part {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    Part::bytes(bytes).file_name(path.file_name().unwrap().to_string_lossy().into_owned())
+}
+
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file())
+        .collect();
+    files.sort();
+    files
+}
+
+/// `image` + `label` parts for a labelled directory (images/ and labels/).
+pub fn labelled_form(mut form: Form, dir: &Path) -> Form {
+    for f in sorted_files(&dir.join("images")) {
+        form = form.part("image", file_part(&f));
+    }
+    for f in sorted_files(&dir.join("labels")) {
+        form = form.part("label", file_part(&f));
+    }
+    form
+}
+
+pub fn images_form(dir: &Path) -> Form {
+    sorted_files(dir)
+        .iter()
+        .fold(Form::new(), |f, p| f.part("image", file_part(p)))
+}
+
+/// A zip of files: (path inside the zip, bytes).
+pub fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    use std::io::Write;
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let opts = zip::write::SimpleFileOptions::default();
+        for (name, data) in entries {
+            zip.start_file(name.as_str(), opts).unwrap();
+            zip.write_all(data).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+pub const SPEC: &str = r#"{"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}"#;
+
+/// Registers the synthetic family's model (its last checkpoint) and attaches the reference set.
+pub async fn model_with_reference(app: &TestApp, name: &str) -> Value {
+    let form = Form::new()
+        .text("name", name.to_string())
+        .text("spec", SPEC)
+        .part(
+            "onnx",
+            file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
+        );
+    let r = app.post_form("/v1/models", &app.admin, form).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let model: Value = r.json().await.unwrap();
+    let id = model["id"].as_str().unwrap().to_string();
+    let form = labelled_form(Form::new(), &synthetic().join("reference"));
+    let r = app
+        .client
+        .put(app.at(&format!("/v1/models/{id}/reference-set")))
+        .bearer_auth(&app.admin)
+        .multipart(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+    model
+}
+
+/// Fast protocol parameters for tests.
+pub const FAST: &str = r#"{"support_size":8,"repetitions":2,"min_area":20,"seed":1}"#;
+
+/// A model with an active calibration (from the synthetic checkpoints), ready for estimates.
+pub async fn calibrated_model(app: &TestApp, name: &str) -> (String, Value) {
+    let model = model_with_reference(app, name).await;
+    let id = model["id"].as_str().unwrap().to_string();
+    let mut form = Form::new().text("params", FAST);
+    for f in sorted_files(&synthetic().join("checkpoints")) {
+        form = form.part("checkpoint", file_part(&f));
+    }
+    let form = labelled_form(form, &synthetic().join("calibration"));
+    let r = app
+        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let cal = app.wait(&location, Duration::from_secs(300)).await;
+    assert_eq!(cal["status"], "succeeded", "{cal}");
+    (id, cal)
+}
+
+/// Asserts an RFC 9457 problem response with this status; returns its body.
+pub async fn expect_problem(r: Response, status: StatusCode) -> Value {
+    let got = r.status();
+    let ct = r
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = r.text().await.unwrap();
+    assert_eq!(got, status, "body: {body}");
+    assert_eq!(ct, "application/problem+json", "body: {body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["status"], status.as_u16());
+    assert!(v["type"].as_str().unwrap().starts_with("urn:spe:problem:"));
+    assert!(!v["detail"].as_str().unwrap().is_empty());
+    v
+}

@@ -1,0 +1,11 @@
+//! Integration tests of the REST service over real HTTP against real Postgres (`make test` starts one
+//! and sets DATABASE_URL). Run one group with e.g. `cargo test --test service flow`.
+
+mod bad_input;
+mod common;
+mod flow;
+mod idempotency;
+mod jsrt;
+mod openapi;
+mod roles;
+mod worker_crash;

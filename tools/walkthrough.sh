@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# The README's curl walkthrough as a script: run `make run` in one terminal, then this in another.
+# It registers the synthetic fixture model, attaches its reference set, calibrates it from its
+# checkpoints, and estimates its Dice on the unlabeled batch. Needs curl and jq.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SPE=${SPE:-http://127.0.0.1:8080}
+F=tests/fixtures/synthetic
+# An admin key, printed once by the CLI (the database is the one `make run` started).
+KEY=${KEY:-$(DATABASE_URL=postgres://spe@127.0.0.1:54329/spe target/release/spe keys create --role admin --name walkthrough)}
+AUTH="Authorization: Bearer $KEY"
+
+# 1. Register the model: its ONNX file and spec, checked against each other now.
+MODEL=$(curl -sSf -H "$AUTH" -F name="synthetic-$RANDOM" -F spec=@$F/spec_gray_argmax.json \
+  -F onnx=@$F/checkpoints/ckpt_07.onnx $SPE/v1/models | jq -r .id)
+echo "model $MODEL"
+
+# 2. Attach the reference set (the training images with labels, paired by file name).
+args=()
+for f in $F/reference/images/*.png; do args+=(-F "image=@$f"); done
+for f in $F/reference/labels/*.png; do args+=(-F "label=@$f"); done
+curl -sSf -X PUT -H "$AUTH" "${args[@]}" $SPE/v1/models/$MODEL/reference-set | jq -c '{id, images}'
+
+# 3. Calibrate from the training checkpoints on the labelled calibration split (a background job).
+args=(-F 'params={"support_size":16,"repetitions":3}')
+for f in $F/checkpoints/*.onnx; do args+=(-F "checkpoint=@$f"); done
+for f in $F/calibration/images/*.png; do args+=(-F "image=@$f"); done
+for f in $F/calibration/labels/*.png; do args+=(-F "label=@$f"); done
+CAL=$(curl -sSf -H "$AUTH" "${args[@]}" $SPE/v1/models/$MODEL/calibrations | jq -r .id)
+until curl -sSf -H "$AUTH" $SPE/v1/calibrations/$CAL | jq -e '.status == "succeeded" or .status == "failed"' >/dev/null; do
+  sleep 1
+done
+curl -sSf -H "$AUTH" $SPE/v1/calibrations/$CAL | jq -c '{status, error, excluded: .result.excluded, dice: .result.fits.dice | {mapping, loo_mae, pearson_r}}'
+
+# 4. Estimate on the unlabeled batch: 202 + Location, then poll it.
+args=()
+for f in $F/batch/*.png; do args+=(-F "image=@$f"); done
+LOCATION=$(curl -sSf -o /dev/null -w '%header{location}' -H "$AUTH" -H "Idempotency-Key: walkthrough-$MODEL" \
+  "${args[@]}" $SPE/v1/models/$MODEL/estimates)
+echo "estimate $LOCATION"
+until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .status == "failed"' >/dev/null; do
+  sleep 1
+done
+curl -sSf -H "$AUTH" $SPE$LOCATION | jq -c '{status, error, dice: .result.metrics.dice, support: .result.support, timings}'
+
+# 5. Dashboards: the model's estimates, newest first.
+curl -sSf -H "$AUTH" "$SPE/v1/models/$MODEL/estimates?limit=10" | jq -c '[.items[] | {id, status, created_at}]'
