@@ -41,13 +41,16 @@ pub struct OnnxReverse {
     replicate_support: bool,
     /// A fixed target batch dimension overrides `params.batch`.
     batch: usize,
-    /// The model declares a fixed batch size: every run must be full.
-    fixed_batch: bool,
     session: Mutex<Session>,
 }
 
 impl OnnxReverse {
-    pub fn load(runtime: &Runtime, bytes: &[u8], name: &str, params: OnnxReverseParams) -> Result<Self, InferenceError> {
+    pub fn load(
+        runtime: &Runtime,
+        bytes: &[u8],
+        name: &str,
+        params: OnnxReverseParams,
+    ) -> Result<Self, InferenceError> {
         if !(params.threshold > 0.0 && params.threshold < 1.0) || params.batch == 0 {
             return Err(InferenceError::Spec(format!(
                 "reverse segmenter threshold must be in (0,1) and batch >= 1 (got {} and {})",
@@ -55,11 +58,15 @@ impl OnnxReverse {
             )));
         }
         let session = runtime.session(bytes, name)?;
-        let mismatch = |reason: String| InferenceError::Signature {
+        let mismatch = |reason: String| {
+            InferenceError::Signature {
             model: name.to_string(),
             reason: format!("{reason} (the UniverSeg contract: inputs target [B,1,128,128], support_images and support_labels [B or 1,S,1,128,128], output logits [B,1,128,128])"),
+        }
         };
-        let find = |list: &[ort::value::Outlet], n: &str| -> Result<(TensorElementType, Vec<i64>), InferenceError> {
+        let find = |list: &[ort::value::Outlet],
+                    n: &str|
+         -> Result<(TensorElementType, Vec<i64>), InferenceError> {
             let outlet = list
                 .iter()
                 .find(|o| o.name() == n)
@@ -76,31 +83,46 @@ impl OnnxReverse {
         let half = match ty {
             TensorElementType::Float32 => false,
             TensorElementType::Float16 => true,
-            other => return Err(mismatch(format!("target is {other:?}; float32 or float16 expected"))),
+            other => {
+                return Err(mismatch(format!(
+                    "target is {other:?}; float32 or float16 expected"
+                )))
+            }
         };
         if [ty_si, ty_sl, ty_out].iter().any(|t| *t != ty) {
-            return Err(mismatch("inputs and output must share one element type".into()));
+            return Err(mismatch(
+                "inputs and output must share one element type".into(),
+            ));
         }
         let fits = |shape: &[i64], want: &[i64]| {
-            shape.len() == want.len() && shape.iter().zip(want).all(|(&g, &w)| g < 0 || w < 0 || g == w)
+            shape.len() == want.len()
+                && shape
+                    .iter()
+                    .zip(want)
+                    .all(|(&g, &w)| g < 0 || w < 0 || g == w)
         };
         let side = SIDE as i64;
         if !fits(&target, &[-1, 1, side, side]) || !fits(&logits, &[-1, 1, side, side]) {
-            return Err(mismatch(format!("target {target:?} / logits {logits:?} have the wrong shape")));
+            return Err(mismatch(format!(
+                "target {target:?} / logits {logits:?} have the wrong shape"
+            )));
         }
         if !fits(&support, &[-1, -1, 1, side, side]) || !fits(&labels, &[-1, -1, 1, side, side]) {
             return Err(mismatch(format!(
                 "support_images {support:?} / support_labels {labels:?} have the wrong shape"
             )));
         }
-        let batch = if target[0] > 0 { target[0] as usize } else { params.batch };
+        let batch = if target[0] > 0 {
+            target[0] as usize
+        } else {
+            params.batch
+        };
         Ok(Self {
             name: name.to_string(),
             params,
             half,
             replicate_support: support[0] > 1,
             batch,
-            fixed_batch: target[0] > 0,
             session: Mutex::new(session),
         })
     }
@@ -108,13 +130,23 @@ impl OnnxReverse {
     fn to_value<D: ndarray::Dimension>(&self, a: Array<f32, D>) -> Result<DynValue, String> {
         let a = a.into_dyn();
         if self.half {
-            Tensor::from_array(a.mapv(f16::from_f32)).map(|t| t.into_dyn()).map_err(|e| e.to_string())
+            Tensor::from_array(a.mapv(f16::from_f32))
+                .map(|t| t.into_dyn())
+                .map_err(|e| e.to_string())
         } else {
-            Tensor::from_array(a).map(|t| t.into_dyn()).map_err(|e| e.to_string())
+            Tensor::from_array(a)
+                .map(|t| t.into_dyn())
+                .map_err(|e| e.to_string())
         }
     }
 
-    fn run_batch(&self, session: &mut Session, targets: Array4<f32>, s_img: &DynValue, s_lbl: &DynValue) -> Result<Vec<Mask>, String> {
+    fn run_batch(
+        &self,
+        session: &mut Session,
+        targets: Array4<f32>,
+        s_img: &DynValue,
+        s_lbl: &DynValue,
+    ) -> Result<Vec<Mask>, String> {
         let n = targets.shape()[0];
         let target = self.to_value(targets)?;
         let outputs = session
@@ -124,27 +156,35 @@ impl OnnxReverse {
         let logits: ArrayViewD<f32>;
         let converted;
         if self.half {
-            converted = out.try_extract_array::<f16>().map_err(|e| e.to_string())?.mapv(f16::to_f32);
+            converted = out
+                .try_extract_array::<f16>()
+                .map_err(|e| e.to_string())?
+                .mapv(f16::to_f32);
             logits = converted.view();
         } else {
             logits = out.try_extract_array::<f32>().map_err(|e| e.to_string())?;
         }
         if logits.shape() != [n, 1, SIDE, SIDE] {
-            return Err(format!("logits have shape {:?}; expected [{n}, 1, {SIDE}, {SIDE}]", logits.shape()));
+            return Err(format!(
+                "logits have shape {:?}; expected [{n}, 1, {SIDE}, {SIDE}]",
+                logits.shape()
+            ));
         }
         let t = self.params.threshold;
         let cut = (t / (1.0 - t)).ln();
         Ok(logits
             .axis_iter(Axis(0))
-            .map(|item| {
-                Mask::from_shape_fn((SIDE, SIDE), |(y, x)| item[IxDyn(&[0, y, x])] > cut)
-            })
+            .map(|item| Mask::from_shape_fn((SIDE, SIDE), |(y, x)| item[IxDyn(&[0, y, x])] > cut))
             .collect())
     }
 }
 
 impl ReverseSegmenter for OnnxReverse {
-    fn segment(&self, support: &SupportSet<'_>, queries: &[ArrayView2<'_, f32>]) -> Result<Vec<Mask>, EngineError> {
+    fn segment(
+        &self,
+        support: &SupportSet<'_>,
+        queries: &[ArrayView2<'_, f32>],
+    ) -> Result<Vec<Mask>, EngineError> {
         let err = |reason: String| EngineError::Reverse(format!("{}: {reason}", self.name));
         let s = support.images.len();
         let support_tensor = |views: Vec<ArrayView2<'_, f32>>, copies: usize| {
@@ -156,23 +196,43 @@ impl ReverseSegmenter for OnnxReverse {
             }
             a
         };
-        let copies = if self.replicate_support { self.batch } else { 1 };
-        let labels: Vec<ndarray::Array2<f32>> = support.labels.iter().map(|l| l.mapv(|v| if v { 1.0 } else { 0.0 })).collect();
+        let copies = if self.replicate_support {
+            self.batch
+        } else {
+            1
+        };
+        let labels: Vec<ndarray::Array2<f32>> = support
+            .labels
+            .iter()
+            .map(|l| l.mapv(|v| if v { 1.0 } else { 0.0 }))
+            .collect();
         // Built once per call and reused for every batch of queries.
-        let s_img = self.to_value(support_tensor(support.images.clone(), copies)).map_err(err)?;
-        let s_lbl = self
-            .to_value(support_tensor(labels.iter().map(|l| l.view()).collect(), copies))
+        let s_img = self
+            .to_value(support_tensor(support.images.clone(), copies))
             .map_err(err)?;
-        let mut session = self.session.lock().map_err(|_| err("a previous run panicked".into()))?;
+        let s_lbl = self
+            .to_value(support_tensor(
+                labels.iter().map(|l| l.view()).collect(),
+                copies,
+            ))
+            .map_err(err)?;
+        let mut session = self
+            .session
+            .lock()
+            .map_err(|_| err("a previous run panicked".into()))?;
         let mut masks = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(self.batch) {
-            // A fixed batch dimension needs a full batch: pad with copies of the last query.
-            let rows = if self.replicate_support || self.fixed_batch { self.batch } else { chunk.len() };
+            // Every run gets a full batch (padded with copies of the last query): a fixed batch dimension
+            // requires it, and on a GPU a new shape would trigger another cuDNN algorithm search.
+            let rows = self.batch;
             let mut targets = Array4::<f32>::zeros((rows, 1, SIDE, SIDE));
             for (i, mut slot) in targets.axis_iter_mut(Axis(0)).enumerate() {
-                slot.index_axis_mut(Axis(0), 0).assign(&chunk[i.min(chunk.len() - 1)]);
+                slot.index_axis_mut(Axis(0), 0)
+                    .assign(&chunk[i.min(chunk.len() - 1)]);
             }
-            let mut out = self.run_batch(&mut session, targets, &s_img, &s_lbl).map_err(err)?;
+            let mut out = self
+                .run_batch(&mut session, targets, &s_img, &s_lbl)
+                .map_err(err)?;
             out.truncate(chunk.len());
             masks.extend(out);
         }
