@@ -24,12 +24,21 @@ struct Args {
 }
 
 fn parse_args() -> Args {
-    let mut args = Args { params: LabelFusionParams::default(), reps: 6, method_md_reps: 6, baseline_reps: 1, supports: 49, queries: 172, threads: 0 };
+    let mut args = Args {
+        params: LabelFusionParams::default(),
+        reps: 6,
+        method_md_reps: 6,
+        baseline_reps: 1,
+        supports: 49,
+        queries: 172,
+        threads: 0,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--params" {
             let json = it.next().expect("--params needs a JSON object");
-            args.params = serde_json::from_str(&json).unwrap_or_else(|e| panic!("--params {json}: {e}"));
+            args.params =
+                serde_json::from_str(&json).unwrap_or_else(|e| panic!("--params {json}: {e}"));
             continue;
         }
         let slot = match flag.as_str() {
@@ -41,7 +50,10 @@ fn parse_args() -> Args {
             "--threads" => &mut args.threads,
             _ => continue, // cargo passes --bench; ignore what we do not know
         };
-        *slot = it.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{flag} needs a number"));
+        *slot = it
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{flag} needs a number"));
     }
     args
 }
@@ -58,7 +70,11 @@ fn time_protocol(name: &str, reps: usize, mut run: impl FnMut() -> usize) -> Dur
         let masks = run();
         let took = start.elapsed();
         total += took;
-        println!("{name:<28} repetition {}: {:>8.3} s  ({masks} masks)", r + 1, secs(took));
+        println!(
+            "{name:<28} repetition {}: {:>8.3} s  ({masks} masks)",
+            r + 1,
+            secs(took)
+        );
     }
     total
 }
@@ -88,24 +104,41 @@ fn main() {
         if reps == 0 {
             continue;
         }
-        let lf = LabelFusion::new(LabelFusionParams { threads: args.threads, ..params });
+        let lf = LabelFusion::new(LabelFusionParams {
+            threads: args.threads,
+            ..params
+        });
         let name = lf.describe();
-        let total = time_protocol(&name, reps, || lf.segment(&support, &queries).expect("segment").len());
+        let total = time_protocol(&name, reps, || {
+            lf.segment(&support, &queries).expect("segment").len()
+        });
         rows.push((name, total, reps));
     }
 
     if args.baseline_reps > 0 {
         let name = "naive method.md (1 thread)";
         let total = time_protocol(name, args.baseline_reps, || {
-            reference::segment(&support, &queries, 4.0).expect("reference").len()
+            reference::segment(&support, &queries, 4.0)
+                .expect("reference")
+                .len()
         });
         rows.push((name.to_string(), total, args.baseline_reps));
     }
 
-    println!("\n{:<90} {:>12} {:>14}", "segmenter", "per rep (s)", "protocol (s)");
+    println!(
+        "\n{:<90} {:>12} {:>14}",
+        "segmenter", "per rep (s)", "protocol (s)"
+    );
     for (name, total, reps) in &rows {
         let per = secs(*total) / *reps as f64;
-        let note = if *reps == args.reps { "" } else { " (projected)" };
-        println!("{name:<90} {per:>12.3} {:>14.3}{note}", per * args.reps as f64);
+        let note = if *reps == args.reps {
+            ""
+        } else {
+            " (projected)"
+        };
+        println!(
+            "{name:<90} {per:>12.3} {:>14.3}{note}",
+            per * args.reps as f64
+        );
     }
 }

@@ -3,7 +3,9 @@
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::{self, LabelledSet, DEFAULT_MAX_PIXELS};
 use crate::engine::spe::{PseudoOutcome, ReferenceSet, SpeParams};
-use crate::inference::{self, ExecutionProvider, ModelSpec, ReverseChoice, Runtime, RuntimeConfig, SegModel};
+use crate::inference::{
+    self, ExecutionProvider, ModelSpec, ReverseChoice, Runtime, RuntimeConfig, SegModel,
+};
 use crate::pipeline;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
@@ -11,7 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "spe", version, about = "Estimate a segmentation model's Dice/HD95/... on unlabeled images (SPE)")]
+#[command(
+    name = "spe",
+    version,
+    about = "Estimate a segmentation model's Dice/HD95/... on unlabeled images (SPE)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -170,7 +176,10 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,spe=info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn start_runtime(args: &RuntimeArgs) -> Result<Runtime> {
@@ -189,17 +198,21 @@ fn start_runtime(args: &RuntimeArgs) -> Result<Runtime> {
 }
 
 fn read_spec(path: &Path) -> Result<ModelSpec> {
-    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read model spec {}", path.display()))?;
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read model spec {}", path.display()))?;
     ModelSpec::parse(&text).with_context(|| format!("model spec {}", path.display()))
 }
 
 fn load_model(runtime: &Runtime, path: &Path, spec: &ModelSpec, name: &str) -> Result<SegModel> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read model {}", path.display()))?;
     Ok(SegModel::load(runtime, &bytes, name, spec)?)
 }
 
 fn file_stem(path: &Path) -> String {
-    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+    path.file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Writes JSON through a temporary file and a rename, so a reader never sees half a file.
@@ -229,7 +242,8 @@ fn evaluate(args: EvaluateArgs) -> Result<()> {
 }
 
 fn load_reference(dir: &Path, max_pixels: u64) -> Result<ReferenceSet> {
-    let set = image_io::load_labelled_dir(dir, max_pixels).with_context(|| format!("reference set {}", dir.display()))?;
+    let set = image_io::load_labelled_dir(dir, max_pixels)
+        .with_context(|| format!("reference set {}", dir.display()))?;
     Ok(ReferenceSet::new(&set.images, set.labels)?)
 }
 
@@ -252,9 +266,14 @@ fn calibrate(args: CalibrateArgs) -> Result<()> {
         .map(|p| load_model(&runtime, p, &spec, &file_stem(p)))
         .collect::<Result<Vec<_>>>()?;
     let reference = load_reference(&args.reference, args.runtime.max_pixels)?;
-    let calibration_set: LabelledSet = image_io::load_labelled_dir(&args.calibration, args.runtime.max_pixels)
-        .with_context(|| format!("calibration set {}", args.calibration.display()))?;
-    let reverse = inference::build_reverse(&args.protocol.reverse, &runtime, args.protocol.reverse_threshold)?;
+    let calibration_set: LabelledSet =
+        image_io::load_labelled_dir(&args.calibration, args.runtime.max_pixels)
+            .with_context(|| format!("calibration set {}", args.calibration.display()))?;
+    let reverse = inference::build_reverse(
+        &args.protocol.reverse,
+        &runtime,
+        args.protocol.reverse_threshold,
+    )?;
     eprintln!(
         "calibrating {} checkpoints: {} reference images, {} calibration images, {}",
         models.len(),
@@ -266,7 +285,9 @@ fn calibrate(args: CalibrateArgs) -> Result<()> {
     let mut report = |i: usize, n: usize, point: &CheckpointPoint| {
         let pseudo = match &point.outcome {
             PseudoOutcome::Ok { pseudo, .. } => format!("pseudo dice {:.4}", pseudo.dice),
-            PseudoOutcome::InsufficientSupport { .. } => "insufficient support (left out of the fit)".into(),
+            PseudoOutcome::InsufficientSupport { .. } => {
+                "insufficient support (left out of the fit)".into()
+            }
         };
         eprintln!(
             "[{}/{}] {}: real dice {:.4}, {pseudo} ({:.1}s)",
@@ -277,7 +298,14 @@ fn calibrate(args: CalibrateArgs) -> Result<()> {
             started.elapsed().as_secs_f64()
         );
     };
-    let calibration = pipeline::calibrate(&models, &reference, &calibration_set, reverse.as_ref(), &params, &mut report)?;
+    let calibration = pipeline::calibrate(
+        &models,
+        &reference,
+        &calibration_set,
+        reverse.as_ref(),
+        &params,
+        &mut report,
+    )?;
     write_json(&args.out, &calibration)?;
     print_fits(&calibration);
     eprintln!("calibration written to {}", args.out.display());
@@ -296,7 +324,10 @@ fn print_fits(calibration: &Calibration) {
         );
     }
     if !calibration.excluded.is_empty() {
-        eprintln!("  left out (no support set): {}", calibration.excluded.join(", "));
+        eprintln!(
+            "  left out (no support set): {}",
+            calibration.excluded.join(", ")
+        );
     }
 }
 
@@ -305,15 +336,30 @@ fn estimate(args: EstimateArgs) -> Result<()> {
     let spec = read_spec(&args.spec)?;
     let text = std::fs::read_to_string(&args.calibration)
         .with_context(|| format!("cannot read calibration {}", args.calibration.display()))?;
-    let calibration: Calibration = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a calibration written by `spe calibrate`", args.calibration.display()))?;
+    let calibration: Calibration = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a calibration written by `spe calibrate`",
+            args.calibration.display()
+        )
+    })?;
     calibration.validate()?;
     let params = args.protocol.params(calibration.params);
     let model = load_model(&runtime, &args.model, &spec, &file_stem(&args.model))?;
     let reference = load_reference(&args.reference, args.runtime.max_pixels)?;
     let (_, images) = image_io::load_image_dir(&args.images, args.runtime.max_pixels)?;
-    let reverse = inference::build_reverse(&args.protocol.reverse, &runtime, args.protocol.reverse_threshold)?;
-    let (estimate, _) = pipeline::estimate(&model, &calibration, &reference, &images, reverse.as_ref(), &params)?;
+    let reverse = inference::build_reverse(
+        &args.protocol.reverse,
+        &runtime,
+        args.protocol.reverse_threshold,
+    )?;
+    let (estimate, _) = pipeline::estimate(
+        &model,
+        &calibration,
+        &reference,
+        &images,
+        reverse.as_ref(),
+        &params,
+    )?;
     write_json(&args.out, &estimate)?;
     eprintln!("estimate written to {}", args.out.display());
     Ok(())

@@ -1,10 +1,10 @@
 //! spe: performance estimation for segmentation models on unlabeled data (SPE, MICCAI 2025).
 
+pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod inference;
-pub mod pipeline;
-pub mod api;
 pub mod jobs;
+pub mod pipeline;
 pub mod service;
 pub mod store;

@@ -75,7 +75,11 @@ pub fn calibrate_from_masks(
         }
         let real = score(&calibration.names, &calibration.labels, &masks).mean;
         let outcome = spe::pseudo_metrics(reverse, &calibration.images, &masks, reference, params)?;
-        let point = CheckpointPoint { name, real, outcome };
+        let point = CheckpointPoint {
+            name,
+            real,
+            outcome,
+        };
         progress(i, count, &point);
         points.push(point);
     }
@@ -97,7 +101,15 @@ pub fn calibrate(
             masks: model.predict(&calibration.images)?,
         })
     });
-    calibrate_from_masks(masks, checkpoints.len(), reference, calibration, reverse, params, progress)
+    calibrate_from_masks(
+        masks,
+        checkpoints.len(),
+        reference,
+        calibration,
+        reverse,
+        params,
+        progress,
+    )
 }
 
 /// Stage 2 for one unlabeled batch.

@@ -44,9 +44,17 @@ fn calibrate(family: &Family, out: &Path, extra: &[&str]) -> serde_json::Value {
     read_json(out)
 }
 
-fn estimate(family: &Family, checkpoint: &str, cal: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+fn estimate(
+    family: &Family,
+    checkpoint: &str,
+    cal: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
     let syn = synthetic();
-    let model = syn.join(family.checkpoints).join(format!("{checkpoint}.onnx"));
+    let model = syn
+        .join(family.checkpoints)
+        .join(format!("{checkpoint}.onnx"));
     let mut args: Vec<String> = vec![
         "estimate".into(),
         "--model".into(),
@@ -73,7 +81,9 @@ fn real_dice_on_batch(family: &Family, checkpoint: &str, dir: &Path) -> f64 {
     let args: Vec<String> = vec![
         "evaluate".into(),
         "--model".into(),
-        o(syn.join(family.checkpoints).join(format!("{checkpoint}.onnx"))),
+        o(syn
+            .join(family.checkpoints)
+            .join(format!("{checkpoint}.onnx"))),
         "--spec".into(),
         o(syn.join(family.spec)),
         "--images".into(),
@@ -92,17 +102,34 @@ fn calibrate_and_estimate(family: &Family, count: usize, tolerance: f64) {
     let dir = tempfile::tempdir().unwrap();
     let cal_path = dir.path().join("cal.json");
     let cal = calibrate(family, &cal_path, &[]);
-    assert_eq!(cal["excluded"], serde_json::json!(["ckpt_00"]), "the empty checkpoint is left out");
+    assert_eq!(
+        cal["excluded"],
+        serde_json::json!(["ckpt_00"]),
+        "the empty checkpoint is left out"
+    );
     assert_eq!(cal["checkpoints"].as_array().unwrap().len(), count);
     for metric in ["dice", "jaccard", "precision", "recall", "hd95", "pearson"] {
         let fit = &cal["fits"][metric];
         assert_eq!(fit["n_points"], count - 1, "{metric}");
-        assert!(fit["loo_mae"].as_f64().unwrap().is_finite(), "{metric}: {fit}");
+        assert!(
+            fit["loo_mae"].as_f64().unwrap().is_finite(),
+            "{metric}: {fit}"
+        );
     }
-    assert!(cal["fits"]["dice"]["pearson_r"].as_f64().unwrap() > 0.9, "{}", cal["fits"]["dice"]);
+    assert!(
+        cal["fits"]["dice"]["pearson_r"].as_f64().unwrap() > 0.9,
+        "{}",
+        cal["fits"]["dice"]
+    );
 
     // The empty checkpoint finds nothing in the batch either.
-    let empty = estimate(family, "ckpt_00", &cal_path, &dir.path().join("e0.json"), &[]);
+    let empty = estimate(
+        family,
+        "ckpt_00",
+        &cal_path,
+        &dir.path().join("e0.json"),
+        &[],
+    );
     assert_eq!(empty["status"], "insufficient_support", "{empty}");
     assert_eq!(empty["support"]["used"], 0);
     assert_eq!(empty["support"]["rejected"], 12);
@@ -111,12 +138,24 @@ fn calibrate_and_estimate(family: &Family, count: usize, tolerance: f64) {
     let mut errors = Vec::new();
     for k in 1..count {
         let name = format!("ckpt_{k:02}");
-        let est = estimate(family, &name, &cal_path, &dir.path().join(format!("e{k}.json")), &[]);
+        let est = estimate(
+            family,
+            &name,
+            &cal_path,
+            &dir.path().join(format!("e{k}.json")),
+            &[],
+        );
         assert_eq!(est["status"], "ok", "{est}");
         let dice = &est["metrics"]["dice"];
         let value = dice["estimate"].as_f64().unwrap();
-        let [lo, hi] = [dice["interval"][0].as_f64().unwrap(), dice["interval"][1].as_f64().unwrap()];
-        assert!((0.0..=1.0).contains(&lo) && lo <= value && value <= hi && hi <= 1.0, "{dice}");
+        let [lo, hi] = [
+            dice["interval"][0].as_f64().unwrap(),
+            dice["interval"][1].as_f64().unwrap(),
+        ];
+        assert!(
+            (0.0..=1.0).contains(&lo) && lo <= value && value <= hi && hi <= 1.0,
+            "{dice}"
+        );
         assert!(est["metrics"]["hd95"]["estimate"].as_f64().unwrap() >= 0.0);
         let real = real_dice_on_batch(family, &name, dir.path());
         eprintln!("{name}: estimated dice {value:.3}, real {real:.3}");
@@ -140,7 +179,11 @@ fn rgb_raw_sigmoid_family_estimates_track_the_real_dice() {
 #[test]
 fn same_inputs_and_seed_give_the_same_numbers_and_the_seed_matters() {
     let dir = tempfile::tempdir().unwrap();
-    let (a, b, c) = (dir.path().join("a.json"), dir.path().join("b.json"), dir.path().join("c.json"));
+    let (a, b, c) = (
+        dir.path().join("a.json"),
+        dir.path().join("b.json"),
+        dir.path().join("c.json"),
+    );
     // A support size below the candidate count makes the repetitions draw random subsets.
     let small = ["--support-size", "5", "--repetitions", "3", "--seed", "11"];
     let cal_a = calibrate(&GRAY, &a, &small);
@@ -149,7 +192,9 @@ fn same_inputs_and_seed_give_the_same_numbers_and_the_seed_matters() {
     let other = ["--support-size", "5", "--repetitions", "3", "--seed", "12"];
     let cal_c = calibrate(&GRAY, &c, &other);
     assert_ne!(cal_a["checkpoints"], cal_c["checkpoints"]);
-    let reps = cal_a["checkpoints"][3]["per_repetition"].as_array().unwrap();
+    let reps = cal_a["checkpoints"][3]["per_repetition"]
+        .as_array()
+        .unwrap();
     assert_eq!(reps.len(), 3);
     assert_ne!(reps[0], reps[1], "different subsets per repetition");
     assert_eq!(cal_a["checkpoints"][3]["support"]["used"], 5);
@@ -166,9 +211,19 @@ fn universeg_contract_onnx_runs_as_the_reverse_segmenter() {
     let cal_path = dir.path().join("cal.json");
     let reverse = format!("onnx:{}", fixtures().join("universeg_tiny.onnx").display());
     let cal = calibrate(&GRAY, &cal_path, &["--reverse", &reverse]);
-    assert!(cal["reverse"].as_str().unwrap().starts_with("onnx("), "{}", cal["reverse"]);
+    assert!(
+        cal["reverse"].as_str().unwrap().starts_with("onnx("),
+        "{}",
+        cal["reverse"]
+    );
     assert_eq!(cal["excluded"], serde_json::json!(["ckpt_00"]));
-    let est = estimate(&GRAY, "ckpt_06", &cal_path, &dir.path().join("e.json"), &["--reverse", &reverse]);
+    let est = estimate(
+        &GRAY,
+        "ckpt_06",
+        &cal_path,
+        &dir.path().join("e.json"),
+        &["--reverse", &reverse],
+    );
     assert_eq!(est["status"], "ok", "{est}");
     // A calibration made with another reverse segmenter is refused, not silently mixed.
     let out = spe_raw(&[
@@ -196,7 +251,10 @@ fn expect_failure(args: &[&str], needle: &str) {
     let out = spe_raw(args);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "spe {args:?} should fail");
-    assert!(stderr.contains(needle), "spe {args:?}: expected {needle:?} in:\n{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "spe {args:?}: expected {needle:?} in:\n{stderr}"
+    );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
@@ -232,29 +290,79 @@ fn bad_inputs_fail_with_messages_that_name_the_problem() {
     let labels = syn.join("calibration/labels");
 
     // The ONNX signature does not match the spec.
-    run(eval(&corrupt.join("wrong_signature.onnx"), &good_spec, &images, &labels), "no input named \"image\"");
+    run(
+        eval(
+            &corrupt.join("wrong_signature.onnx"),
+            &good_spec,
+            &images,
+            &labels,
+        ),
+        "no input named \"image\"",
+    );
     // Not an ONNX model at all.
-    run(eval(&corrupt.join("garbage.onnx"), &good_spec, &images, &labels), "garbage");
+    run(
+        eval(&corrupt.join("garbage.onnx"), &good_spec, &images, &labels),
+        "garbage",
+    );
     // The spec disagrees with the model (sigmoid needs one output channel).
     let sigmoid_spec = dir.path().join("sigmoid.json");
-    std::fs::write(&sigmoid_spec, r#"{"input":{"name":"image"},"output":{"name":"logits","kind":"sigmoid"}}"#).unwrap();
-    run(eval(&good_model, &sigmoid_spec, &images, &labels), "output channels");
+    std::fs::write(
+        &sigmoid_spec,
+        r#"{"input":{"name":"image"},"output":{"name":"logits","kind":"sigmoid"}}"#,
+    )
+    .unwrap();
+    run(
+        eval(&good_model, &sigmoid_spec, &images, &labels),
+        "output channels",
+    );
     // Malformed spec JSON and unknown fields.
     let bad_spec = dir.path().join("bad.json");
-    std::fs::write(&bad_spec, r#"{"input":{"channels":2},"output":{"kind":"argmax"}}"#).unwrap();
+    std::fs::write(
+        &bad_spec,
+        r#"{"input":{"channels":2},"output":{"kind":"argmax"}}"#,
+    )
+    .unwrap();
     run(eval(&good_model, &bad_spec, &images, &labels), "channels");
-    std::fs::write(&bad_spec, r#"{"input":{},"output":{"kind":"argmax","colour":1}}"#).unwrap();
+    std::fs::write(
+        &bad_spec,
+        r#"{"input":{},"output":{"kind":"argmax","colour":1}}"#,
+    )
+    .unwrap();
     run(eval(&good_model, &bad_spec, &images, &labels), "colour");
     // A truncated PNG among the images is named.
     let broken = dir.path().join("broken");
     std::fs::create_dir_all(broken.join("images")).unwrap();
     std::fs::create_dir_all(broken.join("labels")).unwrap();
     std::fs::copy(corrupt.join("truncated.png"), broken.join("images/a.png")).unwrap();
-    std::fs::copy(syn.join("calibration/labels/cal_000.png"), broken.join("labels/a.png")).unwrap();
-    run(eval(&good_model, &good_spec, &broken.join("images"), &broken.join("labels")), "a.png");
+    std::fs::copy(
+        syn.join("calibration/labels/cal_000.png"),
+        broken.join("labels/a.png"),
+    )
+    .unwrap();
+    run(
+        eval(
+            &good_model,
+            &good_spec,
+            &broken.join("images"),
+            &broken.join("labels"),
+        ),
+        "a.png",
+    );
     // An image without a label.
-    std::fs::copy(syn.join("calibration/images/cal_001.png"), broken.join("images/b.png")).unwrap();
-    run(eval(&good_model, &good_spec, &broken.join("images"), &broken.join("labels")), "has no label");
+    std::fs::copy(
+        syn.join("calibration/images/cal_001.png"),
+        broken.join("images/b.png"),
+    )
+    .unwrap();
+    run(
+        eval(
+            &good_model,
+            &good_spec,
+            &broken.join("images"),
+            &broken.join("labels"),
+        ),
+        "has no label",
+    );
     // An unknown reverse segmenter is a usage error.
     expect_failure(
         &[

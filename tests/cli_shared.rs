@@ -34,7 +34,11 @@ fn evaluate_matches_the_independent_reference_metrics() {
                 "--out",
                 s(&out),
             ]);
-            checked += compare(&read_json(&out), &splits[split], &format!("epoch {epoch} {split}"));
+            checked += compare(
+                &read_json(&out),
+                &splits[split],
+                &format!("epoch {epoch} {split}"),
+            );
         }
     }
     assert_eq!(checked, 16 * (172 + 49) * 6);
@@ -50,7 +54,10 @@ fn compare(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) -> 
         let got = &ours[case];
         for m in METRICS {
             let (a, b) = (got[m].as_f64().unwrap(), expected[m].as_f64().unwrap());
-            assert!((a - b).abs() <= 1e-6, "{what} {case} {m}: ours {a}, reference {b}");
+            assert!(
+                (a - b).abs() <= 1e-6,
+                "{what} {case} {m}: ours {a}, reference {b}"
+            );
             n += 1;
         }
     }
@@ -80,7 +87,11 @@ fn calibrate_on_the_jsrt_family_meets_the_accuracy_bar() {
     eprintln!("calibrate took {:.1}s", started.elapsed().as_secs_f64());
     let cal = read_json(&cal_path);
     report(&cal);
-    assert_eq!(cal["excluded"], serde_json::json!(["epoch_001"]), "the all-empty first checkpoint is left out");
+    assert_eq!(
+        cal["excluded"],
+        serde_json::json!(["epoch_001"]),
+        "the all-empty first checkpoint is left out"
+    );
     assert_eq!(cal["checkpoints"].as_array().unwrap().len(), 16);
     let dice = &cal["fits"]["dice"];
     assert!(dice["loo_mae"].as_f64().unwrap() <= 0.03, "{dice}");

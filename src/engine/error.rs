@@ -7,7 +7,9 @@ pub enum EngineError {
     Image { path: PathBuf, reason: String },
     #[error("invalid image data ({name}): {reason}")]
     ImageData { name: String, reason: String },
-    #[error("image {name} is too large: {width}x{height} exceeds the limit of {max_pixels} pixels")]
+    #[error(
+        "image {name} is too large: {width}x{height} exceeds the limit of {max_pixels} pixels"
+    )]
     ImageTooLarge {
         name: String,
         width: u32,

@@ -20,7 +20,10 @@ pub enum Mapping {
     /// real = intercept + slope * pseudo
     Linear { intercept: f64, slope: f64 },
     /// real = c0 + c1 p + c2 p^2 on the fitted range [lo, hi] (monotone there), continued linearly outside.
-    Quadratic { coefficients: [f64; 3], range: [f64; 2] },
+    Quadratic {
+        coefficients: [f64; 3],
+        range: [f64; 2],
+    },
     /// real = intercept + slope * ln(1 + pseudo); for HD95, whose errors grow multiplicatively.
     Log { intercept: f64, slope: f64 },
     /// Monotone step-free interpolation through the pool-adjacent-violators solution; flat outside.
@@ -262,8 +265,18 @@ impl Form {
 fn leave_one_out(form: Form, x: &[f64], y: &[f64]) -> Option<Vec<f64>> {
     (0..x.len())
         .map(|i| {
-            let xs: Vec<f64> = x.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| *v).collect();
-            let ys: Vec<f64> = y.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, v)| *v).collect();
+            let xs: Vec<f64> = x
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, v)| *v)
+                .collect();
+            let ys: Vec<f64> = y
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, v)| *v)
+                .collect();
             form.fit(&xs, &ys).map(|m| m.apply(x[i]))
         })
         .collect()

@@ -40,10 +40,14 @@ impl Default for SpeParams {
 impl SpeParams {
     pub fn validate(&self) -> Result<(), EngineError> {
         if self.support_size == 0 {
-            return Err(EngineError::Invalid("support_size must be at least 1".into()));
+            return Err(EngineError::Invalid(
+                "support_size must be at least 1".into(),
+            ));
         }
         if self.repetitions == 0 {
-            return Err(EngineError::Invalid("repetitions must be at least 1".into()));
+            return Err(EngineError::Invalid(
+                "repetitions must be at least 1".into(),
+            ));
         }
         Ok(())
     }
@@ -69,7 +73,10 @@ impl ReferenceSet {
                 labels.len()
             )));
         }
-        let images = images.iter().map(|i| super::image_io::minmax(i.view())).collect();
+        let images = images
+            .iter()
+            .map(|i| super::image_io::minmax(i.view()))
+            .collect();
         Ok(Self { images, labels })
     }
 }
@@ -152,7 +159,10 @@ pub fn pseudo_metrics(
     if draws.is_empty() {
         return Ok(PseudoOutcome::InsufficientSupport { support });
     }
-    let normalised: Vec<Gray> = images.iter().map(|i| super::image_io::minmax(i.view())).collect();
+    let normalised: Vec<Gray> = images
+        .iter()
+        .map(|i| super::image_io::minmax(i.view()))
+        .collect();
     let queries: Vec<ArrayView2<f32>> = reference.images.iter().map(|i| i.view()).collect();
 
     let mut per_repetition = Vec::with_capacity(draws.len());
@@ -224,16 +234,14 @@ const Z95: f64 = 1.96;
 /// Maps a batch's pseudo metrics through the calibration's fits.
 pub fn estimate(outcome: &PseudoOutcome, calibration: &Calibration) -> Estimate {
     let (pseudo, per_repetition, support) = match outcome {
-        PseudoOutcome::InsufficientSupport { support } => {
-            return Estimate::InsufficientSupport {
-                support: *support,
-                message: format!(
-                    "none of the {} batch images has a predicted mask with at least the minimum area, \
+        PseudoOutcome::InsufficientSupport { support } => return Estimate::InsufficientSupport {
+            support: *support,
+            message: format!(
+                "none of the {} batch images has a predicted mask with at least the minimum area, \
                      so there is no support set: the model found nothing in this batch",
-                    support.rejected
-                ),
-            }
-        }
+                support.rejected
+            ),
+        },
         PseudoOutcome::Ok {
             pseudo,
             per_repetition,

@@ -75,7 +75,8 @@ pub struct ModelSpec {
 
 impl ModelSpec {
     pub fn parse(json: &str) -> Result<Self, InferenceError> {
-        let spec: Self = serde_json::from_str(json).map_err(|e| InferenceError::Spec(e.to_string()))?;
+        let spec: Self =
+            serde_json::from_str(json).map_err(|e| InferenceError::Spec(e.to_string()))?;
         spec.validate()?;
         Ok(spec)
     }
@@ -92,9 +93,11 @@ impl ModelSpec {
             OutputKind::Argmax if self.output.threshold.is_some() => Err(InferenceError::Spec(
                 "output.threshold applies to kind \"sigmoid\" only".into(),
             )),
-            OutputKind::Sigmoid if self.output.foreground_class.is_some() => Err(InferenceError::Spec(
-                "output.foreground_class applies to kind \"argmax\" only".into(),
-            )),
+            OutputKind::Sigmoid if self.output.foreground_class.is_some() => {
+                Err(InferenceError::Spec(
+                    "output.foreground_class applies to kind \"argmax\" only".into(),
+                ))
+            }
             OutputKind::Sigmoid => match self.output.threshold {
                 Some(t) if !(t > 0.0 && t < 1.0) => Err(InferenceError::Spec(format!(
                     "output.threshold is {t}; it must be strictly between 0 and 1"
@@ -120,7 +123,12 @@ pub struct SegModel {
 
 impl SegModel {
     /// Loads the ONNX bytes and validates the spec against the model's declared inputs and outputs.
-    pub fn load(runtime: &Runtime, bytes: &[u8], name: &str, spec: &ModelSpec) -> Result<Self, InferenceError> {
+    pub fn load(
+        runtime: &Runtime,
+        bytes: &[u8],
+        name: &str,
+        spec: &ModelSpec,
+    ) -> Result<Self, InferenceError> {
         spec.validate()?;
         let session = runtime.session(bytes, name)?;
         let mismatch = |reason: String| InferenceError::Signature {
@@ -128,36 +136,48 @@ impl SegModel {
             reason,
         };
         let input = match &spec.input.name {
-            Some(n) => session.inputs().iter().find(|o| o.name() == n).ok_or_else(|| {
-                mismatch(format!(
-                    "it has no input named {n:?} (its inputs: {})",
-                    names(session.inputs().iter().map(|o| o.name()))
-                ))
-            })?,
+            Some(n) => session
+                .inputs()
+                .iter()
+                .find(|o| o.name() == n)
+                .ok_or_else(|| {
+                    mismatch(format!(
+                        "it has no input named {n:?} (its inputs: {})",
+                        names(session.inputs().iter().map(|o| o.name()))
+                    ))
+                })?,
             None => session
                 .inputs()
                 .first()
                 .ok_or_else(|| mismatch("it declares no input".into()))?,
         };
         let output = match &spec.output.name {
-            Some(n) => session.outputs().iter().find(|o| o.name() == n).ok_or_else(|| {
-                mismatch(format!(
-                    "it has no output named {n:?} (its outputs: {})",
-                    names(session.outputs().iter().map(|o| o.name()))
-                ))
-            })?,
+            Some(n) => session
+                .outputs()
+                .iter()
+                .find(|o| o.name() == n)
+                .ok_or_else(|| {
+                    mismatch(format!(
+                        "it has no output named {n:?} (its outputs: {})",
+                        names(session.outputs().iter().map(|o| o.name()))
+                    ))
+                })?,
             None => session
                 .outputs()
                 .first()
                 .ok_or_else(|| mismatch("it declares no output".into()))?,
         };
-        let in_shape = float_tensor_shape(input.dtype(), "input", input.name()).map_err(mismatch)?;
+        let in_shape =
+            float_tensor_shape(input.dtype(), "input", input.name()).map_err(mismatch)?;
         check_dim(&in_shape, 1, spec.input.channels as i64, "input channels").map_err(mismatch)?;
         check_dim(&in_shape, 2, SIDE as i64, "input height").map_err(mismatch)?;
         check_dim(&in_shape, 3, SIDE as i64, "input width").map_err(mismatch)?;
-        let out_shape = float_tensor_shape(output.dtype(), "output", output.name()).map_err(mismatch)?;
+        let out_shape =
+            float_tensor_shape(output.dtype(), "output", output.name()).map_err(mismatch)?;
         match spec.output.kind {
-            OutputKind::Sigmoid => check_dim(&out_shape, 1, 1, "output channels (sigmoid)").map_err(mismatch)?,
+            OutputKind::Sigmoid => {
+                check_dim(&out_shape, 1, 1, "output channels (sigmoid)").map_err(mismatch)?
+            }
             OutputKind::Argmax => {
                 let fg = spec.output.foreground_class.unwrap_or(1) as i64;
                 if out_shape[1] >= 0 && out_shape[1] < 2 {
@@ -197,7 +217,10 @@ impl SegModel {
                 model: self.name.clone(),
                 reason,
             };
-            let mut session = self.session.lock().map_err(|_| run_err("a previous run panicked".into()))?;
+            let mut session = self
+                .session
+                .lock()
+                .map_err(|_| run_err("a previous run panicked".into()))?;
             let tensor = TensorRef::from_array_view(&input).map_err(|e| run_err(e.to_string()))?;
             let outputs = session
                 .run(ort::inputs![self.input_name.as_str() => tensor])
@@ -272,7 +295,11 @@ fn scale(image: &Gray, scale: Scale) -> Gray {
         Scale::Zscore => {
             let n = image.len() as f64;
             let mean = image.iter().map(|&v| v as f64).sum::<f64>() / n;
-            let var = image.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+            let var = image
+                .iter()
+                .map(|&v| (v as f64 - mean).powi(2))
+                .sum::<f64>()
+                / n;
             let sd = var.sqrt();
             if sd <= 0.0 {
                 Gray::zeros(image.raw_dim())
@@ -292,7 +319,9 @@ fn float_tensor_shape(dtype: &ValueType, role: &str, name: &str) -> Result<Vec<i
     match dtype {
         ValueType::Tensor { ty, shape, .. } => {
             if *ty != TensorElementType::Float32 {
-                return Err(format!("{role} {name:?} is {ty:?}; a float32 tensor is required"));
+                return Err(format!(
+                    "{role} {name:?} is {ty:?}; a float32 tensor is required"
+                ));
             }
             if shape.len() != 4 {
                 return Err(format!(
@@ -310,7 +339,9 @@ fn float_tensor_shape(dtype: &ValueType, role: &str, name: &str) -> Result<Vec<i
 fn check_dim(shape: &[i64], axis: usize, want: i64, what: &str) -> Result<(), String> {
     let got = shape[axis];
     if got >= 0 && got != want {
-        return Err(format!("{what} is {got} in the model but {want} is required"));
+        return Err(format!(
+            "{what} is {got} in the model but {want} is required"
+        ));
     }
     Ok(())
 }

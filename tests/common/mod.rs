@@ -19,9 +19,15 @@ pub fn shared() -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("{} is missing and CI=true: the shared JSRT tests must run in CI", dir.display());
+        panic!(
+            "{} is missing and CI=true: the shared JSRT tests must run in CI",
+            dir.display()
+        );
     }
-    eprintln!("note: {} is missing; skipping a test that needs the shared JSRT data", dir.display());
+    eprintln!(
+        "note: {} is missing; skipping a test that needs the shared JSRT data",
+        dir.display()
+    );
     None
 }
 

@@ -26,7 +26,11 @@ fn curved_data_chooses_a_curved_form() {
     assert_eq!(fit.mapping.name(), "quadratic", "{:?}", fit.candidates);
     // Held-out end points are extrapolated linearly, so the error is small but not zero.
     assert!(fit.loo_mae < 0.01, "{:?}", fit.candidates);
-    assert!(fit.candidates["linear"] > 2.0 * fit.loo_mae, "{:?}", fit.candidates);
+    assert!(
+        fit.candidates["linear"] > 2.0 * fit.loo_mae,
+        "{:?}",
+        fit.candidates
+    );
     assert!(close(fit.mapping.apply(0.5), 0.1 + 1.6 * 0.25, 1e-9));
 }
 
@@ -106,7 +110,12 @@ fn leave_one_out_errors_are_genuinely_held_out() {
     let Mapping::Linear { .. } = fit.mapping else {
         return; // another form won; the property below is about the line
     };
-    let in_sample: f64 = x.iter().zip(&y).map(|(a, b)| (fit.mapping.apply(*a) - b).abs()).sum::<f64>() / 5.0;
+    let in_sample: f64 = x
+        .iter()
+        .zip(&y)
+        .map(|(a, b)| (fit.mapping.apply(*a) - b).abs())
+        .sum::<f64>()
+        / 5.0;
     assert!(fit.loo_mae > in_sample);
 }
 
@@ -119,7 +128,10 @@ fn point(name: &str, pseudo: Option<f64>, real: f64) -> CheckpointPoint {
         hd95: 100.0 * (1.0 - v),
         pearson: v,
     };
-    let support = SupportCount { used: 10, rejected: 0 };
+    let support = SupportCount {
+        used: 10,
+        rejected: 0,
+    };
     CheckpointPoint {
         name: name.into(),
         real: set(real),
@@ -156,7 +168,11 @@ fn calibration_leaves_out_checkpoints_without_support() {
 
 #[test]
 fn calibration_needs_three_usable_checkpoints() {
-    let points = vec![point("empty", None, 0.0), point("a", Some(0.3), 0.4), point("b", Some(0.5), 0.6)];
+    let points = vec![
+        point("empty", None, 0.0),
+        point("a", Some(0.3), 0.4),
+        point("b", Some(0.5), 0.6),
+    ];
     let err = Calibration::fit("test".into(), SpeParams::default(), points).unwrap_err();
     assert!(err.to_string().contains("2 of 3 checkpoints"), "{err}");
 }

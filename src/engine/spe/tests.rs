@@ -8,7 +8,11 @@ use ndarray::Array2;
 struct NearestSupport;
 
 impl ReverseSegmenter for NearestSupport {
-    fn segment(&self, support: &SupportSet<'_>, queries: &[ArrayView2<'_, f32>]) -> Result<Vec<Mask>, EngineError> {
+    fn segment(
+        &self,
+        support: &SupportSet<'_>,
+        queries: &[ArrayView2<'_, f32>],
+    ) -> Result<Vec<Mask>, EngineError> {
         Ok(queries
             .iter()
             .map(|q| {
@@ -30,7 +34,9 @@ impl ReverseSegmenter for NearestSupport {
 
 /// A square of side `size` at (y, x), and an image that is bright inside it.
 fn square(y: usize, x: usize, size: usize) -> (Gray, Mask) {
-    let mask = Mask::from_shape_fn((SIDE, SIDE), |(r, c)| r >= y && r < y + size && c >= x && c < x + size);
+    let mask = Mask::from_shape_fn((SIDE, SIDE), |(r, c)| {
+        r >= y && r < y + size && c >= x && c < x + size
+    });
     let image = mask.mapv(|m| if m { 200.0 } else { 40.0 });
     (image, mask)
 }
@@ -43,7 +49,9 @@ fn mask_with_area(area: usize) -> Mask {
 
 #[test]
 fn draws_respect_min_area_support_size_and_seed() {
-    let masks: Vec<Mask> = (0..30).map(|i| mask_with_area(if i % 3 == 0 { 5 } else { 50 })).collect();
+    let masks: Vec<Mask> = (0..30)
+        .map(|i| mask_with_area(if i % 3 == 0 { 5 } else { 50 }))
+        .collect();
     let params = SpeParams {
         min_area: 20,
         support_size: 8,
@@ -51,15 +59,28 @@ fn draws_respect_min_area_support_size_and_seed() {
         seed: 7,
     };
     let (draws, count) = draw_supports(&masks, &params);
-    assert_eq!(count, SupportCount { used: 8, rejected: 10 });
+    assert_eq!(
+        count,
+        SupportCount {
+            used: 8,
+            rejected: 10
+        }
+    );
     assert_eq!(draws.len(), 4);
     for d in &draws {
         assert_eq!(d.len(), 8);
-        assert!(d.iter().all(|&i| i % 3 != 0), "a rejected image was drawn: {d:?}");
+        assert!(
+            d.iter().all(|&i| i % 3 != 0),
+            "a rejected image was drawn: {d:?}"
+        );
         assert!(d.windows(2).all(|w| w[0] < w[1]), "no duplicates");
     }
     assert_ne!(draws[0], draws[1], "repetitions draw different subsets");
-    assert_eq!(draw_supports(&masks, &params).0, draws, "same seed, same draws");
+    assert_eq!(
+        draw_supports(&masks, &params).0,
+        draws,
+        "same seed, same draws"
+    );
     let other = SpeParams { seed: 8, ..params };
     assert_ne!(draw_supports(&masks, &other).0, draws);
 }
@@ -68,21 +89,38 @@ fn draws_respect_min_area_support_size_and_seed() {
 fn small_candidate_sets_are_used_whole() {
     let masks: Vec<Mask> = (0..5).map(|_| mask_with_area(30)).collect();
     let (draws, count) = draw_supports(&masks, &SpeParams::default());
-    assert_eq!(count, SupportCount { used: 5, rejected: 0 });
+    assert_eq!(
+        count,
+        SupportCount {
+            used: 5,
+            rejected: 0
+        }
+    );
     assert!(draws.iter().all(|d| d == &vec![0, 1, 2, 3, 4]));
 }
 
 #[test]
 fn nothing_predicted_means_insufficient_support() {
     let (image, _) = square(10, 10, 30);
-    let reference = ReferenceSet::new(std::slice::from_ref(&image), vec![mask_with_area(100)]).unwrap();
+    let reference =
+        ReferenceSet::new(std::slice::from_ref(&image), vec![mask_with_area(100)]).unwrap();
     let images = vec![image.clone(); 3];
     let masks = vec![mask_with_area(0), mask_with_area(19), mask_with_area(3)];
-    let outcome = pseudo_metrics(&NearestSupport, &images, &masks, &reference, &SpeParams::default()).unwrap();
+    let outcome = pseudo_metrics(
+        &NearestSupport,
+        &images,
+        &masks,
+        &reference,
+        &SpeParams::default(),
+    )
+    .unwrap();
     assert_eq!(
         outcome,
         PseudoOutcome::InsufficientSupport {
-            support: SupportCount { used: 0, rejected: 3 }
+            support: SupportCount {
+                used: 0,
+                rejected: 3
+            }
         }
     );
     let cal = toy_calibration();
@@ -107,18 +145,35 @@ fn pseudo_metrics_reflect_the_quality_of_the_support_masks() {
         ..SpeParams::default()
     };
     // Perfect masks: every reference image's nearest support is itself, so pseudo dice is 1.
-    let good = pseudo_metrics(&NearestSupport, &ref_images, &ref_labels, &reference, &params).unwrap();
+    let good = pseudo_metrics(
+        &NearestSupport,
+        &ref_images,
+        &ref_labels,
+        &reference,
+        &params,
+    )
+    .unwrap();
     // Masks shifted by 6 pixels: worse.
-    let shifted: Vec<Mask> = (0..6).map(|i| square(16 + 8 * i, 26 + 5 * i, 30).1).collect();
+    let shifted: Vec<Mask> = (0..6)
+        .map(|i| square(16 + 8 * i, 26 + 5 * i, 30).1)
+        .collect();
     let bad = pseudo_metrics(&NearestSupport, &ref_images, &shifted, &reference, &params).unwrap();
-    let (PseudoOutcome::Ok { pseudo: g, per_repetition, .. }, PseudoOutcome::Ok { pseudo: b, .. }) = (&good, &bad)
+    let (
+        PseudoOutcome::Ok {
+            pseudo: g,
+            per_repetition,
+            ..
+        },
+        PseudoOutcome::Ok { pseudo: b, .. },
+    ) = (&good, &bad)
     else {
         panic!("both have support")
     };
     assert_eq!(per_repetition.len(), 3);
     assert!(g.dice > b.dice + 0.1, "good {} vs bad {}", g.dice, b.dice);
     assert!(g.hd95 < b.hd95);
-    let again = pseudo_metrics(&NearestSupport, &ref_images, &shifted, &reference, &params).unwrap();
+    let again =
+        pseudo_metrics(&NearestSupport, &ref_images, &shifted, &reference, &params).unwrap();
     assert_eq!(again, bad, "same inputs and seed give the same numbers");
 }
 
@@ -140,7 +195,10 @@ fn toy_calibration() -> Calibration {
             outcome: PseudoOutcome::Ok {
                 pseudo: set(p),
                 per_repetition: vec![set(p)],
-                support: SupportCount { used: 4, rejected: 0 },
+                support: SupportCount {
+                    used: 4,
+                    rejected: 0,
+                },
             },
         })
         .collect();
@@ -162,16 +220,31 @@ fn estimates_are_clamped_and_intervals_contain_them() {
     let outcome = PseudoOutcome::Ok {
         pseudo: set(0.99),
         per_repetition: vec![set(0.98), set(1.0)],
-        support: SupportCount { used: 2, rejected: 1 },
+        support: SupportCount {
+            used: 2,
+            rejected: 1,
+        },
     };
     let Estimate::Ok { metrics, support } = estimate(&outcome, &cal) else {
         panic!("expected an estimate")
     };
-    assert_eq!(support, SupportCount { used: 2, rejected: 1 });
+    assert_eq!(
+        support,
+        SupportCount {
+            used: 2,
+            rejected: 1
+        }
+    );
     for (metric, e) in &metrics {
         let (lo, hi) = metric.bounds();
-        assert!(e.estimate >= lo && hi.is_none_or(|h| e.estimate <= h), "{metric:?} {e:?}");
-        assert!(e.interval[0] <= e.estimate && e.estimate <= e.interval[1], "{metric:?} {e:?}");
+        assert!(
+            e.estimate >= lo && hi.is_none_or(|h| e.estimate <= h),
+            "{metric:?} {e:?}"
+        );
+        assert!(
+            e.interval[0] <= e.estimate && e.estimate <= e.interval[1],
+            "{metric:?} {e:?}"
+        );
         assert!(e.interval[0] >= lo, "{metric:?} {e:?}");
     }
     assert_eq!(metrics[&Metric::Dice].estimate, 1.0);

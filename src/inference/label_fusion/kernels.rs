@@ -28,7 +28,8 @@ pub(crate) fn shift_into(src: &[f32], side: usize, dy: i32, dx: i32, dst: &mut [
         let lo = dx.clamp(0, side as i32) as usize;
         let hi = (side as i32 + dx).clamp(0, side as i32) as usize;
         if lo < hi {
-            drow[lo..hi].copy_from_slice(&srow[(lo as i32 - dx) as usize..(hi as i32 - dx) as usize]);
+            drow[lo..hi]
+                .copy_from_slice(&srow[(lo as i32 - dx) as usize..(hi as i32 - dx) as usize]);
         }
         drow[..lo].fill(srow[0]);
         drow[hi..].fill(srow[side - 1]);
@@ -55,7 +56,13 @@ fn reflect(i: i32, n: i32) -> usize {
 
 /// Separable Gaussian blur with reflected borders. `data` is blurred in place; `tmp` must hold
 /// `side * side` values and `pad` `side + kernel.len() - 1`.
-pub(crate) fn blur(data: &mut [f32], side: usize, kernel: &[f32], tmp: &mut [f32], pad: &mut [f32]) {
+pub(crate) fn blur(
+    data: &mut [f32],
+    side: usize,
+    kernel: &[f32],
+    tmp: &mut [f32],
+    pad: &mut [f32],
+) {
     let r = (kernel.len() / 2) as i32;
     let n = side as i32;
     // Vertical pass: each output row is a weighted sum of whole input rows.
@@ -98,7 +105,7 @@ pub(crate) fn exp_nonpositive(x: f32) -> f32 {
     let shifted = t + MAGIC;
     let n = shifted.to_bits() as i32 - MAGIC.to_bits() as i32;
     let f = t - (shifted - MAGIC); // in [-0.5, 0.5]
-    // 2^f = e^(f ln 2), Taylor to degree 6 (error < 2e-7 on |f| <= 0.5).
+                                   // 2^f = e^(f ln 2), Taylor to degree 6 (error < 2e-7 on |f| <= 0.5).
     let z = f * std::f32::consts::LN_2;
     let p = 1.0
         + z * (1.0
@@ -153,7 +160,10 @@ impl Pyramid {
         let mut levels = vec![finest];
         let mut sides = vec![side];
         for _ in 1..count {
-            let (prev, s) = (levels.last().expect("non-empty"), *sides.last().expect("non-empty"));
+            let (prev, s) = (
+                levels.last().expect("non-empty"),
+                *sides.last().expect("non-empty"),
+            );
             levels.push(downsample2(prev, s));
             sides.push(s / 2);
         }
@@ -193,11 +203,23 @@ pub(crate) fn refine_shift(q: &Pyramid, s: &Pyramid, radius: usize, from: Shift)
 
 /// Best shift within +-`r` of `centre` at `level`, by the MSE over the central window that every shift
 /// reachable from a coarsest search of +-`radius` keeps inside the image.
-fn search(q: &Pyramid, s: &Pyramid, radius: usize, level: usize, centre: (i32, i32), r: i32) -> Shift {
+fn search(
+    q: &Pyramid,
+    s: &Pyramid,
+    radius: usize,
+    level: usize,
+    centre: (i32, i32),
+    r: i32,
+) -> Shift {
     let (ql, sl, side) = (&q.levels[level], &s.levels[level], q.sides[level]);
     let scale = 1usize << level;
     let border = radius * scale + (scale - 1);
-    let mut best = Shift { level, dy: centre.0, dx: centre.1, mse: f32::INFINITY };
+    let mut best = Shift {
+        level,
+        dy: centre.0,
+        dx: centre.1,
+        mse: f32::INFINITY,
+    };
     for dy in centre.0 - r..=centre.0 + r {
         for dx in centre.1 - r..=centre.1 + r {
             let mse = window_mse(ql, sl, side, dy, dx, border);
@@ -223,16 +245,28 @@ pub(crate) fn upsample2(src: &[f32], side: usize, out: &mut [f32]) {
         } else {
             (m, (m + 1).min(side - 1), 0.75f32)
         };
-        let (ra, rb) = (&src[a * side..(a + 1) * side], &src[b * side..(b + 1) * side]);
+        let (ra, rb) = (
+            &src[a * side..(a + 1) * side],
+            &src[b * side..(b + 1) * side],
+        );
         for ((r, &va), &vb) in row[1..=side].iter_mut().zip(ra).zip(rb) {
             *r = wa * va + (1.0 - wa) * vb;
         }
         (row[0], row[side + 1]) = (row[1], row[side]);
-        for (((e, o), w), &c) in even.iter_mut().zip(odd.iter_mut()).zip(row.windows(3)).zip(&row[1..=side]) {
+        for (((e, o), w), &c) in even
+            .iter_mut()
+            .zip(odd.iter_mut())
+            .zip(row.windows(3))
+            .zip(&row[1..=side])
+        {
             *e = 0.25 * w[0] + 0.75 * c;
             *o = 0.75 * c + 0.25 * w[2];
         }
-        for ((pair, &e), &o) in out[oy * big..(oy + 1) * big].chunks_exact_mut(2).zip(&even).zip(&odd) {
+        for ((pair, &e), &o) in out[oy * big..(oy + 1) * big]
+            .chunks_exact_mut(2)
+            .zip(&even)
+            .zip(&odd)
+        {
             pair[0] = e;
             pair[1] = o;
         }
@@ -291,7 +325,10 @@ mod tests {
         let img: Vec<f32> = (0..side * side)
             .map(|i| {
                 let (y, x) = ((i / side) as f32, (i % side) as f32);
-                ((y - 30.0).powi(2) / 90.0 + (x - 28.0).powi(2) / 60.0).min(4.0).sin() + 0.01 * x
+                ((y - 30.0).powi(2) / 90.0 + (x - 28.0).powi(2) / 60.0)
+                    .min(4.0)
+                    .sin()
+                    + 0.01 * x
             })
             .collect();
         let mut moved = vec![0.0; side * side];
@@ -307,7 +344,9 @@ mod tests {
     #[test]
     fn resampling_round_trip() {
         let side = 8;
-        let src: Vec<f32> = (0..side * side).map(|i| (i % side) as f32 / side as f32).collect();
+        let src: Vec<f32> = (0..side * side)
+            .map(|i| (i % side) as f32 / side as f32)
+            .collect();
         let down = downsample2(&src, side);
         assert_eq!(down.len(), 16);
         assert!((down[0] - 0.0625).abs() < 1e-6);
@@ -316,7 +355,10 @@ mod tests {
         // Bilinear upsampling reproduces a ramp away from the edges.
         for y in 0..side {
             for x in 1..side - 1 {
-                assert!((up[y * side + x] - src[y * side + x]).abs() < 1e-6, "({y},{x})");
+                assert!(
+                    (up[y * side + x] - src[y * side + x]).abs() < 1e-6,
+                    "({y},{x})"
+                );
             }
         }
     }

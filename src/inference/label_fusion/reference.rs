@@ -17,14 +17,22 @@ pub fn segment(
     let kernel = gaussian_kernel(sigma);
     let n = SIDE * SIDE;
     let (mut tmp, mut pad) = (vec![0.0f32; n], vec![0.0f32; SIDE + kernel.len()]);
-    let labels: Vec<Vec<bool>> = support.labels.iter().map(|l| l.iter().copied().collect()).collect();
+    let labels: Vec<Vec<bool>> = support
+        .labels
+        .iter()
+        .map(|l| l.iter().copied().collect())
+        .collect();
     let mut masks = Vec::with_capacity(queries.len());
     for q in queries {
         let dist: Vec<Vec<f32>> = support
             .images
             .iter()
             .map(|s| {
-                let mut d: Vec<f32> = q.iter().zip(s.iter()).map(|(a, b)| (a - b) * (a - b)).collect();
+                let mut d: Vec<f32> = q
+                    .iter()
+                    .zip(s.iter())
+                    .map(|(a, b)| (a - b) * (a - b))
+                    .collect();
                 blur(&mut d, SIDE, &kernel, &mut tmp, &mut pad);
                 d
             })
@@ -66,19 +74,33 @@ pub(crate) fn median(values: &mut [f32]) -> f32 {
 /// (a vertical gradient, a bright ellipse standing in for the heart at a random position and size, a few
 /// random Gaussian blobs), min-max normalised, with the ellipse as label.
 pub fn synthetic_set(count: usize, seed: u64) -> (Vec<Array2<f32>>, Vec<Array2<bool>>) {
-    let mut state = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+    let mut state = seed
+        .wrapping_mul(6_364_136_223_846_793_005)
+        .wrapping_add(1_442_695_040_888_963_407);
     let mut uniform = move || {
-        state = state.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        state = state
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
         (state >> 40) as f32 / (1u64 << 24) as f32
     };
     let mut images = Vec::with_capacity(count);
     let mut labels = Vec::with_capacity(count);
     for _ in 0..count {
-        let (cy, cx) = (70.0 + 20.0 * (uniform() - 0.5), 64.0 + 20.0 * (uniform() - 0.5));
+        let (cy, cx) = (
+            70.0 + 20.0 * (uniform() - 0.5),
+            64.0 + 20.0 * (uniform() - 0.5),
+        );
         let (ry, rx) = (22.0 + 8.0 * uniform(), 28.0 + 10.0 * uniform());
         let contrast = 0.4 + 0.4 * uniform();
         let blobs: Vec<[f32; 4]> = (0..6)
-            .map(|_| [128.0 * uniform(), 128.0 * uniform(), 4.0 + 12.0 * uniform(), uniform() - 0.5])
+            .map(|_| {
+                [
+                    128.0 * uniform(),
+                    128.0 * uniform(),
+                    4.0 + 12.0 * uniform(),
+                    uniform() - 0.5,
+                ]
+            })
             .collect();
         let mut label = Array2::<bool>::default((SIDE, SIDE));
         let mut img = Array2::<f32>::from_shape_fn((SIDE, SIDE), |(y, x)| {
@@ -87,14 +109,21 @@ pub fn synthetic_set(count: usize, seed: u64) -> (Vec<Array2<f32>>, Vec<Array2<b
             let heart = contrast / (1.0 + (8.0 * (r2 - 1.0)).exp());
             let texture: f32 = blobs
                 .iter()
-                .map(|b| b[3] * (-((yf - b[0]).powi(2) + (xf - b[1]).powi(2)) / (2.0 * b[2] * b[2])).exp())
+                .map(|b| {
+                    b[3] * (-((yf - b[0]).powi(2) + (xf - b[1]).powi(2)) / (2.0 * b[2] * b[2]))
+                        .exp()
+                })
                 .sum();
             0.3 * yf / SIDE as f32 + heart + 0.3 * texture
         });
         for ((y, x), l) in label.indexed_iter_mut() {
             *l = ((y as f32 - cy) / ry).powi(2) + ((x as f32 - cx) / rx).powi(2) < 1.0;
         }
-        let (lo, hi) = img.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+        let (lo, hi) = img
+            .iter()
+            .fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| {
+                (a.min(v), b.max(v))
+            });
         img.mapv_inplace(|v| (v - lo) / (hi - lo).max(f32::MIN_POSITIVE));
         images.push(img);
         labels.push(label);

@@ -7,7 +7,10 @@ fn views<T>(arrays: &[Array2<T>]) -> Vec<ArrayView2<'_, T>> {
 }
 
 fn support_set<'a>(images: &'a [Array2<f32>], labels: &'a [Array2<bool>]) -> SupportSet<'a> {
-    SupportSet { images: views(images), labels: views(labels) }
+    SupportSet {
+        images: views(images),
+        labels: views(labels),
+    }
 }
 
 fn agreement(a: &Mask, b: &Mask) -> f64 {
@@ -27,7 +30,9 @@ fn dice(g: &Mask, p: &Mask) -> f64 {
 /// Moves an image (or mask) by (dy, dx) pixels, replicating edges.
 fn moved<T: Copy>(a: &Array2<T>, dy: i32, dx: i32) -> Array2<T> {
     let clamp = |v: i32| v.clamp(0, SIDE as i32 - 1) as usize;
-    Array2::from_shape_fn((SIDE, SIDE), |(y, x)| a[[clamp(y as i32 - dy), clamp(x as i32 - dx)]])
+    Array2::from_shape_fn((SIDE, SIDE), |(y, x)| {
+        a[[clamp(y as i32 - dy), clamp(x as i32 - dx)]]
+    })
 }
 
 #[test]
@@ -35,7 +40,9 @@ fn method_md_params_match_the_reference_formula() {
     let (images, labels) = reference::synthetic_set(10, 7);
     let support = support_set(&images[..7], &labels[..7]);
     let queries = views(&images[7..]);
-    let fast = LabelFusion::new(LabelFusionParams::method_md()).segment(&support, &queries).unwrap();
+    let fast = LabelFusion::new(LabelFusionParams::method_md())
+        .segment(&support, &queries)
+        .unwrap();
     let slow = reference::segment(&support, &queries, 4.0).unwrap();
     assert_eq!(fast.len(), 3);
     for (f, s) in fast.iter().zip(&slow) {
@@ -51,8 +58,15 @@ fn default_segments_synthetic_hearts_well() {
     let support = support_set(&images[..30], &labels[..30]);
     let queries = views(&images[30..]);
     for params in [LabelFusionParams::default(), LabelFusionParams::method_md()] {
-        let masks = LabelFusion::new(params.clone()).segment(&support, &queries).unwrap();
-        let mean: f64 = masks.iter().zip(&labels[30..]).map(|(m, l)| dice(l, m)).sum::<f64>() / 10.0;
+        let masks = LabelFusion::new(params.clone())
+            .segment(&support, &queries)
+            .unwrap();
+        let mean: f64 = masks
+            .iter()
+            .zip(&labels[30..])
+            .map(|(m, l)| dice(l, m))
+            .sum::<f64>()
+            / 10.0;
         assert!(mean > 0.8, "{params:?}: mean dice {mean}");
     }
 }
@@ -64,12 +78,26 @@ fn alignment_recovers_a_shifted_atlas() {
     let support_img = [moved(&images[0], dy, dx)];
     let support_lab = [moved(&labels[0], dy, dx)];
     let support = support_set(&support_img, &support_lab);
-    let params = LabelFusionParams { resolution: 128, top_k: 1, ..LabelFusionParams::default() };
-    let masks = LabelFusion::new(params).segment(&support, &views(&images)).unwrap();
-    assert_eq!(masks[0], labels[0], "the support's label moved back onto the query");
+    let params = LabelFusionParams {
+        resolution: 128,
+        top_k: 1,
+        ..LabelFusionParams::default()
+    };
+    let masks = LabelFusion::new(params)
+        .segment(&support, &views(&images))
+        .unwrap();
+    assert_eq!(
+        masks[0], labels[0],
+        "the support's label moved back onto the query"
+    );
     // Without alignment the label stays where the support has it.
-    let unaligned = LabelFusionParams { search_radius: 0, ..LabelFusionParams::method_md() };
-    let masks = LabelFusion::new(unaligned).segment(&support, &views(&images)).unwrap();
+    let unaligned = LabelFusionParams {
+        search_radius: 0,
+        ..LabelFusionParams::method_md()
+    };
+    let masks = LabelFusion::new(unaligned)
+        .segment(&support, &views(&images))
+        .unwrap();
     assert_eq!(masks[0], support_lab[0]);
 }
 
@@ -77,8 +105,14 @@ fn alignment_recovers_a_shifted_atlas() {
 fn a_query_equal_to_a_support_gets_that_label_at_full_resolution() {
     let (images, labels) = reference::synthetic_set(12, 5);
     let support = support_set(&images, &labels);
-    let params = LabelFusionParams { resolution: 128, top_k: 1, ..LabelFusionParams::default() };
-    let masks = LabelFusion::new(params).segment(&support, &views(&images[4..6])).unwrap();
+    let params = LabelFusionParams {
+        resolution: 128,
+        top_k: 1,
+        ..LabelFusionParams::default()
+    };
+    let masks = LabelFusion::new(params)
+        .segment(&support, &views(&images[4..6]))
+        .unwrap();
     assert_eq!(masks[0], labels[4]);
     assert_eq!(masks[1], labels[5]);
 }
@@ -88,12 +122,18 @@ fn results_do_not_depend_on_threads() {
     let (images, labels) = reference::synthetic_set(20, 9);
     let support = support_set(&images[..12], &labels[..12]);
     let queries = views(&images[12..]);
-    let one = LabelFusion::new(LabelFusionParams { threads: 1, ..LabelFusionParams::default() })
-        .segment(&support, &queries)
-        .unwrap();
-    let two = LabelFusion::new(LabelFusionParams { threads: 2, ..LabelFusionParams::default() })
-        .segment(&support, &queries)
-        .unwrap();
+    let one = LabelFusion::new(LabelFusionParams {
+        threads: 1,
+        ..LabelFusionParams::default()
+    })
+    .segment(&support, &queries)
+    .unwrap();
+    let two = LabelFusion::new(LabelFusionParams {
+        threads: 2,
+        ..LabelFusionParams::default()
+    })
+    .segment(&support, &queries)
+    .unwrap();
     assert_eq!(one, two);
 }
 
@@ -111,23 +151,56 @@ fn rejects_bad_inputs() {
     let (images, labels) = reference::synthetic_set(2, 1);
     let lf = LabelFusion::new(LabelFusionParams::default());
     let queries = views(&images);
-    let empty = SupportSet { images: vec![], labels: vec![] };
-    assert!(matches!(lf.segment(&empty, &queries), Err(EngineError::Invalid(_))));
-    let unpaired = SupportSet { images: views(&images), labels: views(&labels[..1]) };
-    assert!(matches!(lf.segment(&unpaired, &queries), Err(EngineError::Invalid(_))));
+    let empty = SupportSet {
+        images: vec![],
+        labels: vec![],
+    };
+    assert!(matches!(
+        lf.segment(&empty, &queries),
+        Err(EngineError::Invalid(_))
+    ));
+    let unpaired = SupportSet {
+        images: views(&images),
+        labels: views(&labels[..1]),
+    };
+    assert!(matches!(
+        lf.segment(&unpaired, &queries),
+        Err(EngineError::Invalid(_))
+    ));
     let small = Array2::<f32>::zeros((64, 64));
     let support = support_set(&images, &labels);
-    assert!(matches!(lf.segment(&support, &[small.view()]), Err(EngineError::Invalid(_))));
+    assert!(matches!(
+        lf.segment(&support, &[small.view()]),
+        Err(EngineError::Invalid(_))
+    ));
     for bad in [
-        LabelFusionParams { resolution: 32, ..LabelFusionParams::default() },
-        LabelFusionParams { sigma: 0.0, ..LabelFusionParams::default() },
-        LabelFusionParams { h_scale: f32::NAN, ..LabelFusionParams::default() },
-        LabelFusionParams { search_radius: 100, ..LabelFusionParams::default() },
-        LabelFusionParams { threshold: 1.0, ..LabelFusionParams::default() },
+        LabelFusionParams {
+            resolution: 32,
+            ..LabelFusionParams::default()
+        },
+        LabelFusionParams {
+            sigma: 0.0,
+            ..LabelFusionParams::default()
+        },
+        LabelFusionParams {
+            h_scale: f32::NAN,
+            ..LabelFusionParams::default()
+        },
+        LabelFusionParams {
+            search_radius: 100,
+            ..LabelFusionParams::default()
+        },
+        LabelFusionParams {
+            threshold: 1.0,
+            ..LabelFusionParams::default()
+        },
     ] {
         assert!(bad.validate().is_err(), "{bad:?}");
         let lf = LabelFusion::new(bad);
-        assert!(matches!(lf.segment(&support, &queries), Err(EngineError::Invalid(_))));
+        assert!(matches!(
+            lf.segment(&support, &queries),
+            Err(EngineError::Invalid(_))
+        ));
     }
 }
 
@@ -143,12 +216,21 @@ fn describe_is_stable_and_params_round_trip() {
         "label-fusion(res=128,sigma=4,top_k=0,h_scale=1,search=0,threshold=0.5)"
     );
     // Threads change speed, not results, so they are not part of the description.
-    let threaded = LabelFusion::new(LabelFusionParams { threads: 2, ..LabelFusionParams::default() });
+    let threaded = LabelFusion::new(LabelFusionParams {
+        threads: 2,
+        ..LabelFusionParams::default()
+    });
     assert_eq!(threaded.describe(), lf.describe());
     let json = serde_json::to_string(&LabelFusionParams::default()).unwrap();
     let back: LabelFusionParams = serde_json::from_str(&json).unwrap();
     assert_eq!(back, LabelFusionParams::default());
     let partial: LabelFusionParams = serde_json::from_str(r#"{"top_k": 4}"#).unwrap();
-    assert_eq!(partial, LabelFusionParams { top_k: 4, ..LabelFusionParams::default() });
+    assert_eq!(
+        partial,
+        LabelFusionParams {
+            top_k: 4,
+            ..LabelFusionParams::default()
+        }
+    );
     assert!(serde_json::from_str::<LabelFusionParams>(r#"{"topk": 4}"#).is_err());
 }
