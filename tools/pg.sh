@@ -30,6 +30,13 @@ as_owner=()
 if [ "$(id -u)" = 0 ]; then
   chown postgres: "$data"
   as_owner=(runuser -u postgres --)
+  # The postgres user must reach the folder; a checkout under a private home directory does not allow it.
+  if ! runuser -u postgres -- test -w "$data"; then
+    fallback=/var/tmp/spe-pgdata-$(printf '%s' "$data" | sha256sum | cut -c1-12)
+    echo "pg.sh: the postgres user cannot reach $data; using $fallback instead" >&2
+    mkdir -p "$fallback" && chown postgres: "$fallback" && chmod 700 "$fallback"
+    data=$fallback
+  fi
 fi
 if [ ! -f "$data/PG_VERSION" ]; then
   "${as_owner[@]}" "$bin/initdb" -D "$data" -U spe --auth=trust -E UTF8 >/dev/null
