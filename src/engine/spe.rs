@@ -234,14 +234,9 @@ const Z95: f64 = 1.96;
 /// Maps a batch's pseudo metrics through the calibration's fits.
 pub fn estimate(outcome: &PseudoOutcome, calibration: &Calibration) -> Estimate {
     let (pseudo, per_repetition, support) = match outcome {
-        PseudoOutcome::InsufficientSupport { support } => return Estimate::InsufficientSupport {
-            support: *support,
-            message: format!(
-                "none of the {} batch images has a predicted mask with at least the minimum area, \
-                     so there is no support set: the model found nothing in this batch",
-                support.rejected
-            ),
-        },
+        PseudoOutcome::InsufficientSupport { support } => {
+            return insufficient_support(*support);
+        }
         PseudoOutcome::Ok {
             pseudo,
             per_repetition,
@@ -273,6 +268,17 @@ pub fn estimate(outcome: &PseudoOutcome, calibration: &Calibration) -> Estimate 
     Estimate::Ok {
         metrics,
         support: *support,
+    }
+}
+
+fn insufficient_support(support: SupportCount) -> Estimate {
+    Estimate::InsufficientSupport {
+        support,
+        message: format!(
+            "none of the {} batch images has a predicted mask with at least the minimum area, so there is \
+             no support set: the model found nothing in this batch",
+            support.rejected
+        ),
     }
 }
 
