@@ -18,7 +18,7 @@ use crate::store::image_sets::{self, Item, SetKind};
 use crate::store::keys::Role;
 use crate::store::{self, models};
 use axum::extract::{FromRequest, Multipart, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -61,14 +61,6 @@ pub struct CalibrationForm {
     params: Option<String>,
     /// "false" to keep the current active calibration (default "true").
     activate: Option<String>,
-}
-
-fn located(id: Uuid) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = format!("/v1/calibrations/{id}").parse() {
-        headers.insert(header::LOCATION, v);
-    }
-    headers
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {
@@ -125,7 +117,7 @@ async fn create(
         "application/json" => {
             let Json(body) = Json::<PairsRequest>::from_request(req, &state).await?;
             let cal = from_pairs(&state, &model, reference_set_id, body).await?;
-            return Ok((StatusCode::CREATED, located(cal), Json(view(&state, cal).await?)));
+            return Ok((StatusCode::CREATED, super::location("calibrations", cal), Json(view(&state, cal).await?)));
         }
         "multipart/form-data" => {
             let multipart = Multipart::from_request(req, &state).await?;
@@ -157,7 +149,7 @@ async fn create(
     };
     Ok((
         StatusCode::ACCEPTED,
-        located(calibration_id),
+        super::location("calibrations", calibration_id),
         Json(view(&state, calibration_id).await?),
     ))
 }

@@ -13,7 +13,7 @@ use crate::store::image_sets::{self, SetKind};
 use crate::store::keys::Role;
 use crate::store::{self, models};
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine as _;
 use bytes::Bytes;
@@ -42,14 +42,6 @@ pub struct BatchForm {
     /// Or: zip archives of images.
     #[schema(format = Binary)]
     archive: Vec<String>,
-}
-
-fn located(id: Uuid) -> HeaderMap {
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = format!("/v1/estimates/{id}").parse() {
-        headers.insert(header::LOCATION, v);
-    }
-    headers
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
@@ -131,7 +123,7 @@ async fn submit(
     {
         return Ok((
             StatusCode::ACCEPTED,
-            located(existing),
+            super::location("estimates", existing),
             Json(view(&state, existing).await?),
         ));
     }
@@ -186,7 +178,7 @@ async fn submit(
     metrics::counter!("spe_estimates_submitted_total").increment(1);
     Ok((
         StatusCode::ACCEPTED,
-        located(estimate_id),
+        super::location("estimates", estimate_id),
         Json(view(&state, estimate_id).await?),
     ))
 }

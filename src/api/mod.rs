@@ -144,6 +144,15 @@ fn api_router() -> OpenApiRouter<AppState> {
 }
 
 /// The OpenAPI document, generated from the handlers (committed as openapi/openapi.json).
+/// A `Location` header for `/v1/{collection}/{id}`, where a created resource (or job) can be polled.
+pub(crate) fn location(collection: &str, id: Uuid) -> axum::http::HeaderMap {
+    let mut headers = axum::http::HeaderMap::new();
+    if let Ok(v) = format!("/v1/{collection}/{id}").parse() {
+        headers.insert(axum::http::header::LOCATION, v);
+    }
+    headers
+}
+
 pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()
 }
