@@ -212,6 +212,25 @@ fn insert_unique(
     Ok(())
 }
 
+/// Moves the file parts named `field` into `map`, keyed by file stem (parts without a file name get
+/// `image_NNNN` by position).
+fn insert_parts(
+    upload: &mut Upload,
+    field: &str,
+    map: &mut BTreeMap<String, Bytes>,
+    what: &str,
+) -> Result<(), ApiError> {
+    for (i, part) in upload.take_all(field).into_iter().enumerate() {
+        let name = part
+            .file_name
+            .as_deref()
+            .map(stem)
+            .unwrap_or_else(|| format!("image_{i:04}"));
+        insert_unique(map, name, part.data, what)?;
+    }
+    Ok(())
+}
+
 /// Unlabelled images: `image` parts and/or `archive` zips (every PNG/JPEG inside). Sorted by name.
 pub fn images(
     upload: &mut Upload,
@@ -219,14 +238,7 @@ pub fn images(
     what: &str,
 ) -> Result<Vec<NamedImage>, ApiError> {
     let mut map = BTreeMap::new();
-    for (i, part) in upload.take_all("image").into_iter().enumerate() {
-        let name = part
-            .file_name
-            .as_deref()
-            .map(stem)
-            .unwrap_or_else(|| format!("image_{i:04}"));
-        insert_unique(&mut map, name, part.data, what)?;
-    }
+    insert_parts(upload, "image", &mut map, what)?;
     for part in upload.take_all("archive") {
         for (path, data) in unzip(&part.data, limits)? {
             if is_image_path(&path) {
@@ -254,22 +266,8 @@ pub fn labelled(
 ) -> Result<Vec<NamedImage>, ApiError> {
     let mut images = BTreeMap::new();
     let mut labels = BTreeMap::new();
-    for (i, part) in upload.take_all("image").into_iter().enumerate() {
-        let name = part
-            .file_name
-            .as_deref()
-            .map(stem)
-            .unwrap_or_else(|| format!("image_{i:04}"));
-        insert_unique(&mut images, name, part.data, what)?;
-    }
-    for (i, part) in upload.take_all("label").into_iter().enumerate() {
-        let name = part
-            .file_name
-            .as_deref()
-            .map(stem)
-            .unwrap_or_else(|| format!("image_{i:04}"));
-        insert_unique(&mut labels, name, part.data, what)?;
-    }
+    insert_parts(upload, "image", &mut images, what)?;
+    insert_parts(upload, "label", &mut labels, what)?;
     for part in upload.take_all("archive") {
         for (path, data) in unzip(&part.data, limits)? {
             if !is_image_path(&path) {
