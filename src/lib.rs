@@ -4,6 +4,7 @@ pub mod api;
 pub mod cli;
 pub mod engine;
 pub mod inference;
+pub mod ingest;
 pub mod jobs;
 pub mod pipeline;
 pub mod service;
