@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Path of libonnxruntime.so (default: search, see README).
     #[arg(long, env = "SPE_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
+    /// Keep an unlabeled batch's pixels after its estimate is finished (default: only their SHA-256
+    /// digests are kept, so an estimate can still be traced to its input).
+    #[arg(long, env = "SPE_RETAIN_BATCH_PIXELS")]
+    pub retain_batch_pixels: bool,
 }
 
 #[derive(Subcommand, Clone, Debug)]
@@ -283,6 +287,7 @@ pub async fn run(
                 blobs: blobs.clone(),
                 runtime: rt.clone(),
                 max_pixels: args.max_pixels,
+                retain_batch_pixels: args.retain_batch_pixels,
             });
             let config = WorkerConfig {
                 count: args.workers,

@@ -4,7 +4,7 @@
 use super::auth::Caller;
 use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
 use super::error::Problem;
-use super::models::{stage_set, validate_set};
+use super::models::{prepare_labelled, stage_set};
 use super::upload::{self, Upload};
 use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
 use crate::engine::fit::{Calibration, CheckpointPoint, MIN_POINTS};
@@ -123,7 +123,7 @@ async fn create(
             let multipart = Multipart::from_request(req, &state).await?;
             let mut form = Upload::read(
                 multipart,
-                &["checkpoint", "masks", "image", "label", "archive", "params", "activate"],
+                &["checkpoint", "masks", "image", "label", "archive", "params", "activate", "axis"],
             )
             .await?;
             let digest = form.digest();
@@ -245,8 +245,9 @@ async fn from_upload(
     let activate = parse_activate(form.take_text("activate")?)?;
     let checkpoints = form.take_all("checkpoint");
     let masks = form.take_one("masks")?;
-    let set = upload::labelled(form, &state.limits, "the calibration set")?;
-    let set = validate_set(state, set).await?;
+    let axis = form.take_axis()?;
+    let pairs = upload::labelled(form, &state.limits, "the calibration set")?;
+    let set = prepare_labelled(state, pairs, axis, params.min_area, "the calibration set").await?;
     let names: Vec<String> = set.iter().map(|i| i.name.clone()).collect();
     let sources = match (checkpoints.is_empty(), masks) {
         (false, None) => {
@@ -314,7 +315,7 @@ async fn from_upload(
                         items.push(Item {
                             name: image.clone(),
                             image_sha256: sha,
-                            label_sha256: None,
+                            ..Item::default()
                         });
                     }
                     rows.push(CheckpointRow {

@@ -432,10 +432,21 @@ pub enum EstimateOutcome {
     InsufficientSupport,
 }
 
+/// HD95 in millimetres: the HD95 estimate (working-grid pixels) times the batch's mean pixel size.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct Hd95Mm {
+    /// Mean size of a 128x128-grid pixel over the batch, in mm.
+    pub pixel_mm: f64,
+    pub estimate: f64,
+    pub interval: [f64; 2],
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct EstimateResult {
     pub status: EstimateOutcome,
     pub metrics: BTreeMap<String, MetricEstimate>,
+    /// Present when every batch image carried its pixel spacing (DICOM Pixel Spacing, NIfTI pixdim).
+    pub hd95_mm: Option<Hd95Mm>,
     pub support: Support,
     pub message: Option<String>,
     /// Pseudo metrics of each repetition (their spread enters the interval).
@@ -446,6 +457,20 @@ pub struct EstimateResult {
 struct StoredEstimate {
     estimate: Estimate,
     pseudo: PseudoOutcome,
+    #[serde(default)]
+    hd95_mm: Option<Hd95Mm>,
+}
+
+/// One uploaded file of a batch, by digest (an estimate is traced to its input this way even after the
+/// pixels are dropped).
+#[derive(Serialize, ToSchema)]
+pub struct InputFileView {
+    /// SHA-256 of the file as uploaded (for DICOM and NIfTI the file, not the images taken from it).
+    pub sha256: String,
+    /// png, jpeg, dicom or nifti.
+    pub format: String,
+    /// Images taken from it (frames, slices).
+    pub images: i64,
 }
 
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -475,6 +500,12 @@ pub struct EstimateView {
     pub finished_at: Option<DateTime<Utc>>,
     pub result: Option<EstimateResult>,
     pub timings: Option<Timings>,
+    /// Whether the batch's pixels are still stored (by default they are dropped when the estimate is
+    /// finished; see SPE_RETAIN_BATCH_PIXELS).
+    pub pixels_retained: bool,
+    /// The batch's files (only on GET /v1/estimates/{id}).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub inputs: Option<Vec<InputFileView>>,
 }
 
 impl From<EstimateRow> for EstimateView {
@@ -492,6 +523,7 @@ impl From<EstimateRow> for EstimateView {
                 match s.estimate {
                     Estimate::Ok { metrics, support } => EstimateResult {
                         status: EstimateOutcome::Ok,
+                        hd95_mm: s.hd95_mm,
                         metrics: metrics
                             .into_iter()
                             .map(|(m, v)| {
@@ -509,6 +541,7 @@ impl From<EstimateRow> for EstimateView {
                     },
                     Estimate::InsufficientSupport { support, message } => EstimateResult {
                         status: EstimateOutcome::InsufficientSupport,
+                        hd95_mm: None,
                         metrics: BTreeMap::new(),
                         support: support.into(),
                         message: Some(message),
@@ -533,6 +566,8 @@ impl From<EstimateRow> for EstimateView {
             finished_at: e.finished_at,
             result,
             timings: e.timings.and_then(|t| serde_json::from_value(t).ok()),
+            pixels_retained: e.pixels_retained,
+            inputs: None,
         }
     }
 }

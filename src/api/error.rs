@@ -4,6 +4,7 @@
 
 use crate::engine::EngineError;
 use crate::inference::InferenceError;
+use crate::ingest::IngestError;
 use crate::pipeline::PipelineError;
 use crate::store::StoreError;
 use axum::extract::multipart::{MultipartError, MultipartRejection};
@@ -43,6 +44,9 @@ pub enum ApiError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    /// A DICOM or NIfTI file that cannot be used; `file` says which (never by a patient attribute).
+    #[error("{file}: {source}")]
+    Ingest { file: String, source: IngestError },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -124,6 +128,14 @@ impl ApiError {
                     (S::SERVICE_UNAVAILABLE, "runtime-unavailable")
                 }
                 InferenceError::Io { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+            },
+            ApiError::Ingest { source, .. } => match source {
+                IngestError::UnsupportedTransferSyntax { .. } => {
+                    (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-transfer-syntax")
+                }
+                IngestError::Unsupported(_) => (S::UNPROCESSABLE_ENTITY, "unsupported-image"),
+                IngestError::Malformed(_) => (S::UNPROCESSABLE_ENTITY, "invalid-image"),
+                IngestError::TooLarge(_) => (S::UNPROCESSABLE_ENTITY, "image-too-large"),
             },
         }
     }

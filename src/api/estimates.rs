@@ -1,9 +1,9 @@
 //! Estimates: submit an unlabeled batch (202 + Location), poll it, list a model's estimates.
 
 use super::auth::Caller;
-use super::dto::{EstimatePage, EstimateView, JobStatus};
+use super::dto::{EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
-use super::models::{stage_set, validate_set};
+use super::models::{prepare_unlabelled, stage_set};
 use super::upload::{self, Part, Upload};
 use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
 use crate::jobs::queue::{self, Idempotency, JobKind};
@@ -45,10 +45,21 @@ pub struct BatchForm {
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
-    Ok(estimates::get(&state.pool, id)
+    let row = estimates::get(&state.pool, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("estimate {id} does not exist")))?
-        .into())
+        .ok_or_else(|| ApiError::NotFound(format!("estimate {id} does not exist")))?;
+    let inputs = image_sets::sources(&state.pool, row.batch_set_id)
+        .await?
+        .into_iter()
+        .map(|(sha256, format, images)| InputFileView {
+            sha256,
+            format,
+            images,
+        })
+        .collect();
+    let mut view = EstimateView::from(row);
+    view.inputs = Some(inputs);
+    Ok(view)
 }
 
 /// Submit an unlabeled batch for an estimate with the model's active calibration. The job runs in the
@@ -89,7 +100,7 @@ async fn submit(
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
     let mut form = match media_type(&req).as_str() {
-        "multipart/form-data" => Upload::read(Multipart::from_request(req, &state).await?, &["image", "archive"]).await?,
+        "multipart/form-data" => Upload::read(Multipart::from_request(req, &state).await?, &["image", "archive", "axis"]).await?,
         "application/zip" | "application/x-zip-compressed" => {
             let data = Bytes::from_request(req, &state).await.map_err(|e| {
                 if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -133,8 +144,9 @@ async fn submit(
         ))
     })?;
     check_queue(&state).await?;
-    let set = upload::images(&mut form, &state.limits, "the batch")?;
-    let set = validate_set(&state, set).await?;
+    let axis = form.take_axis()?;
+    let files = upload::images(&mut form, &state.limits, "the batch")?;
+    let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
     let idem = key.as_deref().map(|k| Idempotency {
         api_key_id: principal.id,
         key: k,

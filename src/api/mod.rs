@@ -5,6 +5,7 @@ pub mod calibrations;
 pub mod dto;
 pub mod error;
 pub mod estimates;
+pub mod expand;
 pub mod models;
 pub mod ops;
 pub mod upload;

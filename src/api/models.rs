@@ -5,7 +5,8 @@ use super::dto::{
     Model, ModelList, ReferenceSet, ReverseSegmenter, ReverseSegmenterList, ReverseSpec,
 };
 use super::error::Problem;
-use super::upload::{self, NamedImage, Upload};
+use super::expand::{self, InputFile, InputPair, NamedImage};
+use super::upload::{self, Upload};
 use super::{staged, ApiError, AppState, IdPath};
 use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, SegModel};
 use crate::store::blobs::Staged;
@@ -269,18 +270,48 @@ pub(crate) async fn stage_set(
             name: item.name.clone(),
             image_sha256,
             label_sha256,
+            source_sha256: Some(item.source_sha256.clone()),
+            source_format: Some(item.source_format.as_str().to_string()),
+            source_index: item.source_index.map(|i| i as i32),
+            pixel_row_mm: item.pixel_mm.map(|p| p[0]),
+            pixel_col_mm: item.pixel_mm.map(|p| p[1]),
         });
     }
     Ok(items)
 }
 
-/// Decodes a set off the async runtime; any unreadable or oversized file fails the request.
-pub(crate) async fn validate_set(
+fn expand_options(state: &AppState, axis: Option<usize>, min_label_area: usize) -> expand::Options {
+    expand::Options {
+        max_pixels: state.limits.max_pixels,
+        max_images: state.limits.max_images,
+        axis,
+        min_label_area,
+    }
+}
+
+/// Decodes an unlabelled set off the async runtime (DICOM frames and NIfTI slices become images); any
+/// unreadable or oversized file fails the request.
+pub(crate) async fn prepare_unlabelled(
     state: &AppState,
-    set: Vec<NamedImage>,
+    files: Vec<InputFile>,
+    axis: Option<usize>,
+    what: &'static str,
 ) -> Result<Vec<NamedImage>, ApiError> {
-    let max_pixels = state.limits.max_pixels;
-    tokio::task::spawn_blocking(move || upload::validate(&set, max_pixels).map(|()| set)).await?
+    let opts = expand_options(state, axis, 0);
+    tokio::task::spawn_blocking(move || expand::unlabelled(&files, &opts, what)).await?
+}
+
+/// [`prepare_unlabelled`] for image-label pairs; slices of labelled volumes with fewer than
+/// `min_label_area` label pixels are left out.
+pub(crate) async fn prepare_labelled(
+    state: &AppState,
+    pairs: Vec<InputPair>,
+    axis: Option<usize>,
+    min_label_area: usize,
+    what: &'static str,
+) -> Result<Vec<NamedImage>, ApiError> {
+    let opts = expand_options(state, axis, min_label_area);
+    tokio::task::spawn_blocking(move || expand::labelled(&pairs, &opts, what)).await?
 }
 
 /// Attach (or replace) the model's reference set: its labelled training images. Later calibrations use
@@ -306,9 +337,11 @@ async fn put_reference(
 ) -> Result<Json<ReferenceSet>, ApiError> {
     caller.require(Role::Admin)?;
     model_or_404(&state, id).await?;
-    let mut form = Upload::read(multipart?, &["image", "label", "archive"]).await?;
-    let set = upload::labelled(&mut form, &state.limits, "the reference set")?;
-    let set = validate_set(&state, set).await?;
+    let mut form = Upload::read(multipart?, &["image", "label", "archive", "axis"]).await?;
+    let axis = form.take_axis()?;
+    let pairs = upload::labelled(&mut form, &state.limits, "the reference set")?;
+    let min_area = crate::engine::spe::SpeParams::default().min_area;
+    let set = prepare_labelled(&state, pairs, axis, min_area, "the reference set").await?;
     let (set_id, garbage) = staged(&state, async |staged: &mut Staged| {
         let items = stage_set(&state, staged, &set).await?;
         let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;

@@ -1,12 +1,12 @@
 //! Reading uploads: multipart parts held in memory (the body limit bounds them), zip archives unpacked
-//! with bounds on entries and inflated size, image sets assembled and fully decoded (so a bad file is
-//! rejected before anything is stored).
+//! with bounds on entries and inflated size, and the files of an image set gathered by name (see
+//! `expand` for turning them into stored images).
 
+use super::expand::{dicom_name, InputFile, InputPair};
 use super::{ApiError, Limits};
-use crate::engine::image_io;
+use crate::ingest::dicom;
 use axum::extract::Multipart;
 use bytes::Bytes;
-use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -103,26 +103,50 @@ impl Upload {
             .transpose()
     }
 
+    /// The optional `axis` part: which axis NIfTI volumes are sliced along (0, 1 or 2; default the last).
+    pub fn take_axis(&mut self) -> Result<Option<usize>, ApiError> {
+        let Some(text) = self.take_text("axis")? else {
+            return Ok(None);
+        };
+        match text.trim().parse::<usize>() {
+            Ok(axis) if axis <= 2 => Ok(Some(axis)),
+            _ => Err(ApiError::Unprocessable(format!(
+                "form part \"axis\" is {text:?}; it must be 0, 1 or 2 (the NIfTI axis to slice along)"
+            ))),
+        }
+    }
+
     pub fn require(&mut self, name: &str, what: &str) -> Result<Part, ApiError> {
         self.take_one(name)?
             .ok_or_else(|| ApiError::Unprocessable(format!("missing form part {name:?} ({what})")))
     }
 }
 
-/// A file's stem: the last path component without its extension.
+/// A file's stem: the last path component without its extension (both of `.nii.gz`).
 pub fn stem(path: &str) -> String {
     let file = path.rsplit(['/', '\\']).next().unwrap_or(path);
+    let file = match file.len().checked_sub(7) {
+        Some(cut) if file.is_char_boundary(cut) && file[cut..].eq_ignore_ascii_case(".nii.gz") => {
+            &file[..cut]
+        }
+        _ => file,
+    };
     match file.rsplit_once('.') {
         Some((s, _)) if !s.is_empty() => s.to_string(),
         _ => file.to_string(),
     }
 }
 
-fn is_image_path(path: &str) -> bool {
+const IMAGE_EXTENSIONS: [&str; 6] = [".png", ".jpg", ".jpeg", ".dcm", ".nii", ".nii.gz"];
+
+/// Archive entries that are images: by extension, or DICOM files without one (as PACS exports write them).
+fn is_image_entry(path: &str, data: &[u8]) -> bool {
     let lower = path.to_ascii_lowercase();
     let file = lower.rsplit('/').next().unwrap_or(&lower);
-    !file.starts_with('.')
-        && (file.ends_with(".png") || file.ends_with(".jpg") || file.ends_with(".jpeg"))
+    if file.starts_with('.') || file == "dicomdir" {
+        return false;
+    }
+    IMAGE_EXTENSIONS.iter().any(|ext| file.ends_with(ext)) || dicom::is_dicom(data)
 }
 
 /// The files of a zip archive (path, bytes), bounded in count and inflated size.
@@ -175,17 +199,10 @@ pub fn unzip(data: &Bytes, limits: &Limits) -> Result<Vec<(String, Bytes)>, ApiE
     Ok(files)
 }
 
-/// A named image of an uploaded set.
-pub struct NamedImage {
-    pub name: String,
-    pub image: Bytes,
-    pub label: Option<Bytes>,
-}
-
 fn check_count(n: usize, what: &str, limits: &Limits) -> Result<(), ApiError> {
     if n == 0 {
         return Err(ApiError::Unprocessable(format!(
-            "{what} holds no PNG or JPEG image"
+            "{what} holds no image (PNG, JPEG, DICOM or NIfTI)"
         )));
     }
     if n > limits.max_images {
@@ -203,7 +220,18 @@ fn insert_unique(
     data: Bytes,
     what: &str,
 ) -> Result<(), ApiError> {
+    // DICOM file names are often reused across series (IM0001...) and may carry patient data: key by content.
+    let name = if dicom::is_dicom(&data) {
+        dicom_name(&data)
+    } else {
+        name
+    };
     if map.contains_key(&name) {
+        if name.starts_with("dicom_") {
+            return Err(ApiError::Unprocessable(format!(
+                "{what} holds the same DICOM instance twice ({name})"
+            )));
+        }
         return Err(ApiError::Unprocessable(format!(
             "{what} has two files named {name:?} (names are file names without extension and must be unique)"
         )));
@@ -231,17 +259,17 @@ fn insert_parts(
     Ok(())
 }
 
-/// Unlabelled images: `image` parts and/or `archive` zips (every PNG/JPEG inside). Sorted by name.
+/// Unlabelled files: `image` parts and/or `archive` zips (every image file inside). Sorted by name.
 pub fn images(
     upload: &mut Upload,
     limits: &Limits,
     what: &str,
-) -> Result<Vec<NamedImage>, ApiError> {
+) -> Result<Vec<InputFile>, ApiError> {
     let mut map = BTreeMap::new();
     insert_parts(upload, "image", &mut map, what)?;
     for part in upload.take_all("archive") {
         for (path, data) in unzip(&part.data, limits)? {
-            if is_image_path(&path) {
+            if is_image_entry(&path, &data) {
                 insert_unique(&mut map, stem(&path), data, what)?;
             }
         }
@@ -249,11 +277,7 @@ pub fn images(
     check_count(map.len(), what, limits)?;
     Ok(map
         .into_iter()
-        .map(|(name, image)| NamedImage {
-            name,
-            image,
-            label: None,
-        })
+        .map(|(name, data)| InputFile { name, data })
         .collect())
 }
 
@@ -263,14 +287,14 @@ pub fn labelled(
     upload: &mut Upload,
     limits: &Limits,
     what: &str,
-) -> Result<Vec<NamedImage>, ApiError> {
+) -> Result<Vec<InputPair>, ApiError> {
     let mut images = BTreeMap::new();
     let mut labels = BTreeMap::new();
     insert_parts(upload, "image", &mut images, what)?;
     insert_parts(upload, "label", &mut labels, what)?;
     for part in upload.take_all("archive") {
         for (path, data) in unzip(&part.data, limits)? {
-            if !is_image_path(&path) {
+            if !is_image_entry(&path, &data) {
                 continue;
             }
             let folder = path.rsplit('/').nth(1).unwrap_or_default();
@@ -289,11 +313,7 @@ pub fn labelled(
                 "{what}: image {name:?} has no label (labels pair with images by file name)"
             ))
         })?;
-        set.push(NamedImage {
-            name,
-            image,
-            label: Some(label),
-        });
+        set.push(InputPair { name, image, label });
     }
     if let Some(name) = labels.keys().next() {
         return Err(ApiError::Unprocessable(format!(
@@ -301,16 +321,4 @@ pub fn labelled(
         )));
     }
     Ok(set)
-}
-
-/// Decodes every image (and label) so that truncated, foreign or oversized files are rejected now.
-/// CPU-bound: call from `spawn_blocking`.
-pub fn validate(set: &[NamedImage], max_pixels: u64) -> Result<(), ApiError> {
-    set.par_iter().try_for_each(|item| {
-        image_io::decode_gray(&item.image, &item.name, max_pixels)?;
-        if let Some(label) = &item.label {
-            image_io::decode_label(label, &format!("label {}", item.name), max_pixels)?;
-        }
-        Ok::<_, ApiError>(())
-    })
 }

@@ -228,6 +228,42 @@ pub enum Estimate {
     },
 }
 
+/// The HD95 estimate in millimetres, for batches whose images say how large their pixels are.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Hd95Mm {
+    /// Mean size of a working-grid pixel over the batch, in mm.
+    pub pixel_mm: f64,
+    pub estimate: f64,
+    pub interval: [f64; 2],
+}
+
+/// Mean working-grid pixel size of a batch (per image the geometric mean of row and column size, so a
+/// distance in pixels converts with one factor); None unless every image has one.
+pub fn mean_pixel_mm(sizes: &[Option<[f64; 2]>]) -> Option<f64> {
+    if sizes.is_empty() {
+        return None;
+    }
+    let total = sizes
+        .iter()
+        .map(|s| s.map(|[r, c]| (r * c).sqrt()))
+        .sum::<Option<f64>>()?;
+    let mean = total / sizes.len() as f64;
+    (mean.is_finite() && mean > 0.0).then_some(mean)
+}
+
+/// HD95 is estimated in working-grid pixels (the calibration's unit); scaled here by the batch's pixel size.
+pub fn hd95_mm(estimate: &Estimate, pixel_mm: f64) -> Option<Hd95Mm> {
+    let Estimate::Ok { metrics, .. } = estimate else {
+        return None;
+    };
+    let hd = metrics.get(&Metric::Hd95)?;
+    Some(Hd95Mm {
+        pixel_mm,
+        estimate: hd.estimate * pixel_mm,
+        interval: [hd.interval[0] * pixel_mm, hd.interval[1] * pixel_mm],
+    })
+}
+
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.96;
 

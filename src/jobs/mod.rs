@@ -269,7 +269,7 @@ async fn process(
 }
 
 async fn finish_ok(ctx: &Ctx, id: Uuid, token: Uuid, output: &Output) -> &'static str {
-    match run::commit(&ctx.pool, id, token, output).await {
+    match run::finish(ctx, id, token, Ok(output)).await {
         Ok(true) => {
             tracing::info!("job succeeded");
             "succeeded"
@@ -287,10 +287,7 @@ async fn finish_ok(ctx: &Ctx, id: Uuid, token: Uuid, output: &Output) -> &'stati
 }
 
 async fn fail(ctx: &Ctx, id: Uuid, token: Uuid, reason: &str) -> Result<(), StoreError> {
-    let mut tx = ctx.pool.begin().await?;
-    queue::finish(&mut tx, id, token, false, Some(reason)).await?;
-    tx.commit().await?;
-    Ok(())
+    run::finish(ctx, id, token, Err(reason)).await.map(|_| ())
 }
 
 async fn heartbeat(

@@ -4,7 +4,7 @@
 use super::{JobError, Progress};
 use crate::engine::fit::Calibration;
 use crate::engine::image_io::{self, LabelledSet};
-use crate::engine::spe::{ReferenceSet, SpeParams};
+use crate::engine::spe::{self, ReferenceSet, SpeParams};
 use crate::engine::{EngineError, ReverseSegmenter};
 use crate::engine::{Gray, Mask};
 use crate::inference::ModelSpec;
@@ -26,6 +26,8 @@ pub struct Ctx {
     pub blobs: BlobStore,
     pub runtime: Runtime,
     pub max_pixels: u64,
+    /// Keep a batch's pixels after its estimate is finished (by default only their digests stay).
+    pub retain_batch_pixels: bool,
 }
 
 /// A finished job's result, written in the transaction that marks the job succeeded.
@@ -54,11 +56,17 @@ struct RawSet {
     names: Vec<String>,
     images: Vec<bytes::Bytes>,
     labels: Vec<bytes::Bytes>,
+    /// Working-grid pixel size per image, when its source said.
+    pixel_mm: Vec<Option<[f64; 2]>>,
 }
 
 async fn fetch_set(ctx: &Ctx, set: Uuid, labelled: bool) -> Result<RawSet, JobError> {
     let items = image_sets::items(&ctx.pool, set).await?;
     let names = items.iter().map(|i| i.name.clone()).collect();
+    let pixel_mm = items
+        .iter()
+        .map(|i| Some([i.pixel_row_mm?, i.pixel_col_mm?]))
+        .collect();
     let images = fetch_all(
         &ctx.blobs,
         items.iter().map(|i| i.image_sha256.clone()).collect(),
@@ -81,6 +89,7 @@ async fn fetch_set(ctx: &Ctx, set: Uuid, labelled: bool) -> Result<RawSet, JobEr
         names,
         images,
         labels,
+        pixel_mm,
     })
 }
 
@@ -223,7 +232,8 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
             reverse.as_ref(),
             &params,
         )?;
-        let result = json!({ "estimate": estimate, "pseudo": pseudo });
+        let hd95_mm = spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
+        let result = json!({ "estimate": estimate, "pseudo": pseudo, "hd95_mm": hd95_mm });
         Ok((result, t.elapsed().as_secs_f64()))
     })
     .await??;
@@ -321,24 +331,34 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
     Ok(Output::Calibration { result })
 }
 
-/// Writes the result under the lease; false when the lease was lost (another worker owns the job now).
-pub async fn commit(
-    pool: &PgPool,
+/// Writes the result (or the failure) under the lease; false when the lease was lost (another worker owns
+/// the job now). A finished estimate's batch pixels are dropped in the same transaction unless retained.
+pub async fn finish(
+    ctx: &Ctx,
     id: Uuid,
     token: Uuid,
-    output: &Output,
+    outcome: Result<&Output, &str>,
 ) -> Result<bool, store::StoreError> {
-    let mut tx = pool.begin().await?;
-    if !super::queue::finish(&mut tx, id, token, true, None).await? {
+    let mut tx = ctx.pool.begin().await?;
+    if !super::queue::finish(&mut tx, id, token, outcome.is_ok(), outcome.err()).await? {
         tx.rollback().await?;
         return Ok(false);
     }
-    match output {
-        Output::Estimate { result, timings } => {
+    match outcome {
+        Ok(Output::Estimate { result, timings }) => {
             estimates::set_result(&mut tx, id, result, timings).await?
         }
-        Output::Calibration { result } => calibrations::set_result(&mut tx, id, result).await?,
+        Ok(Output::Calibration { result }) => calibrations::set_result(&mut tx, id, result).await?,
+        Err(_) => {}
     }
+    let garbage = match estimates::batch_set(&mut tx, id).await? {
+        Some(set) if !ctx.retain_batch_pixels => image_sets::purge_pixels(&mut tx, set).await?,
+        _ => Vec::new(),
+    };
     tx.commit().await?;
+    if let Err(e) = store::collect_garbage(&ctx.pool, &ctx.blobs, &garbage).await {
+        // The rows no longer reference them; a later cleanup pass can remove what is left.
+        tracing::warn!(error = %e, "cannot delete a finished batch's pixels");
+    }
     Ok(true)
 }

@@ -22,10 +22,12 @@ pub struct EstimateRow {
     pub attempts: i32,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    pub pixels_retained: bool,
 }
 
 const SELECT: &str = "SELECT e.id, e.model_id, e.calibration_id, e.batch_set_id, s.size AS images, e.result, \
-     e.timings, e.created_at, j.state, j.progress, j.stage, j.error, j.attempts, j.started_at, j.finished_at \
+     e.timings, e.created_at, j.state, j.progress, j.stage, j.error, j.attempts, j.started_at, j.finished_at, \
+     s.pixels_purged_at IS NULL AS pixels_retained \
      FROM estimates e JOIN jobs j ON j.id = e.id JOIN image_sets s ON s.id = e.batch_set_id";
 
 pub async fn insert(
@@ -112,4 +114,14 @@ pub async fn latest_per_model(
     )
     .fetch_all(pool)
     .await?)
+}
+
+/// The batch set of an estimate (None when `id` is not an estimate).
+pub async fn batch_set(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, StoreError> {
+    Ok(
+        sqlx::query_scalar("SELECT batch_set_id FROM estimates WHERE id = $1")
+            .bind(id)
+            .fetch_optional(conn)
+            .await?,
+    )
 }

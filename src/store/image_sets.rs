@@ -24,12 +24,20 @@ impl SetKind {
     }
 }
 
-/// One stored item: the blob digests of an image and its label (if labelled).
-#[derive(Clone, Debug, sqlx::FromRow)]
+/// One stored item: the blob digests of an image and its label (if labelled), and where it came from.
+#[derive(Clone, Debug, Default, sqlx::FromRow)]
 pub struct Item {
     pub name: String,
     pub image_sha256: String,
     pub label_sha256: Option<String>,
+    /// Digest of the uploaded file the image was taken from (a DICOM instance, a NIfTI volume, a PNG).
+    pub source_sha256: Option<String>,
+    pub source_format: Option<String>,
+    /// Frame or slice number within the source.
+    pub source_index: Option<i32>,
+    /// Size of a working-grid (SIDE x SIDE) pixel in mm, [row, column], when the source says.
+    pub pixel_row_mm: Option<f64>,
+    pub pixel_col_mm: Option<f64>,
 }
 
 #[derive(Clone, Debug, sqlx::FromRow)]
@@ -60,15 +68,27 @@ pub async fn insert(
     let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
     let images: Vec<&str> = items.iter().map(|i| i.image_sha256.as_str()).collect();
     let labels: Vec<Option<&str>> = items.iter().map(|i| i.label_sha256.as_deref()).collect();
+    let sources: Vec<Option<&str>> = items.iter().map(|i| i.source_sha256.as_deref()).collect();
+    let formats: Vec<Option<&str>> = items.iter().map(|i| i.source_format.as_deref()).collect();
+    let indices: Vec<Option<i32>> = items.iter().map(|i| i.source_index).collect();
+    let rows_mm: Vec<Option<f64>> = items.iter().map(|i| i.pixel_row_mm).collect();
+    let cols_mm: Vec<Option<f64>> = items.iter().map(|i| i.pixel_col_mm).collect();
     sqlx::query(
-        "INSERT INTO image_set_items (set_id, position, name, image_sha256, label_sha256)
-         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[])",
+        "INSERT INTO image_set_items (set_id, position, name, image_sha256, label_sha256, source_sha256,
+                                      source_format, source_index, pixel_row_mm, pixel_col_mm)
+         SELECT $1, * FROM UNNEST($2::int[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],
+                                  $8::int[], $9::float8[], $10::float8[])",
     )
     .bind(id)
     .bind(&positions)
     .bind(&names)
     .bind(&images)
     .bind(&labels)
+    .bind(&sources)
+    .bind(&formats)
+    .bind(&indices)
+    .bind(&rows_mm)
+    .bind(&cols_mm)
     .execute(&mut *conn)
     .await?;
     Ok(id)
@@ -76,7 +96,9 @@ pub async fn insert(
 
 pub async fn items(pool: &PgPool, set_id: Uuid) -> Result<Vec<Item>, StoreError> {
     Ok(sqlx::query_as::<_, Item>(
-        "SELECT name, image_sha256, label_sha256 FROM image_set_items WHERE set_id = $1 ORDER BY position",
+        "SELECT name, image_sha256, label_sha256, source_sha256, source_format, source_index, pixel_row_mm,
+                pixel_col_mm
+         FROM image_set_items WHERE set_id = $1 ORDER BY position",
     )
     .bind(set_id)
     .fetch_all(pool)
@@ -115,4 +137,44 @@ pub async fn delete_unused(
         .into_iter()
         .flat_map(|(a, b)| std::iter::once(a).chain(b))
         .collect())
+}
+
+/// Marks a set's pixels as gone (its rows, and so its digests, stay); returns the blob digests it named,
+/// to be garbage-collected once the transaction commits. A set already purged returns nothing.
+pub async fn purge_pixels(conn: &mut PgConnection, set_id: Uuid) -> Result<Vec<String>, StoreError> {
+    let purged = sqlx::query(
+        "UPDATE image_sets SET pixels_purged_at = now() WHERE id = $1 AND pixels_purged_at IS NULL",
+    )
+    .bind(set_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if purged == 0 {
+        return Ok(Vec::new());
+    }
+    let shas: Vec<(String, Option<String>)> =
+        sqlx::query_as("SELECT image_sha256, label_sha256 FROM image_set_items WHERE set_id = $1")
+            .bind(set_id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(shas
+        .into_iter()
+        .flat_map(|(a, b)| std::iter::once(a).chain(b))
+        .collect())
+}
+
+/// The distinct source files of a set, in upload order: (digest, format, images taken from it).
+pub async fn sources(
+    pool: &PgPool,
+    set_id: Uuid,
+) -> Result<Vec<(String, String, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(source_sha256, image_sha256) AS sha, COALESCE(source_format, 'image') AS format,
+                count(*) AS images
+         FROM image_set_items WHERE set_id = $1
+         GROUP BY 1, 2 ORDER BY min(position)",
+    )
+    .bind(set_id)
+    .fetch_all(pool)
+    .await?)
 }

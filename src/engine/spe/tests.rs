@@ -251,3 +251,34 @@ fn estimates_are_clamped_and_intervals_contain_them() {
     assert_eq!(metrics[&Metric::Dice].pseudo, 0.99);
     assert!(metrics[&Metric::Hd95].estimate >= 0.0);
 }
+
+#[test]
+fn hd95_in_mm_scales_estimate_and_interval_by_the_mean_pixel_size() {
+    assert_eq!(mean_pixel_mm(&[]), None);
+    assert_eq!(mean_pixel_mm(&[Some([0.5, 0.5]), None]), None);
+    // Geometric mean per image (2x0.5 -> 1), then the mean over images: (1 + 3) / 2.
+    assert_eq!(mean_pixel_mm(&[Some([2.0, 0.5]), Some([3.0, 3.0])]), Some(2.0));
+    assert_eq!(mean_pixel_mm(&[Some([0.0, 1.0])]), None);
+    let mut metrics = BTreeMap::new();
+    metrics.insert(
+        Metric::Hd95,
+        MetricEstimate {
+            estimate: 4.0,
+            interval: [3.0, 6.5],
+            pseudo: 5.0,
+        },
+    );
+    let support = SupportCount {
+        used: 3,
+        rejected: 0,
+    };
+    let ok = Estimate::Ok { metrics, support };
+    let mm = hd95_mm(&ok, 0.75).unwrap();
+    assert_eq!(mm.estimate, 3.0);
+    assert_eq!(mm.interval, [2.25, 4.875]);
+    let none = Estimate::InsufficientSupport {
+        support,
+        message: String::new(),
+    };
+    assert!(hd95_mm(&none, 0.75).is_none());
+}

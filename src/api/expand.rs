@@ -1,0 +1,348 @@
+//! Uploaded files -> the images a set stores. PNG/JPEG files are stored as sent (after a full decode, so a
+//! bad file is rejected before anything is written); a DICOM instance becomes one PNG per frame and a NIfTI
+//! volume one PNG per slice, holding only pixels (no patient attributes reach the blob store). The engine
+//! then reads every stored image the same way, so the same pixels give the same estimate whatever the
+//! upload format.
+
+use super::ApiError;
+use crate::engine::{image_io, SIDE};
+use crate::ingest::{dicom, nifti, IngestError, Pixels, Plane};
+use crate::store::blobs::sha256_hex;
+use bytes::Bytes;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use image::{ExtendedColorType, ImageEncoder};
+use rayon::prelude::*;
+
+/// What an uploaded file holds, judged by its bytes (not its name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Png,
+    Jpeg,
+    Dicom,
+    Nifti,
+    Unknown,
+}
+
+impl Format {
+    pub fn sniff(bytes: &[u8]) -> Self {
+        if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+            Format::Png
+        } else if bytes.starts_with(&[0xff, 0xd8, 0xff]) {
+            Format::Jpeg
+        } else if dicom::is_dicom(bytes) {
+            Format::Dicom
+        } else if nifti::is_nifti(bytes) {
+            Format::Nifti
+        } else {
+            Format::Unknown
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Png => "png",
+            Format::Jpeg => "jpeg",
+            Format::Dicom => "dicom",
+            Format::Nifti => "nifti",
+            Format::Unknown => "unknown",
+        }
+    }
+}
+
+/// An uploaded file under the name images taken from it are given.
+pub struct InputFile {
+    pub name: String,
+    pub data: Bytes,
+}
+
+/// An uploaded image file and its label file (paired by name).
+pub struct InputPair {
+    pub name: String,
+    pub image: Bytes,
+    pub label: Bytes,
+}
+
+/// One image to store, with where it came from.
+pub struct NamedImage {
+    pub name: String,
+    /// PNG or JPEG bytes as the engine reads them.
+    pub image: Bytes,
+    pub label: Option<Bytes>,
+    pub source_sha256: String,
+    pub source_format: Format,
+    /// Frame or slice number, for multi-image sources.
+    pub source_index: Option<usize>,
+    /// Size of a working-grid pixel in mm, [row, column], when the source says.
+    pub pixel_mm: Option<[f64; 2]>,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    pub max_pixels: u64,
+    pub max_images: usize,
+    /// NIfTI slicing axis (default: the last).
+    pub axis: Option<usize>,
+    /// Slices of labelled volumes with fewer label pixels (on the working grid) are left out.
+    pub min_label_area: usize,
+}
+
+impl Options {
+    fn dicom_limits(&self) -> dicom::Limits {
+        dicom::Limits {
+            max_pixels: self.max_pixels,
+            max_frames: self.max_images,
+        }
+    }
+
+    fn nifti_limits(&self) -> nifti::Limits {
+        nifti::Limits {
+            max_voxels: self.max_pixels.saturating_mul(self.max_images as u64),
+            max_slices: self.max_images,
+        }
+    }
+}
+
+/// The name a DICOM instance's images get: its digest, never its file name or attributes (which can
+/// identify the patient).
+pub fn dicom_name(data: &[u8]) -> String {
+    format!("dicom_{}", &sha256_hex(data)[..12])
+}
+
+fn ingest_error(file: &str, source: IngestError) -> ApiError {
+    ApiError::Ingest {
+        file: file.to_string(),
+        source,
+    }
+}
+
+/// A plane as PNG: 8-bit gray, 16-bit gray or 8-bit RGB, whichever holds its values exactly.
+pub fn plane_png(pixels: &Pixels) -> Bytes {
+    let (rows, cols) = pixels.dim();
+    let (raw, color): (Vec<u8>, _) = match pixels {
+        Pixels::Gray8(a) => (a.iter().copied().collect(), ExtendedColorType::L8),
+        // PNG stores 16-bit samples big-endian.
+        Pixels::Gray16(a) => (
+            a.iter().flat_map(|v| v.to_be_bytes()).collect(),
+            ExtendedColorType::L16,
+        ),
+        Pixels::Rgb8(a) => (a.iter().copied().collect(), ExtendedColorType::Rgb8),
+    };
+    png_bytes(&raw, cols, rows, color)
+}
+
+fn mask_png(mask: &ndarray::Array2<bool>) -> Bytes {
+    let (rows, cols) = mask.dim();
+    let raw: Vec<u8> = mask.iter().map(|&m| if m { 255 } else { 0 }).collect();
+    png_bytes(&raw, cols, rows, ExtendedColorType::L8)
+}
+
+fn png_bytes(raw: &[u8], width: usize, height: usize, color: ExtendedColorType) -> Bytes {
+    let mut out = Vec::new();
+    PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Adaptive)
+        .write_image(raw, width as u32, height as u32, color)
+        // Writing to memory with a buffer of the declared size cannot fail.
+        .expect("PNG encoding to memory");
+    Bytes::from(out)
+}
+
+/// Working-grid pixel size from the source's spacing and size.
+fn grid_pixel_mm(plane: &Plane) -> Option<[f64; 2]> {
+    let (rows, cols) = plane.pixels.dim();
+    plane
+        .spacing_mm
+        .map(|[r, c]| [r * rows as f64 / SIDE as f64, c * cols as f64 / SIDE as f64])
+}
+
+/// The frames of a DICOM instance as images named `<name>_fNNNN`.
+pub fn dicom_images(
+    name: &str,
+    data: &Bytes,
+    opts: &Options,
+) -> Result<Vec<NamedImage>, dicom::Failure> {
+    let instance = dicom::decode(data, &opts.dicom_limits())?;
+    let sha = sha256_hex(data);
+    Ok(instance
+        .frames
+        .iter()
+        .enumerate()
+        .map(|(i, frame)| NamedImage {
+            name: format!("{name}_f{i:04}"),
+            image: plane_png(&frame.pixels),
+            label: None,
+            source_sha256: sha.clone(),
+            source_format: Format::Dicom,
+            source_index: Some(i),
+            pixel_mm: grid_pixel_mm(frame),
+        })
+        .collect())
+}
+
+fn passthrough(name: &str, data: &Bytes, format: Format, label: Option<Bytes>) -> NamedImage {
+    NamedImage {
+        name: name.to_string(),
+        image: data.clone(),
+        label,
+        source_sha256: sha256_hex(data),
+        source_format: format,
+        source_index: None,
+        pixel_mm: None,
+    }
+}
+
+fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
+    let format = Format::sniff(&file.data);
+    match format {
+        Format::Dicom => dicom_images(&file.name, &file.data, opts)
+            .map_err(|f| ingest_error(&format!("DICOM instance {}", file.name), f.error)),
+        Format::Nifti => {
+            let planes = nifti::decode_volume(&file.data, opts.axis, &opts.nifti_limits())
+                .map_err(|e| ingest_error(&format!("NIfTI volume {:?}", file.name), e))?;
+            let sha = sha256_hex(&file.data);
+            Ok(planes
+                .iter()
+                .enumerate()
+                .map(|(k, plane)| NamedImage {
+                    name: format!("{}_z{k:04}", file.name),
+                    image: plane_png(&plane.pixels),
+                    label: None,
+                    source_sha256: sha.clone(),
+                    source_format: Format::Nifti,
+                    source_index: Some(k),
+                    pixel_mm: grid_pixel_mm(plane),
+                })
+                .collect())
+        }
+        // Unknown bytes go to the image decoder too, whose error says what it could not read.
+        Format::Png | Format::Jpeg | Format::Unknown => {
+            image_io::decode_gray(&file.data, &file.name, opts.max_pixels)?;
+            Ok(vec![passthrough(&file.name, &file.data, format, None)])
+        }
+    }
+}
+
+fn check_total(images: &[NamedImage], what: &str, opts: &Options) -> Result<(), ApiError> {
+    if images.len() > opts.max_images {
+        return Err(ApiError::PayloadTooLarge(format!(
+            "{what} holds {} images (counting every DICOM frame and NIfTI slice); at most {} are accepted per request",
+            images.len(),
+            opts.max_images
+        )));
+    }
+    Ok(())
+}
+
+/// Unlabelled files -> images. CPU-bound: call from `spawn_blocking`.
+pub fn unlabelled(
+    files: &[InputFile],
+    opts: &Options,
+    what: &str,
+) -> Result<Vec<NamedImage>, ApiError> {
+    let nested = files
+        .par_iter()
+        .map(|f| expand_one(f, opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let images: Vec<NamedImage> = nested.into_iter().flatten().collect();
+    check_total(&images, what, opts)?;
+    Ok(images)
+}
+
+fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
+    let name = &pair.name;
+    match (Format::sniff(&pair.image), Format::sniff(&pair.label)) {
+        (Format::Dicom, _) | (_, Format::Dicom) => Err(ingest_error(
+            &format!("image {name:?}"),
+            IngestError::Unsupported(
+                "labelled sets take PNG/JPEG image-label pairs or NIfTI volumes; DICOM is accepted for \
+                 unlabeled batches"
+                    .into(),
+            ),
+        )),
+        (Format::Nifti, Format::Nifti) => nifti_pair(pair, opts),
+        (Format::Nifti, _) | (_, Format::Nifti) => Err(ingest_error(
+            &format!("image {name:?}"),
+            IngestError::Unsupported(
+                "a NIfTI image volume needs a NIfTI label volume of the same shape (and the other way round)"
+                    .into(),
+            ),
+        )),
+        (format, _) => {
+            image_io::decode_gray(&pair.image, name, opts.max_pixels)?;
+            image_io::decode_label(&pair.label, &format!("label {name}"), opts.max_pixels)?;
+            Ok(vec![passthrough(
+                name,
+                &pair.image,
+                format,
+                Some(pair.label.clone()),
+            )])
+        }
+    }
+}
+
+/// A labelled volume: the slices whose label has at least `min_label_area` pixels on the working grid.
+fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
+    let name = &pair.name;
+    let limits = opts.nifti_limits();
+    let planes = nifti::decode_volume(&pair.image, opts.axis, &limits)
+        .map_err(|e| ingest_error(&format!("NIfTI volume {name:?}"), e))?;
+    let labels = nifti::decode_label_volume(&pair.label, opts.axis, &limits)
+        .map_err(|e| ingest_error(&format!("NIfTI label volume {name:?}"), e))?;
+    let shape = |n: usize, dim: (usize, usize)| format!("{n} slices of {}x{}", dim.0, dim.1);
+    let image_shape = shape(planes.len(), planes.first().map_or((0, 0), |p| p.pixels.dim()));
+    let label_shape = shape(labels.len(), labels.first().map_or((0, 0), |l| l.mask.dim()));
+    if image_shape != label_shape {
+        return Err(ingest_error(
+            &format!("NIfTI volume {name:?}"),
+            IngestError::Malformed(format!(
+                "the image volume has {image_shape} but its label volume has {label_shape}"
+            )),
+        ));
+    }
+    let sha = sha256_hex(&pair.image);
+    let mut kept = Vec::new();
+    for (k, (plane, label)) in planes.iter().zip(&labels).enumerate() {
+        let label_png = mask_png(&label.mask);
+        let slice_name = format!("{name}_z{k:04}");
+        let area = image_io::decode_label(&label_png, &slice_name, opts.max_pixels)?
+            .iter()
+            .filter(|&&m| m)
+            .count();
+        if area < opts.min_label_area {
+            continue;
+        }
+        kept.push(NamedImage {
+            name: slice_name,
+            image: plane_png(&plane.pixels),
+            label: Some(label_png),
+            source_sha256: sha.clone(),
+            source_format: Format::Nifti,
+            source_index: Some(k),
+            pixel_mm: grid_pixel_mm(plane),
+        });
+    }
+    if kept.is_empty() {
+        return Err(ingest_error(
+            &format!("NIfTI volume {name:?}"),
+            IngestError::Unsupported(format!(
+                "none of its {} slices has at least {} label pixels (at {SIDE}x{SIDE}), so it adds nothing",
+                planes.len(),
+                opts.min_label_area
+            )),
+        ));
+    }
+    Ok(kept)
+}
+
+/// Labelled pairs -> images with labels. CPU-bound: call from `spawn_blocking`.
+pub fn labelled(
+    pairs: &[InputPair],
+    opts: &Options,
+    what: &str,
+) -> Result<Vec<NamedImage>, ApiError> {
+    let nested = pairs
+        .par_iter()
+        .map(|p| expand_pair(p, opts))
+        .collect::<Result<Vec<_>, _>>()?;
+    let images: Vec<NamedImage> = nested.into_iter().flatten().collect();
+    check_total(&images, what, opts)?;
+    Ok(images)
+}

@@ -1,0 +1,149 @@
+//! multipart/related bodies (DICOMweb STOW-RS): the parts' content types and bytes. The framing is
+//! multer's; what this adds is the multipart/related content-type check and bounds on the number of parts.
+
+use super::IngestError;
+use bytes::Bytes;
+
+/// One part of a multipart/related body.
+#[derive(Debug)]
+pub struct RelatedPart {
+    /// The part's Content-Type essence (lowercase, no parameters), if it had one.
+    pub content_type: Option<String>,
+    pub data: Bytes,
+}
+
+/// The boundary and `type` parameter of a multipart/related Content-Type.
+pub fn related_boundary(content_type: &str) -> Result<(String, Option<String>), IngestError> {
+    let mime: mime::Mime = content_type.parse().map_err(|_| {
+        IngestError::Malformed(format!("Content-Type {content_type:?} cannot be parsed"))
+    })?;
+    if mime.type_() != mime::MULTIPART || mime.subtype().as_str() != "related" {
+        return Err(IngestError::Unsupported(format!(
+            "expected multipart/related; type=\"application/dicom\", got {:?}",
+            mime.essence_str()
+        )));
+    }
+    let boundary = mime
+        .get_param(mime::BOUNDARY)
+        .map(|b| b.as_str().to_string())
+        .filter(|b| !b.is_empty())
+        .ok_or_else(|| {
+            IngestError::Malformed("the multipart/related Content-Type has no boundary".into())
+        })?;
+    let kind = mime
+        .get_param("type")
+        .map(|t| t.as_str().to_ascii_lowercase());
+    Ok((boundary, kind))
+}
+
+/// Splits a complete body into its parts; more than `max_parts` parts is an error.
+pub async fn related_parts(
+    boundary: &str,
+    body: Bytes,
+    max_parts: usize,
+) -> Result<Vec<RelatedPart>, IngestError> {
+    let stream = futures::stream::once(async move { Ok::<Bytes, std::convert::Infallible>(body) });
+    let mut multipart = multer::Multipart::new(stream, boundary);
+    let mut parts = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => return Err(malformed(e)),
+        };
+        if parts.len() == max_parts {
+            return Err(IngestError::TooLarge(format!(
+                "the body has more than {max_parts} parts; send fewer instances per request"
+            )));
+        }
+        let content_type = field
+            .content_type()
+            .map(|m| m.essence_str().to_ascii_lowercase());
+        let data = field.bytes().await.map_err(malformed)?;
+        parts.push(RelatedPart { content_type, data });
+    }
+    if parts.is_empty() {
+        return Err(IngestError::Malformed(
+            "the multipart/related body has no parts".into(),
+        ));
+    }
+    Ok(parts)
+}
+
+fn malformed(e: multer::Error) -> IngestError {
+    IngestError::Malformed(format!("malformed multipart/related body: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(boundary: &str, parts: &[(&str, &[u8])]) -> Bytes {
+        let mut out = Vec::new();
+        for (ct, data) in parts {
+            out.extend_from_slice(format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        Bytes::from(out)
+    }
+
+    fn run<T>(f: impl std::future::Future<Output = T>) -> T {
+        futures::executor::block_on(f)
+    }
+
+    #[test]
+    fn boundary_and_type_are_read_from_the_content_type() {
+        let (b, t) =
+            related_boundary(r#"multipart/related; type="application/dicom"; boundary=abc123"#)
+                .unwrap();
+        assert_eq!(b, "abc123");
+        assert_eq!(t.as_deref(), Some("application/dicom"));
+        assert!(matches!(
+            related_boundary("multipart/form-data; boundary=x"),
+            Err(IngestError::Unsupported(_))
+        ));
+        assert!(matches!(
+            related_boundary("multipart/related; type=application/dicom"),
+            Err(IngestError::Malformed(_))
+        ));
+        assert!(matches!(
+            related_boundary("not a mime type"),
+            Err(IngestError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn parts_keep_their_bytes_and_content_types_in_order() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        let b = body(
+            "xyz",
+            &[("application/dicom", &data), ("Application/DICOM; x=1", b"\r\n--")],
+        );
+        let parts = run(related_parts("xyz", b, 10)).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].content_type.as_deref(), Some("application/dicom"));
+        assert_eq!(&parts[0].data[..], &data[..]);
+        assert_eq!(&parts[1].data[..], b"\r\n--");
+    }
+
+    #[test]
+    fn too_many_empty_and_broken_bodies_are_errors() {
+        let b = body("q", &[("application/dicom", b"1"), ("application/dicom", b"2")]);
+        assert!(matches!(
+            run(related_parts("q", b, 1)),
+            Err(IngestError::TooLarge(_))
+        ));
+        assert!(matches!(
+            run(related_parts("q", Bytes::from_static(b"--q--\r\n"), 5)),
+            Err(IngestError::Malformed(_))
+        ));
+        let cut = body("q", &[("application/dicom", b"12345")]);
+        let cut = cut.slice(..cut.len() - 12);
+        assert!(matches!(
+            run(related_parts("q", cut, 5)),
+            Err(IngestError::Malformed(_))
+        ));
+    }
+}
