@@ -134,7 +134,11 @@ pub fn estimate(
         ))
         .into());
     }
-    let masks = model.predict(images)?;
-    let outcome = spe::pseudo_metrics(reverse, images, &masks, reference, params)?;
+    let images: Vec<Gray> = spe::order_by_pixels(images)
+        .into_iter()
+        .map(|i| images[i].clone())
+        .collect();
+    let masks = model.predict(&images)?;
+    let outcome = spe::pseudo_metrics(reverse, &images, &masks, reference, params)?;
     Ok((spe::estimate(&outcome, calibration), outcome))
 }

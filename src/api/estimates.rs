@@ -3,6 +3,7 @@
 use super::auth::Caller;
 use super::dto::{EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
+use super::expand::NamedImage;
 use super::models::{prepare_unlabelled, stage_set};
 use super::upload::{self, Part, Upload};
 use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
@@ -10,7 +11,7 @@ use crate::jobs::queue::{self, Idempotency, JobKind};
 use crate::store::blobs::Staged;
 use crate::store::estimates::{self, ListQuery};
 use crate::store::image_sets::{self, SetKind};
-use crate::store::keys::Role;
+use crate::store::keys::{Principal, Role};
 use crate::store::{self, models};
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -44,7 +45,7 @@ pub struct BatchForm {
     archive: Vec<String>,
 }
 
-async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
+pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
     let row = estimates::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("estimate {id} does not exist")))?;
@@ -138,26 +139,51 @@ async fn submit(
             Json(view(&state, existing).await?),
         ));
     }
-    let calibration_id = model.active_calibration_id.ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "model {id} has no active calibration yet; calibrate it first (POST /v1/models/{id}/calibrations)"
-        ))
-    })?;
+    let calibration_id = active_calibration(&model)?;
     check_queue(&state).await?;
     let axis = form.take_axis()?;
     let files = upload::images(&mut form, &state.limits, "the batch")?;
     let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
-    let idem = key.as_deref().map(|k| Idempotency {
+    let estimate_id = create(&state, &principal, key.as_deref(), &digest, &model, calibration_id, &set).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        super::location("estimates", estimate_id),
+        Json(view(&state, estimate_id).await?),
+    ))
+}
+
+/// The calibration a new estimate uses: the model's active one (409 without one).
+pub(crate) fn active_calibration(model: &models::ModelRow) -> Result<Uuid, ApiError> {
+    let id = model.id;
+    model.active_calibration_id.ok_or_else(|| {
+        ApiError::Conflict(format!(
+            "model {id} has no active calibration yet; calibrate it first (POST /v1/models/{id}/calibrations)"
+        ))
+    })
+}
+
+/// Stores a validated batch and queues its estimate, in one transaction. A concurrent retry with the same
+/// Idempotency-Key that committed first wins: its estimate is returned.
+pub(crate) async fn create(
+    state: &AppState,
+    principal: &Principal,
+    key: Option<&str>,
+    digest: &str,
+    model: &models::ModelRow,
+    calibration_id: Uuid,
+    set: &[NamedImage],
+) -> Result<Uuid, ApiError> {
+    let idem = key.map(|k| Idempotency {
         api_key_id: principal.id,
         key: k,
-        request_sha256: &digest,
+        request_sha256: digest,
     });
-    let result = staged(&state, async |staged: &mut Staged| {
-        let items = stage_set(&state, staged, &set).await?;
+    let result = staged(state, async |staged: &mut Staged| {
+        let items = stage_set(state, staged, set).await?;
         let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
         let set_id = image_sets::insert(&mut tx, SetKind::Batch, &items).await?;
         let estimate_id = Uuid::new_v4();
-        estimates::insert(&mut tx, estimate_id, id, calibration_id, set_id).await?;
+        estimates::insert(&mut tx, estimate_id, model.id, calibration_id, set_id).await?;
         queue::enqueue(
             &mut tx,
             estimate_id,
@@ -171,12 +197,10 @@ async fn submit(
     })
     .await;
     let estimate_id = match result {
-        // A concurrent retry with the same key committed first: answer with its estimate.
         Err(ApiError::Store(e))
             if e.unique_violation().as_deref() == Some("jobs_idempotency_key") =>
         {
-            let k = key.as_deref().unwrap_or_default();
-            queue::find_idempotent(&state.pool, principal.id, k)
+            queue::find_idempotent(&state.pool, principal.id, key.unwrap_or_default())
                 .await?
                 .map(|(id, _, _)| id)
                 .ok_or_else(|| {
@@ -188,11 +212,7 @@ async fn submit(
         other => other?,
     };
     metrics::counter!("spe_estimates_submitted_total").increment(1);
-    Ok((
-        StatusCode::ACCEPTED,
-        super::location("estimates", estimate_id),
-        Json(view(&state, estimate_id).await?),
-    ))
+    Ok(estimate_id)
 }
 
 /// One estimate: status (queued, running with progress, succeeded, failed with a reason) and, when done,

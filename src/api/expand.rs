@@ -153,15 +153,22 @@ fn grid_pixel_mm(plane: &Plane) -> Option<[f64; 2]> {
         .map(|[r, c]| [r * rows as f64 / SIDE as f64, c * cols as f64 / SIDE as f64])
 }
 
+/// A decoded DICOM instance: its UIDs (for STOW-RS answers) and its frames as images.
+pub struct DicomImages {
+    pub sop_class_uid: Option<String>,
+    pub sop_instance_uid: Option<String>,
+    pub images: Vec<NamedImage>,
+}
+
 /// The frames of a DICOM instance as images named `<name>_fNNNN`.
 pub fn dicom_images(
     name: &str,
     data: &Bytes,
     opts: &Options,
-) -> Result<Vec<NamedImage>, dicom::Failure> {
+) -> Result<DicomImages, dicom::Failure> {
     let instance = dicom::decode(data, &opts.dicom_limits())?;
     let sha = sha256_hex(data);
-    Ok(instance
+    let images = instance
         .frames
         .iter()
         .enumerate()
@@ -174,7 +181,12 @@ pub fn dicom_images(
             source_index: Some(i),
             pixel_mm: grid_pixel_mm(frame),
         })
-        .collect())
+        .collect();
+    Ok(DicomImages {
+        sop_class_uid: instance.sop_class_uid,
+        sop_instance_uid: instance.sop_instance_uid,
+        images,
+    })
 }
 
 fn passthrough(name: &str, data: &Bytes, format: Format, label: Option<Bytes>) -> NamedImage {
@@ -193,6 +205,7 @@ fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ApiEr
     let format = Format::sniff(&file.data);
     match format {
         Format::Dicom => dicom_images(&file.name, &file.data, opts)
+            .map(|d| d.images)
             .map_err(|f| ingest_error(&format!("DICOM instance {}", file.name), f.error)),
         Format::Nifti => {
             let planes = nifti::decode_volume(&file.data, opts.axis, &opts.nifti_limits())
@@ -220,7 +233,7 @@ fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ApiEr
     }
 }
 
-fn check_total(images: &[NamedImage], what: &str, opts: &Options) -> Result<(), ApiError> {
+pub fn check_total(images: &[NamedImage], what: &str, opts: &Options) -> Result<(), ApiError> {
     if images.len() > opts.max_images {
         return Err(ApiError::PayloadTooLarge(format!(
             "{what} holds {} images (counting every DICOM frame and NIfTI slice); at most {} are accepted per request",

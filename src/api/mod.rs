@@ -8,6 +8,7 @@ pub mod estimates;
 pub mod expand;
 pub mod models;
 pub mod ops;
+pub mod studies;
 pub mod upload;
 
 pub use error::ApiError;
@@ -141,6 +142,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(models::router())
         .merge(calibrations::router())
         .merge(estimates::router())
+        .merge(studies::router())
         .merge(ops::router())
 }
 

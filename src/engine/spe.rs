@@ -228,6 +228,23 @@ pub enum Estimate {
     },
 }
 
+/// An order of the images that depends only on their pixels (lexicographic over the values), so that the
+/// supports drawn for a batch, and so its estimate, do not depend on file names, formats or upload order.
+pub fn order_by_pixels(images: &[Gray]) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..images.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&images[a], &images[b]);
+        a.dim().cmp(&b.dim()).then_with(|| {
+            a.iter()
+                .zip(b.iter())
+                .map(|(x, y)| x.total_cmp(y))
+                .find(|o| o.is_ne())
+                .unwrap_or(std::cmp::Ordering::Equal)
+        })
+    });
+    order
+}
+
 /// The HD95 estimate in millimetres, for batches whose images say how large their pixels are.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Hd95Mm {

@@ -282,3 +282,21 @@ fn hd95_in_mm_scales_estimate_and_interval_by_the_mean_pixel_size() {
     };
     assert!(hd95_mm(&none, 0.75).is_none());
 }
+
+#[test]
+fn pixel_order_ignores_the_order_images_come_in() {
+    let img = |v: f32, at: usize| {
+        let mut a = Array2::<f32>::zeros((2, 2));
+        a[[at / 2, at % 2]] = v;
+        a
+    };
+    let images = vec![img(3.0, 0), img(1.0, 3), img(1.0, 0), img(0.0, 0)];
+    let order = order_by_pixels(&images);
+    // All-zero first, then by the first differing value.
+    assert_eq!(order, vec![3, 1, 2, 0]);
+    let reversed: Vec<Gray> = images.iter().rev().cloned().collect();
+    let sorted = |imgs: &[Gray]| -> Vec<Gray> {
+        order_by_pixels(imgs).into_iter().map(|i| imgs[i].clone()).collect()
+    };
+    assert_eq!(sorted(&images), sorted(&reversed));
+}

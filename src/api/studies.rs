@@ -1,0 +1,334 @@
+//! DICOMweb STOW-RS style intake: POST a multipart/related body of DICOM instances; the instances that
+//! decode become an estimate job, and the answer lists accepted and failed instances as STOW-RS does
+//! (application/dicom+json), with the estimate's Location.
+
+use super::auth::Caller;
+use super::error::Problem;
+use super::estimates::{self, active_calibration};
+use super::expand::{self, dicom_name, DicomImages, NamedImage};
+use super::{check_queue, idempotency_key, replay, ApiError, AppState, IdPath};
+use crate::ingest::multipart::{related_boundary, related_parts, RelatedPart};
+use crate::ingest::{dicom, IngestError};
+use crate::jobs::queue::JobKind;
+use crate::store::blobs::sha256_hex;
+use crate::store::keys::Role;
+use crate::store::models;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(store_instances))
+}
+
+/// STOW-RS failure reasons (PS3.18 table "Store Instances Response Failure Reason").
+mod reason {
+    pub const PROCESSING_FAILURE: u16 = 0x0110;
+    pub const DUPLICATE: u16 = 0x0111;
+    pub const OUT_OF_RESOURCES: u16 = 0xA700;
+    pub const CANNOT_UNDERSTAND: u16 = 0xC000;
+    pub const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
+}
+
+struct Failed {
+    sop_class_uid: Option<String>,
+    sop_instance_uid: Option<String>,
+    code: u16,
+    reason: String,
+}
+
+struct Accepted {
+    sop_class_uid: Option<String>,
+    sop_instance_uid: Option<String>,
+}
+
+/// What became of each part, in body order.
+#[derive(Default)]
+struct Outcome {
+    accepted: Vec<Accepted>,
+    failed: Vec<Failed>,
+    images: Vec<NamedImage>,
+}
+
+fn failure_code(e: &IngestError) -> u16 {
+    match e {
+        IngestError::UnsupportedTransferSyntax { .. } => reason::TRANSFER_SYNTAX_NOT_SUPPORTED,
+        IngestError::TooLarge(_) => reason::OUT_OF_RESOURCES,
+        IngestError::Malformed(_) => reason::CANNOT_UNDERSTAND,
+        IngestError::Unsupported(_) => reason::PROCESSING_FAILURE,
+    }
+}
+
+/// Decodes every part. CPU-bound: call from `spawn_blocking`.
+fn sort_parts(parts: &[RelatedPart], opts: &expand::Options) -> Outcome {
+    let mut out = Outcome::default();
+    let mut seen_digests = HashSet::new();
+    let mut seen_uids = HashSet::new();
+    for (i, part) in parts.iter().enumerate() {
+        let n = i + 1;
+        let fail = |class, uid, code, reason: String| Failed {
+            sop_class_uid: class,
+            sop_instance_uid: uid,
+            code,
+            reason,
+        };
+        let ct = part.content_type.as_deref().unwrap_or("none");
+        if ct != "application/dicom" {
+            out.failed.push(fail(
+                None,
+                None,
+                reason::CANNOT_UNDERSTAND,
+                format!("part {n} has Content-Type {ct}; each part must be application/dicom"),
+            ));
+            continue;
+        }
+        if !seen_digests.insert(sha256_hex(&part.data)) {
+            out.failed.push(fail(
+                None,
+                None,
+                reason::DUPLICATE,
+                format!("part {n} repeats an earlier part"),
+            ));
+            continue;
+        }
+        match expand::dicom_images(&dicom_name(&part.data), &part.data, opts) {
+            Err(dicom::Failure {
+                sop_class_uid,
+                sop_instance_uid,
+                error,
+            }) => out.failed.push(fail(
+                sop_class_uid,
+                sop_instance_uid,
+                failure_code(&error),
+                format!("part {n}: {error}"),
+            )),
+            Ok(DicomImages {
+                sop_class_uid,
+                sop_instance_uid,
+                images,
+            }) => {
+                if let Some(uid) = &sop_instance_uid {
+                    if !seen_uids.insert(uid.clone()) {
+                        out.failed.push(fail(
+                            sop_class_uid,
+                            sop_instance_uid,
+                            reason::DUPLICATE,
+                            format!("part {n}: an earlier part has the same SOP Instance UID"),
+                        ));
+                        continue;
+                    }
+                }
+                out.accepted.push(Accepted {
+                    sop_class_uid,
+                    sop_instance_uid,
+                });
+                out.images.extend(images);
+            }
+        }
+    }
+    out
+}
+
+fn ui(value: &Option<String>) -> Value {
+    match value {
+        Some(v) => json!({ "vr": "UI", "Value": [v] }),
+        None => json!({ "vr": "UI" }),
+    }
+}
+
+/// The STOW-RS response dataset: RetrieveURL (the estimate), ReferencedSOPSequence, FailedSOPSequence. A
+/// failure's reason text goes in ErrorComment (0000,0902) beside the FailureReason code.
+fn stow_response(location: &str, out: &Outcome) -> Value {
+    let referenced: Vec<Value> = out
+        .accepted
+        .iter()
+        .map(|a| {
+            json!({
+                "00081150": ui(&a.sop_class_uid),
+                "00081155": ui(&a.sop_instance_uid),
+            })
+        })
+        .collect();
+    let failed: Vec<Value> = out
+        .failed
+        .iter()
+        .map(|f| {
+            json!({
+                "00081150": ui(&f.sop_class_uid),
+                "00081155": ui(&f.sop_instance_uid),
+                "00081197": { "vr": "US", "Value": [f.code] },
+                "00000902": { "vr": "LO", "Value": [f.reason] },
+            })
+        })
+        .collect();
+    let mut body = Map::new();
+    body.insert(
+        "00081190".into(),
+        json!({ "vr": "UR", "Value": [location] }),
+    );
+    body.insert(
+        "00081199".into(),
+        json!({ "vr": "SQ", "Value": referenced }),
+    );
+    if !failed.is_empty() {
+        body.insert("00081198".into(), json!({ "vr": "SQ", "Value": failed }));
+    }
+    Value::Object(body)
+}
+
+/// When nothing was accepted: 415 if every instance was in an unsupported transfer syntax, else 422,
+/// naming each instance's problem.
+fn nothing_accepted(out: &Outcome) -> ApiError {
+    let reasons: Vec<String> = out
+        .failed
+        .iter()
+        .map(|f| match &f.sop_instance_uid {
+            Some(uid) => format!("{} (SOP Instance UID {uid})", f.reason),
+            None => f.reason.clone(),
+        })
+        .collect();
+    let detail = format!("no instance could be used: {}", reasons.join("; "));
+    if out
+        .failed
+        .iter()
+        .all(|f| f.code == reason::TRANSFER_SYNTAX_NOT_SUPPORTED)
+    {
+        ApiError::UnsupportedMediaType(detail)
+    } else {
+        ApiError::Unprocessable(detail)
+    }
+}
+
+/// A digest of the instances sent (not of the framing), for Idempotency-Key replays.
+fn parts_digest(parts: &[RelatedPart]) -> String {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update(sha256_hex(&p.data));
+        h.update(b"\n");
+    }
+    hex::encode(h.finalize())
+}
+
+fn ingest_error(source: IngestError) -> ApiError {
+    ApiError::Ingest {
+        file: "the request body".into(),
+        source,
+    }
+}
+
+/// Store DICOM instances (DICOMweb STOW-RS style) and estimate the model's performance on them. Every
+/// frame of every instance that decodes is one image of the batch; instances that do not decode are
+/// listed as failed. Answers 202 with the estimate's Location when at least one instance was accepted.
+#[utoipa::path(post, path = "/v1/models/{id}/studies", tag = "estimates",
+    params(
+        ("id" = Uuid, Path, description = "Model id"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first estimate instead of a new one"),
+    ),
+    request_body(content = Vec<u8>, content_type = "multipart/related",
+        description = "multipart/related; type=\"application/dicom\"; boundary=...: one DICOM Part 10 file per part"),
+    responses(
+        (status = 202, description = "Estimate queued. Body: STOW-RS response (application/dicom+json) with RetrieveURL (0008,1190) = the estimate, ReferencedSOPSequence (0008,1199) and, if any, FailedSOPSequence (0008,1198) whose items carry FailureReason (0008,1197) and ErrorComment (0000,0902)",
+            body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 401, body = Problem, content_type = "application/problem+json"),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The model has no active calibration", body = Problem, content_type = "application/problem+json"),
+        (status = 413, body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not multipart/related of application/dicom, or every instance is in an unsupported transfer syntax", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "No instance could be used (each is named with its reason)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
+            headers(("Retry-After" = u64))),
+    ))]
+async fn store_instances(
+    State(state): State<AppState>,
+    caller: Caller,
+    IdPath(id): IdPath,
+    headers: HeaderMap,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let principal = caller.require(Role::Submitter)?;
+    let key = idempotency_key(&headers)?;
+    let model = models::get(&state.pool, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let (boundary, kind) = related_boundary(content_type).map_err(|e| {
+        ApiError::UnsupportedMediaType(format!(
+            "{e}; send multipart/related; type=\"application/dicom\"; boundary=... with one DICOM file per part"
+        ))
+    })?;
+    if let Some(kind) = kind.filter(|k| k != "application/dicom") {
+        return Err(ApiError::UnsupportedMediaType(format!(
+            "multipart/related of type {kind:?} is not accepted; this endpoint takes type=\"application/dicom\""
+        )));
+    }
+    let body = Bytes::from_request(req, &state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge(
+                "the body is larger than this server accepts; send fewer instances per request".into(),
+            )
+        } else {
+            ApiError::BadRequest(e.body_text())
+        }
+    })?;
+    let parts = related_parts(&boundary, body, state.limits.max_images)
+        .await
+        .map_err(ingest_error)?;
+    let digest = parts_digest(&parts);
+    if let Some(existing) =
+        replay(&state, &principal, key.as_deref(), &digest, JobKind::Estimate).await?
+    {
+        // A replay answers with the estimate only: the instances are not decoded again.
+        return Ok(respond(&format!("/v1/estimates/{existing}"), &Outcome::default()));
+    }
+    let calibration_id = active_calibration(&model)?;
+    check_queue(&state).await?;
+    let opts = expand::Options {
+        max_pixels: state.limits.max_pixels,
+        max_images: state.limits.max_images,
+        axis: None,
+        min_label_area: 0,
+    };
+    let out = tokio::task::spawn_blocking(move || sort_parts(&parts, &opts)).await?;
+    if out.accepted.is_empty() {
+        return Err(nothing_accepted(&out));
+    }
+    expand::check_total(&out.images, "the request", &opts)?;
+    let estimate_id = estimates::create(
+        &state,
+        &principal,
+        key.as_deref(),
+        &digest,
+        &model,
+        calibration_id,
+        &out.images,
+    )
+    .await?;
+    Ok(respond(&format!("/v1/estimates/{estimate_id}"), &out))
+}
+
+fn respond(location: &str, out: &Outcome) -> Response {
+    let mut response = (
+        StatusCode::ACCEPTED,
+        axum::Json(stow_response(location, out)),
+    )
+        .into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/dicom+json"),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        headers.insert(header::LOCATION, v);
+    }
+    response
+}
