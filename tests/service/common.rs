@@ -66,6 +66,7 @@ pub struct Options {
     pub max_body_mb: u64,
     pub lease_secs: f64,
     pub protect_ops: bool,
+    pub retain_batch_pixels: bool,
 }
 
 impl Default for Options {
@@ -79,6 +80,7 @@ impl Default for Options {
             max_body_mb: 64,
             lease_secs: 5.0,
             protect_ops: false,
+            retain_batch_pixels: false,
         }
     }
 }
@@ -120,6 +122,7 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         provider: spe::inference::ExecutionProvider::Cpu,
         provider_required: false,
         ort_lib: None,
+        retain_batch_pixels: o.retain_batch_pixels,
     }
 }
 
