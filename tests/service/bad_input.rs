@@ -77,7 +77,7 @@ async fn bad_input_is_rejected_without_leftovers() {
             post(&estimates)
                 .multipart(Form::new().part("archive", bytes_part(zip_of(&[]), "empty.zip"))),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "no PNG",
+            "holds no image",
         ),
         (
             "empty multipart body",
@@ -91,7 +91,7 @@ async fn bad_input_is_rejected_without_leftovers() {
                 .header("content-type", "application/zip")
                 .body(zip_of(&[("a.txt".into(), b"hi".to_vec())])),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "no PNG",
+            "holds no image",
         ),
         (
             "corrupt zip",

@@ -19,6 +19,7 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/models/{id}/estimates", Some("submitter")),
     ("GET", "/v1/models/{id}/estimates", Some("reader")),
     ("GET", "/v1/estimates/{id}", Some("reader")),
+    ("POST", "/v1/models/{id}/studies", Some("submitter")),
     ("POST", "/v1/reverse-segmenters", Some("admin")),
     ("GET", "/v1/reverse-segmenters", Some("reader")),
     ("GET", "/v1/reverse-segmenters/{id}", Some("reader")),
