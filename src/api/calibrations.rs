@@ -327,8 +327,8 @@ async fn from_upload(
                 }
             }
         }
-        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
-        let calibration_set_id = image_sets::insert(&mut tx, SetKind::Calibration, &items).await?;
+        let tx = staged.tx();
+        let calibration_set_id = image_sets::insert(tx, SetKind::Calibration, &items).await?;
         let id = Uuid::new_v4();
         let new = NewCalibration {
             id,
@@ -340,22 +340,21 @@ async fn from_upload(
             activate,
             result: None,
         };
-        calibrations::insert(&mut tx, &new).await?;
+        calibrations::insert(tx, &new).await?;
         for (position, (mut row, masks)) in rows.into_iter().zip(mask_items).enumerate() {
             if let Some(masks) = masks {
-                row.masks_set_id = Some(image_sets::insert(&mut tx, SetKind::Masks, &masks).await?);
+                row.masks_set_id = Some(image_sets::insert(tx, SetKind::Masks, &masks).await?);
             }
-            calibrations::insert_checkpoint(&mut tx, id, position as i32, &row).await?;
+            calibrations::insert_checkpoint(tx, id, position as i32, &row).await?;
         }
         queue::enqueue(
-            &mut tx,
+            tx,
             id,
             JobKind::Calibration,
             state.max_attempts,
             idem.as_ref(),
         )
         .await?;
-        tx.commit().await.map_err(store::StoreError::from)?;
         Ok(id)
     })
     .await;

@@ -12,7 +12,7 @@ use crate::store::blobs::Staged;
 use crate::store::estimates::{self, ListQuery};
 use crate::store::image_sets::{self, SetKind};
 use crate::store::keys::{Principal, Role};
-use crate::store::{self, models};
+use crate::store::models;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -144,7 +144,16 @@ async fn submit(
     let axis = form.take_axis()?;
     let files = upload::images(&mut form, &state.limits, "the batch")?;
     let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
-    let estimate_id = create(&state, &principal, key.as_deref(), &digest, &model, calibration_id, &set).await?;
+    let estimate_id = create(
+        &state,
+        &principal,
+        key.as_deref(),
+        &digest,
+        &model,
+        calibration_id,
+        &set,
+    )
+    .await?;
     Ok((
         StatusCode::ACCEPTED,
         super::location("estimates", estimate_id),
@@ -180,19 +189,18 @@ pub(crate) async fn create(
     });
     let result = staged(state, async |staged: &mut Staged| {
         let items = stage_set(state, staged, set).await?;
-        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
-        let set_id = image_sets::insert(&mut tx, SetKind::Batch, &items).await?;
+        let tx = staged.tx();
+        let set_id = image_sets::insert(tx, SetKind::Batch, &items).await?;
         let estimate_id = Uuid::new_v4();
-        estimates::insert(&mut tx, estimate_id, model.id, calibration_id, set_id).await?;
+        estimates::insert(tx, estimate_id, model.id, calibration_id, set_id).await?;
         queue::enqueue(
-            &mut tx,
+            tx,
             estimate_id,
             JobKind::Estimate,
             state.max_attempts,
             idem.as_ref(),
         )
         .await?;
-        tx.commit().await.map_err(store::StoreError::from)?;
         Ok(estimate_id)
     })
     .await;

@@ -300,8 +300,14 @@ fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ApiEr
     let labels = nifti::decode_label_volume(&pair.label, opts.axis, &limits)
         .map_err(|e| ingest_error(&format!("NIfTI label volume {name:?}"), e))?;
     let shape = |n: usize, dim: (usize, usize)| format!("{n} slices of {}x{}", dim.0, dim.1);
-    let image_shape = shape(planes.len(), planes.first().map_or((0, 0), |p| p.pixels.dim()));
-    let label_shape = shape(labels.len(), labels.first().map_or((0, 0), |l| l.mask.dim()));
+    let image_shape = shape(
+        planes.len(),
+        planes.first().map_or((0, 0), |p| p.pixels.dim()),
+    );
+    let label_shape = shape(
+        labels.len(),
+        labels.first().map_or((0, 0), |l| l.mask.dim()),
+    );
     if image_shape != label_shape {
         return Err(ingest_error(
             &format!("NIfTI volume {name:?}"),

@@ -215,15 +215,25 @@ pub(crate) async fn cleanup(state: &AppState, created: &[String]) {
     }
 }
 
-/// Runs `f` and, when it fails, deletes the blobs it staged.
+/// Runs `f` in one transaction (committed when it succeeds) and, when anything fails, deletes the blobs it
+/// staged.
 pub(crate) async fn staged<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
 where
     F: AsyncFnOnce(&mut store::blobs::Staged) -> Result<T, ApiError>,
 {
-    let mut staged = store::blobs::Staged::default();
+    let mut staged = store::blobs::Staged::begin(&state.pool).await?;
     let result = f(&mut staged).await;
+    let created = staged.created.clone();
+    let result = match result {
+        Ok(value) => staged
+            .commit()
+            .await
+            .map(|()| value)
+            .map_err(ApiError::from),
+        Err(e) => Err(e),
+    };
     if result.is_err() {
-        cleanup(state, &staged.created).await;
+        cleanup(state, &created).await;
     }
     result
 }

@@ -169,7 +169,7 @@ async fn register(
     let spec_json = serde_json::to_value(&spec).map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = staged(&state, async |staged: &mut Staged| {
         let sha = staged.put(&state.blobs, onnx.clone()).await?;
-        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
+        let tx = staged.tx();
         let new = models::NewModel {
             name: &name,
             spec: spec_json,
@@ -178,13 +178,12 @@ async fn register(
             reverse_segmenter_id: reverse_id,
             reverse_threshold: threshold,
         };
-        let id = models::insert(&mut tx, new)
+        let id = models::insert(tx, new)
             .await
             .map_err(|e| match e.unique_violation() {
                 Some(_) => ApiError::Conflict(format!("a model named {name:?} already exists")),
                 None => e.into(),
             })?;
-        tx.commit().await.map_err(store::StoreError::from)?;
         Ok(id)
     })
     .await?;
@@ -344,14 +343,13 @@ async fn put_reference(
     let set = prepare_labelled(&state, pairs, axis, min_area, "the reference set").await?;
     let (set_id, garbage) = staged(&state, async |staged: &mut Staged| {
         let items = stage_set(&state, staged, &set).await?;
-        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
-        let set_id = image_sets::insert(&mut tx, SetKind::Reference, &items).await?;
-        let previous = models::set_reference(&mut tx, id, set_id).await?;
+        let tx = staged.tx();
+        let set_id = image_sets::insert(tx, SetKind::Reference, &items).await?;
+        let previous = models::set_reference(tx, id, set_id).await?;
         let garbage = match previous {
-            Some(prev) => image_sets::delete_unused(&mut tx, &[prev]).await?,
+            Some(prev) => image_sets::delete_unused(tx, &[prev]).await?,
             None => Vec::new(),
         };
-        tx.commit().await.map_err(store::StoreError::from)?;
         Ok((set_id, garbage))
     })
     .await?;
@@ -435,8 +433,8 @@ async fn register_reverse(
     .await??;
     let id = staged(&state, async |staged: &mut Staged| {
         let sha = staged.put(&state.blobs, onnx.clone()).await?;
-        let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
-        let id = models::insert_reverse(&mut tx, &name, &sha, onnx.len() as i64)
+        let tx = staged.tx();
+        let id = models::insert_reverse(tx, &name, &sha, onnx.len() as i64)
             .await
             .map_err(|e| match e.unique_violation() {
                 Some(_) => {
@@ -444,7 +442,6 @@ async fn register_reverse(
                 }
                 None => e.into(),
             })?;
-        tx.commit().await.map_err(store::StoreError::from)?;
         Ok(id)
     })
     .await?;

@@ -274,7 +274,8 @@ async fn store_instances(
     let body = Bytes::from_request(req, &state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(
-                "the body is larger than this server accepts; send fewer instances per request".into(),
+                "the body is larger than this server accepts; send fewer instances per request"
+                    .into(),
             )
         } else {
             ApiError::BadRequest(e.body_text())
@@ -284,11 +285,20 @@ async fn store_instances(
         .await
         .map_err(ingest_error)?;
     let digest = parts_digest(&parts);
-    if let Some(existing) =
-        replay(&state, &principal, key.as_deref(), &digest, JobKind::Estimate).await?
+    if let Some(existing) = replay(
+        &state,
+        &principal,
+        key.as_deref(),
+        &digest,
+        JobKind::Estimate,
+    )
+    .await?
     {
         // A replay answers with the estimate only: the instances are not decoded again.
-        return Ok(respond(&format!("/v1/estimates/{existing}"), &Outcome::default()));
+        return Ok(respond(
+            &format!("/v1/estimates/{existing}"),
+            &Outcome::default(),
+        ));
     }
     let calibration_id = active_calibration(&model)?;
     check_queue(&state).await?;

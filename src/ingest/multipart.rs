@@ -119,7 +119,10 @@ mod tests {
         let data: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
         let b = body(
             "xyz",
-            &[("application/dicom", &data), ("Application/DICOM; x=1", b"\r\n--")],
+            &[
+                ("application/dicom", &data),
+                ("Application/DICOM; x=1", b"\r\n--"),
+            ],
         );
         let parts = run(related_parts("xyz", b, 10)).unwrap();
         assert_eq!(parts.len(), 2);
@@ -130,7 +133,10 @@ mod tests {
 
     #[test]
     fn too_many_empty_and_broken_bodies_are_errors() {
-        let b = body("q", &[("application/dicom", b"1"), ("application/dicom", b"2")]);
+        let b = body(
+            "q",
+            &[("application/dicom", b"1"), ("application/dicom", b"2")],
+        );
         assert!(matches!(
             run(related_parts("q", b, 1)),
             Err(IngestError::TooLarge(_))

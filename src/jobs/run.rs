@@ -232,7 +232,8 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
             reverse.as_ref(),
             &params,
         )?;
-        let hd95_mm = spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
+        let hd95_mm =
+            spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
         let result = json!({ "estimate": estimate, "pseudo": pseudo, "hd95_mm": hd95_mm });
         Ok((result, t.elapsed().as_secs_f64()))
     })

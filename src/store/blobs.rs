@@ -7,6 +7,7 @@ use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::sync::Arc;
 
 #[derive(Clone)]
@@ -110,18 +111,59 @@ impl BlobStore {
     }
 }
 
-/// Blobs written by one request: deleted again (unless something references them) when the request fails.
-#[derive(Default)]
+/// The advisory-lock key of a blob (its digest's first 8 bytes). Writers hold it shared from writing the
+/// blob until their rows commit; garbage collection holds it exclusively from its reference check to the
+/// delete. So a blob is never deleted between a writer finding it present and its rows referencing it.
+fn lock_key(sha: &str) -> i64 {
+    let prefix = sha.get(..16).unwrap_or(sha);
+    u64::from_str_radix(prefix, 16).unwrap_or(0) as i64
+}
+
+/// Takes the exclusive lock on a blob for the rest of `conn`'s transaction.
+pub async fn lock_exclusive(conn: &mut PgConnection, sha: &str) -> Result<(), StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(lock_key(sha))
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// One request's writes: its transaction and the blobs it created (deleted again, unless something
+/// references them, when the request fails).
 pub struct Staged {
     pub created: Vec<String>,
+    tx: Transaction<'static, Postgres>,
 }
 
 impl Staged {
+    pub async fn begin(pool: &PgPool) -> Result<Self, StoreError> {
+        Ok(Self {
+            created: Vec::new(),
+            tx: pool.begin().await?,
+        })
+    }
+
+    /// Stores a blob for rows this transaction will insert.
     pub async fn put(&mut self, store: &BlobStore, bytes: Bytes) -> Result<String, StoreError> {
+        let sha = sha256_hex(&bytes);
+        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+            .bind(lock_key(&sha))
+            .execute(&mut *self.tx)
+            .await?;
         let (sha, created) = store.put(bytes).await?;
         if created {
             self.created.push(sha.clone());
         }
         Ok(sha)
+    }
+
+    /// The request's transaction, for the rows that reference the staged blobs.
+    pub fn tx(&mut self) -> &mut PgConnection {
+        &mut self.tx
+    }
+
+    pub async fn commit(self) -> Result<(), StoreError> {
+        self.tx.commit().await?;
+        Ok(())
     }
 }

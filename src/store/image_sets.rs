@@ -141,7 +141,10 @@ pub async fn delete_unused(
 
 /// Marks a set's pixels as gone (its rows, and so its digests, stay); returns the blob digests it named,
 /// to be garbage-collected once the transaction commits. A set already purged returns nothing.
-pub async fn purge_pixels(conn: &mut PgConnection, set_id: Uuid) -> Result<Vec<String>, StoreError> {
+pub async fn purge_pixels(
+    conn: &mut PgConnection,
+    set_id: Uuid,
+) -> Result<Vec<String>, StoreError> {
     let purged = sqlx::query(
         "UPDATE image_sets SET pixels_purged_at = now() WHERE id = $1 AND pixels_purged_at IS NULL",
     )

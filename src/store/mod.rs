@@ -70,15 +70,20 @@ pub async fn collect_garbage(
 ) -> Result<usize, StoreError> {
     let mut removed = 0;
     for sha in candidates {
+        // Under the blob's lock: a writer that found this blob present cannot commit rows naming it
+        // between the check and the delete.
+        let mut tx = pool.begin().await?;
+        blobs::lock_exclusive(&mut tx, sha).await?;
         let referenced: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM blob_references WHERE sha256 = $1)")
                 .bind(sha)
-                .fetch_one(pool)
+                .fetch_one(&mut *tx)
                 .await?;
         if !referenced {
             blobs.delete(sha).await?;
             removed += 1;
         }
+        tx.commit().await?;
     }
     Ok(removed)
 }

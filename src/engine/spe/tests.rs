@@ -257,7 +257,10 @@ fn hd95_in_mm_scales_estimate_and_interval_by_the_mean_pixel_size() {
     assert_eq!(mean_pixel_mm(&[]), None);
     assert_eq!(mean_pixel_mm(&[Some([0.5, 0.5]), None]), None);
     // Geometric mean per image (2x0.5 -> 1), then the mean over images: (1 + 3) / 2.
-    assert_eq!(mean_pixel_mm(&[Some([2.0, 0.5]), Some([3.0, 3.0])]), Some(2.0));
+    assert_eq!(
+        mean_pixel_mm(&[Some([2.0, 0.5]), Some([3.0, 3.0])]),
+        Some(2.0)
+    );
     assert_eq!(mean_pixel_mm(&[Some([0.0, 1.0])]), None);
     let mut metrics = BTreeMap::new();
     metrics.insert(
@@ -296,7 +299,10 @@ fn pixel_order_ignores_the_order_images_come_in() {
     assert_eq!(order, vec![3, 1, 2, 0]);
     let reversed: Vec<Gray> = images.iter().rev().cloned().collect();
     let sorted = |imgs: &[Gray]| -> Vec<Gray> {
-        order_by_pixels(imgs).into_iter().map(|i| imgs[i].clone()).collect()
+        order_by_pixels(imgs)
+            .into_iter()
+            .map(|i| imgs[i].clone())
+            .collect()
     };
     assert_eq!(sorted(&images), sorted(&reversed));
 }

@@ -29,6 +29,34 @@ pub fn gray8_instance(
     sop_instance_uid: &str,
     transfer_syntax: &str,
 ) -> Vec<u8> {
+    gray8_patient_instance(
+        rows,
+        cols,
+        pixels,
+        frames,
+        sop_instance_uid,
+        transfer_syntax,
+        None,
+        None,
+    )
+}
+
+/// [`gray8_instance`] with a Patient's Name and a Pixel Spacing ([row, column] mm), for checking that
+/// patient attributes go nowhere and that spacing is carried.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "a test builder mirroring the attributes it writes"
+)]
+pub fn gray8_patient_instance(
+    rows: usize,
+    cols: usize,
+    pixels: &[u8],
+    frames: usize,
+    sop_instance_uid: &str,
+    transfer_syntax: &str,
+    patient_name: Option<&str>,
+    pixel_spacing: Option<[f64; 2]>,
+) -> Vec<u8> {
     assert_eq!(
         pixels.len(),
         rows * cols * frames,
@@ -51,6 +79,16 @@ pub fn gray8_instance(
         us(tags::HIGH_BIT, 7),
         us(tags::PIXEL_REPRESENTATION, 0),
     ]);
+    if let Some(name) = patient_name {
+        obj.put(DataElement::new(tags::PATIENT_NAME, VR::PN, name));
+    }
+    if let Some([r, c]) = pixel_spacing {
+        obj.put(DataElement::new(
+            tags::PIXEL_SPACING,
+            VR::DS,
+            format!("{r}\\{c}"),
+        ));
+    }
     if frames != 1 {
         obj.put(DataElement::new(
             tags::NUMBER_OF_FRAMES,
