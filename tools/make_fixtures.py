@@ -527,9 +527,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     out: Path = args.out
     syn = out / "synthetic"
-    for p in (syn, out / "corrupt"):
-        if p.exists():
-            shutil.rmtree(p)
+    if syn.exists():
+        shutil.rmtree(syn)
+    # corrupt/'s subfolders (malformed DICOM, NIfTI, ... files) belong to the Rust corpus generator.
+    for p in (out / "corrupt").glob("*"):
+        if p.is_file():
+            p.unlink()
     syn.mkdir(parents=True)
 
     # 1. datasets
@@ -631,7 +634,7 @@ def main(argv=None):
     total = 0
     lines = []
     for p in sorted(out.rglob("*")):
-        if p.is_file() and (p.is_relative_to(syn) or p.is_relative_to(out / "corrupt") or p == tiny_path):
+        if p.is_file() and (p.is_relative_to(syn) or p.parent == out / "corrupt" or p == tiny_path):
             total += p.stat().st_size
             lines.append(f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.relative_to(out)}")
     digest = hashlib.sha256("\n".join(lines).encode()).hexdigest()
