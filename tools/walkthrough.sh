@@ -46,3 +46,27 @@ curl -sSf -H "$AUTH" $SPE$LOCATION | jq -c '{status, error, dice: .result.metric
 
 # 5. Dashboards: the model's estimates, newest first.
 curl -sSf -H "$AUTH" "$SPE/v1/models/$MODEL/estimates?limit=10" | jq -c '[.items[] | {id, status, created_at}]'
+
+# 6. From a PACS: the same batch as DICOM instances, DICOMweb STOW-RS style (multipart/related).
+B=spe-stow-$RANDOM
+{ for f in tests/fixtures/dicom/batch/*.dcm; do
+    printf -- '--%s\r\nContent-Type: application/dicom\r\n\r\n' "$B"; cat "$f"; printf '\r\n'; done
+  printf -- '--%s--\r\n' "$B"; } > /tmp/stow-body
+LOCATION=$(curl -sSf -o /tmp/stow-answer.json -w '%header{location}' -H "$AUTH" \
+  -H "Content-Type: multipart/related; type=\"application/dicom\"; boundary=$B" \
+  --data-binary @/tmp/stow-body $SPE/v1/models/$MODEL/studies)
+echo "estimate $LOCATION"
+jq -c '{accepted: [."00081199".Value[]."00081155".Value[0]] | length, failed: ."00081198"}' /tmp/stow-answer.json
+until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .status == "failed"' >/dev/null; do
+  sleep 1
+done
+curl -sSf -H "$AUTH" $SPE$LOCATION | jq -c '{status, dice: .result.metrics.dice.estimate, hd95_mm: .result.hd95_mm, pixels_retained}'
+
+# 7. A NIfTI volume (sliced along its last axis).
+LOCATION=$(curl -sSf -o /dev/null -w '%header{location}' -H "$AUTH" -F image=@tests/fixtures/nifti/batch.nii.gz \
+  $SPE/v1/models/$MODEL/estimates)
+echo "estimate $LOCATION"
+until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .status == "failed"' >/dev/null; do
+  sleep 1
+done
+curl -sSf -H "$AUTH" $SPE$LOCATION | jq -c '{status, images, dice: .result.metrics.dice.estimate, inputs}'
