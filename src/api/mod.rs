@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod calibrations;
+pub mod drain;
 pub mod dto;
 pub mod error;
 pub mod estimates;
@@ -172,6 +173,7 @@ pub fn app(state: AppState) -> Router {
             ApiError::MethodNotAllowed("this route does not take that method; see /docs".into())
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(body_limit, drain::drain_unread))
         .layer(axum::middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
             ApiError::Internal("handler panicked".into()).into_response()

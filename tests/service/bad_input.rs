@@ -407,3 +407,68 @@ async fn bad_input_queue_full_is_429_with_retry_after() {
     assert_eq!(app.footprint().await, before);
     app.stop().await;
 }
+
+/// A client that writes its whole request before reading (as simple HTTP clients do) and returns the
+/// status line, or the error that stopped it.
+async fn send_all_then_read(
+    url: &str,
+    path: &str,
+    headers: &str,
+    body_len: usize,
+) -> Result<String, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let addr = url.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Type: multipart/form-data; boundary=b\r\n\
+         Content-Length: {body_len}\r\n\r\n"
+    );
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let chunk = vec![0u8; 64 * 1024];
+    let mut sent = 0;
+    while sent < body_len {
+        let n = chunk.len().min(body_len - sent);
+        stream
+            .write_all(&chunk[..n])
+            .await
+            .map_err(|e| format!("send failed after {sent} bytes: {e}"))?;
+        sent += n;
+    }
+    let mut answer = vec![0u8; 512];
+    let n = stream.read(&mut answer).await.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&answer[..n]).into_owned();
+    Ok(text.lines().next().unwrap_or_default().to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_large_upload_rejected_early_still_gets_its_answer() {
+    let app = TestApp::start().await;
+    let model = model_with_reference(&app, "early").await;
+    let id = model["id"].as_str().unwrap();
+    let estimates = format!("/v1/models/{id}/estimates");
+    let unknown = format!("/v1/models/{}/estimates", uuid::Uuid::new_v4());
+    let bearer = |key: &str| format!("Authorization: Bearer {key}\r\n");
+    // Rejected from the headers alone, before the handler reads a byte of the 24 MB body.
+    let cases = [
+        (estimates.as_str(), bearer("spe_nope.nope"), "401"),
+        (estimates.as_str(), bearer(&app.reader), "403"),
+        (unknown.as_str(), bearer(&app.submitter), "404"),
+        (
+            estimates.as_str(),
+            format!("{}Idempotency-Key: \r\n", bearer(&app.submitter)),
+            "400",
+        ),
+    ];
+    for (path, headers, status) in cases {
+        let line = send_all_then_read(&app.url, path, &headers, 24 << 20)
+            .await
+            .unwrap_or_else(|e| panic!("expected {status}, got: {e}"));
+        assert!(line.contains(status), "expected {status}, got {line:?}");
+    }
+    app.stop().await;
+}
