@@ -92,16 +92,30 @@ fn committed_dicom_fixtures_hold_the_batch_pixels() {
     let batch = batch();
     for (stem, pixels) in &batch {
         let path = dicom_path(stem);
-        let bytes = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (regenerate: see this file's header)", path.display()));
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (regenerate: see this file's header)",
+                path.display()
+            )
+        });
         let instance = dicom::decode(&bytes, &limits).unwrap();
         assert_eq!(instance.frames.len(), 1);
         let frame = &instance.frames[0];
-        assert_eq!(as_gray8(&frame.pixels).as_slice().unwrap(), &pixels[..], "{stem}");
+        assert_eq!(
+            as_gray8(&frame.pixels).as_slice().unwrap(),
+            &pixels[..],
+            "{stem}"
+        );
         assert_eq!(frame.spacing_mm, Some([SPACING, SPACING]), "{stem}");
     }
-    let dir_count = std::fs::read_dir(fixtures().join("dicom/batch")).unwrap().count();
-    assert_eq!(dir_count, batch.len(), "stale files in tests/fixtures/dicom/batch");
+    let dir_count = std::fs::read_dir(fixtures().join("dicom/batch"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        dir_count,
+        batch.len(),
+        "stale files in tests/fixtures/dicom/batch"
+    );
 }
 
 #[test]
@@ -115,7 +129,11 @@ fn committed_nifti_fixture_holds_the_batch_pixels() {
     let batch = batch();
     assert_eq!(planes.len(), batch.len());
     for (plane, (stem, pixels)) in planes.iter().zip(&batch) {
-        assert_eq!(as_gray8(&plane.pixels).as_slice().unwrap(), &pixels[..], "{stem}");
+        assert_eq!(
+            as_gray8(&plane.pixels).as_slice().unwrap(),
+            &pixels[..],
+            "{stem}"
+        );
         let [r, c] = plane.spacing_mm.unwrap();
         assert!((r - SPACING).abs() < 1e-6 && (c - SPACING).abs() < 1e-6);
     }
