@@ -182,16 +182,10 @@ fn stow_response(location: &str, out: &Outcome) -> Value {
 }
 
 /// When nothing was accepted: 415 if every instance was in an unsupported transfer syntax, else 422,
-/// naming each instance's problem.
+/// naming each part's problem. Parts are named by position, not SOP Instance UID: problem details are
+/// logged, and UIDs can be traced back to a patient.
 fn nothing_accepted(out: &Outcome) -> ApiError {
-    let reasons: Vec<String> = out
-        .failed
-        .iter()
-        .map(|f| match &f.sop_instance_uid {
-            Some(uid) => format!("{} (SOP Instance UID {uid})", f.reason),
-            None => f.reason.clone(),
-        })
-        .collect();
+    let reasons: Vec<String> = out.failed.iter().map(|f| f.reason.clone()).collect();
     let detail = format!("no instance could be used: {}", reasons.join("; "));
     if out
         .failed
