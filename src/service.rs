@@ -66,6 +66,9 @@ pub struct ServeArgs {
     /// Most pixels per image, checked before decoding.
     #[arg(long, env = "SPE_MAX_PIXELS", default_value_t = 25_000_000)]
     pub max_pixels: u64,
+    /// Most voxels in one NIfTI volume or multi-frame DICOM instance, checked before decoding.
+    #[arg(long, env = "SPE_MAX_VOLUME_VOXELS", default_value_t = 134_217_728)]
+    pub max_volume_voxels: u64,
     /// Most jobs queued or running before submissions get 429.
     #[arg(long, env = "SPE_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: i64,
@@ -314,6 +317,7 @@ pub async fn run(
                     max_body_bytes: args.max_body_mb.saturating_mul(1024 * 1024),
                     max_images: args.max_images,
                     max_pixels: args.max_pixels,
+                    max_volume_voxels: args.max_volume_voxels,
                     max_queue: args.max_queue,
                     retry_after_s: args.retry_after_secs,
                 },

@@ -80,6 +80,7 @@ pub struct NamedImage {
 pub struct Options {
     pub max_pixels: u64,
     pub max_images: usize,
+    pub max_volume_voxels: u64,
     /// NIfTI slicing axis (default: the last).
     pub axis: Option<usize>,
     /// Slices of labelled volumes with fewer label pixels (on the working grid) are left out.
@@ -96,7 +97,7 @@ impl Options {
 
     fn nifti_limits(&self) -> nifti::Limits {
         nifti::Limits {
-            max_voxels: self.max_pixels.saturating_mul(self.max_images as u64),
+            max_voxels: self.max_volume_voxels,
             max_slices: self.max_images,
         }
     }

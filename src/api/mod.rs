@@ -40,6 +40,8 @@ pub struct Limits {
     pub max_images: usize,
     /// Most pixels (width x height) per image, checked before decoding (decompression-bomb guard).
     pub max_pixels: u64,
+    /// Most voxels per NIfTI volume or multi-frame DICOM instance, checked before decoding.
+    pub max_volume_voxels: u64,
     /// Most jobs queued or running; beyond it submissions get 429 with Retry-After.
     pub max_queue: i64,
     /// Retry-After seconds sent with 429.
@@ -52,6 +54,7 @@ impl Default for Limits {
             max_body_bytes: 256 * 1024 * 1024,
             max_images: 1024,
             max_pixels: 25_000_000,
+            max_volume_voxels: 134_217_728,
             max_queue: 64,
             retry_after_s: 10,
         }

@@ -283,6 +283,7 @@ fn expand_options(state: &AppState, axis: Option<usize>, min_label_area: usize) 
     expand::Options {
         max_pixels: state.limits.max_pixels,
         max_images: state.limits.max_images,
+        max_volume_voxels: state.limits.max_volume_voxels,
         axis,
         min_label_area,
     }

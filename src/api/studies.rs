@@ -299,6 +299,7 @@ async fn store_instances(
     let opts = expand::Options {
         max_pixels: state.limits.max_pixels,
         max_images: state.limits.max_images,
+        max_volume_voxels: state.limits.max_volume_voxels,
         axis: None,
         min_label_area: 0,
     };

@@ -114,6 +114,7 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         max_body_mb: o.max_body_mb,
         max_images: o.max_images,
         max_pixels: o.max_pixels,
+        max_volume_voxels: 1 << 24,
         max_queue: o.max_queue,
         retry_after_secs: 7,
         protect_ops: o.protect_ops,
