@@ -196,6 +196,49 @@ pub(super) fn check_rle(
             }
             previous = offset;
         }
+        // dicom-rs indexes past a segment that decodes short (a panic), so the length is checked here.
+        let pixels = layout.rows * layout.cols;
+        for s in 0..segments {
+            let start = le32(4 + 4 * s).unwrap_or(0) as usize;
+            let end = if s + 1 < segments {
+                le32(8 + 4 * s).unwrap_or(0) as usize
+            } else {
+                f.len()
+            };
+            let decoded = packbits_len(f.get(start..end).unwrap_or_default(), pixels);
+            if decoded < pixels {
+                return Err(bad(&format!(
+                    "segment {s} decodes to {decoded} bytes; {} x {} pixels need {pixels}",
+                    layout.rows, layout.cols
+                )));
+            }
+        }
     }
     Ok(())
+}
+
+/// How many bytes a PackBits segment decodes to (counting stops at `enough`), read as dicom-rs's
+/// reader reads it: a literal run cut short by the end of the segment gives the bytes that are there.
+fn packbits_len(segment: &[u8], enough: usize) -> usize {
+    let (mut pos, mut len) = (0, 0);
+    while pos < segment.len() && len < enough {
+        let h = segment[pos] as i8;
+        pos += 1;
+        match h {
+            // A replicate run: one byte repeated 1 - h times.
+            -127..=-1 if pos < segment.len() => {
+                len += (1 - isize::from(h)) as usize;
+                pos += 1;
+            }
+            // A literal run of h + 1 bytes.
+            0..=127 => {
+                let n = h as usize + 1;
+                len += n.min(segment.len() - pos);
+                pos += n;
+            }
+            // -128 is a no-op; a replicate header at the very end is a read error in dicom-rs.
+            _ => {}
+        }
+    }
+    len
 }

@@ -133,45 +133,98 @@ pub(super) fn check_meta(data: &[u8]) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// A sequence or item the walk is inside, as dicom-rs's data set reader tracks it.
+struct Open {
+    item: bool,
+    /// Inside encapsulated pixel data: items are opaque fragments, not nested data sets.
+    pixel: bool,
+    /// Where it ends, for a defined length.
+    end: Option<usize>,
+}
+
 /// Checks every declared length in a data set encoded as `syntax`.
+///
+/// The walk keeps dicom-rs's reader state (open sequences and items, and whether an item header or an
+/// element header comes next): a flat walk parts ways with the reader on malformed nesting (an item tag
+/// where an element is expected is read as a value), and would then miss lengths it allocates for.
 pub(super) fn check_dataset(data: &[u8], syntax: Syntax) -> Result<(), IngestError> {
     let b = Bytes {
         data,
         big_endian: syntax.big_endian,
     };
     let mut pos = 0usize;
-    // Inside encapsulated pixel data: items are opaque fragments, not nested data sets.
-    let mut in_fragments = false;
+    let mut open: Vec<Open> = Vec::new();
+    // An item header (or a sequence delimiter) comes next, not an element.
+    let mut in_sequence = false;
     loop {
+        // A defined-length item or sequence ends where its length says.
+        while let Some(top) = open.last() {
+            match top.end {
+                Some(end) if end == pos => {
+                    in_sequence = top.item;
+                    open.pop();
+                }
+                Some(end) if end < pos => return Ok(()), // the parser reports the overrun
+                _ => break,
+            }
+        }
         let (Some(group), Some(element)) = (b.u16(pos), b.u16(pos + 2)) else {
             return Ok(());
         };
         let tag = Tag(group, element);
-        if group == 0xFFFE {
+        if in_sequence {
             // Item and delimiters: tag and a 32-bit length, no VR, in every syntax.
             let Some(len) = b.u32(pos + 4) else {
                 return Ok(());
             };
             pos += 8;
-            match element {
-                0xE000 if in_fragments => {
-                    if len == UNDEFINED {
-                        return Ok(());
+            match (group, element) {
+                (0xFFFE, 0xE000) => {
+                    let pixel = open.last().is_some_and(|o| o.pixel);
+                    let end = if len == UNDEFINED {
+                        None
+                    } else {
+                        b.ensure(tag, len, pos)?;
+                        Some(pos + len as usize)
+                    };
+                    open.push(Open {
+                        item: true,
+                        pixel,
+                        end,
+                    });
+                    in_sequence = false;
+                    if pixel {
+                        // A fragment is read whole (an undefined length is a parser error).
+                        match end {
+                            Some(end) => pos = end,
+                            None => return Ok(()),
+                        }
                     }
-                    b.ensure(tag, len, pos)?;
-                    pos += len as usize;
                 }
-                // A sequence item holds elements: step into it.
-                0xE000 if len != UNDEFINED => b.ensure(tag, len, pos)?,
-                0xE0DD => in_fragments = false,
-                _ => {}
+                (0xFFFE, 0xE00D) => {
+                    open.pop();
+                    in_sequence = true;
+                }
+                (0xFFFE, 0xE0DD) => {
+                    open.pop();
+                    in_sequence = false;
+                }
+                _ => return Ok(()), // not an item: the parser fails here
             }
             continue;
         }
-        if in_fragments {
-            return Ok(());
-        }
-        let (vr, len, header) = if syntax.explicit_vr {
+        let (vr, len, header) = if group == 0xFFFE {
+            // Read like an item header, then taken as an element (UN in explicit VR).
+            let Some(len) = b.u32(pos + 4) else {
+                return Ok(());
+            };
+            let vr = if syntax.explicit_vr {
+                VR::UN
+            } else {
+                implicit_vr(tag)
+            };
+            (vr, len, 8)
+        } else if syntax.explicit_vr {
             let Some(h) = b.explicit_header(pos) else {
                 return Ok(());
             };
@@ -183,15 +236,49 @@ pub(super) fn check_dataset(data: &[u8], syntax: Syntax) -> Result<(), IngestErr
             (implicit_vr(tag), len, 8)
         };
         pos += header;
-        if len == UNDEFINED {
-            // dicom-rs reads undefined-length Pixel Data as fragments and any other as a sequence.
-            in_fragments = tag == tags::PIXEL_DATA;
+        if tag == Tag(0xFFFE, 0xE00D) && vr != VR::SQ {
+            // An item delimiter ends the innermost item (outside any, it is skipped).
+            if open.pop().is_some() {
+                in_sequence = true;
+            }
+            continue;
+        }
+        if vr == VR::SQ || len == UNDEFINED {
+            // dicom-rs reads undefined-length Pixel Data as fragments (unless its VR says SQ: it tests
+            // that first) and any other as a sequence.
+            let end = if len == UNDEFINED {
+                None
+            } else {
+                b.ensure(tag, len, pos)?;
+                Some(pos + len as usize)
+            };
+            open.push(Open {
+                item: false,
+                pixel: vr != VR::SQ && tag == tags::PIXEL_DATA && len == UNDEFINED,
+                end,
+            });
+            in_sequence = true;
             continue;
         }
         b.ensure(tag, len, pos)?;
-        if vr != VR::SQ {
-            pos += len as usize;
+        // dicom-rs reads len / size numbers and skips the rest unread, which would desynchronise this walk.
+        if let Some(size) = value_size(vr).filter(|size| len % size != 0) {
+            return Err(IngestError::Malformed(format!(
+                "element {tag} ({vr}) has length {len}, not a multiple of its {size}-byte values"
+            )));
         }
+        pos += len as usize;
+    }
+}
+
+/// Size of one value of a binary numeric VR (the values dicom-rs reads as numbers).
+fn value_size(vr: VR) -> Option<u32> {
+    use VR::*;
+    match vr {
+        US | SS | OW => Some(2),
+        UL | SL | FL | OF | OL | AT => Some(4),
+        FD | OD | SV | UV | OV => Some(8),
+        _ => None,
     }
 }
 
