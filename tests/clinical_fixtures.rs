@@ -88,6 +88,7 @@ fn committed_dicom_fixtures_hold_the_batch_pixels() {
     let limits = dicom::Limits {
         max_pixels: 1 << 20,
         max_frames: 4,
+        max_total_pixels: 1 << 22,
     };
     let batch = batch();
     for (stem, pixels) in &batch {

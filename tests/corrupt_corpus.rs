@@ -30,6 +30,7 @@ const IMAGE_MAX_PIXELS: u64 = 1 << 22;
 const DICOM_LIMITS: dicom::Limits = dicom::Limits {
     max_pixels: 1 << 22,
     max_frames: 64,
+    max_total_pixels: 1 << 24,
 };
 const NIFTI_LIMITS: nifti::Limits = nifti::Limits {
     max_voxels: 1 << 22,

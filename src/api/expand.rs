@@ -92,6 +92,7 @@ impl Options {
         dicom::Limits {
             max_pixels: self.max_pixels,
             max_frames: self.max_images,
+            max_total_pixels: self.max_volume_voxels,
         }
     }
 

@@ -69,6 +69,8 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Frames per instance.
     pub max_frames: usize,
+    /// Pixels over all frames of an instance.
+    pub max_total_pixels: u64,
 }
 
 /// A decoded instance: its identifying UIDs (for STOW-RS answers) and its frames.
@@ -334,6 +336,7 @@ fn read_dataset(
         // Inflated here rather than by dicom-rs so that the output is bounded.
         let cap = (limits.max_frames as u64)
             .saturating_mul(limits.max_pixels)
+            .min(limits.max_total_pixels)
             .saturating_mul(6)
             .saturating_add(16 << 20);
         inflated = scan::inflate(data, cap)?;
@@ -390,6 +393,13 @@ fn planes(
         return Err(IngestError::TooLarge(format!(
             "the instance has {frames} frames; the limit is {}",
             limits.max_frames
+        )));
+    }
+    let total = pixels.saturating_mul(frames);
+    if total > limits.max_total_pixels {
+        return Err(IngestError::TooLarge(format!(
+            "the instance holds {frames} frames of {rows} x {cols} = {total} pixels; the limit is {}",
+            limits.max_total_pixels
         )));
     }
     let frames = frames as usize;

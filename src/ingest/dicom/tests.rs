@@ -21,6 +21,7 @@ type El = DataElement<InMemDicomObject>;
 const LIMITS: Limits = Limits {
     max_pixels: 1 << 16,
     max_frames: 8,
+    max_total_pixels: 1 << 18,
 };
 const SOP_INSTANCE: &str = "1.2.826.0.1.3680043.2.1125.1.42";
 const CT_IMAGE: &str = "1.2.840.10008.5.1.4.1.1.2";

@@ -8,6 +8,7 @@ fuzz_target!(|data: &[u8]| {
     let limits = dicom::Limits {
         max_pixels: 1 << 22,
         max_frames: 64,
+        max_total_pixels: 1 << 24,
     };
     let _ = dicom::decode(data, &limits);
 });

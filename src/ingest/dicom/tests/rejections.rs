@@ -181,6 +181,7 @@ fn limits_are_checked_before_decoding() {
         &Limits {
             max_pixels: 11,
             max_frames: 1,
+            max_total_pixels: 100,
         },
     );
     assert_eq!(
@@ -194,6 +195,20 @@ fn limits_are_checked_before_decoding() {
     assert_eq!(
         f.error,
         IngestError::TooLarge("the instance has 9 frames; the limit is 8".into())
+    );
+    let f = fail_with(
+        &img.bytes(EXPLICIT_VR_LE, &GRAY8),
+        &Limits {
+            max_pixels: 12,
+            max_frames: 9,
+            max_total_pixels: 107,
+        },
+    );
+    assert_eq!(
+        f.error,
+        IngestError::TooLarge(
+            "the instance holds 9 frames of 3 x 4 = 108 pixels; the limit is 107".into()
+        )
     );
 }
 
