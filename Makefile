@@ -6,7 +6,7 @@ ORT_VERSION := 1.32.0
 ORT_LIB := .ort/libonnxruntime.so.$(ORT_VERSION)
 export SPE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
 
-.PHONY: run test ort lint bench fixtures clean-db
+.PHONY: run test ort lint bench fuzz fixtures clean-db
 
 run: ort
 	cargo build --release --locked
@@ -22,6 +22,18 @@ lint:
 
 bench: ort
 	cargo bench --locked --bench label_fusion
+
+# `make fuzz TARGET=dicom SECONDS=300`: one cargo-fuzz target (image, dicom, nifti, multipart) for SECONDS
+# seconds, from its seeds (tools/fuzz/corpus/, git-ignored, generated on first use; new inputs go there)
+# and the committed malformed corpus (tests/fixtures/corrupt/). Findings: tools/fuzz/artifacts/.
+SECONDS ?= 300
+fuzz:
+	@test -n "$(TARGET)" || { echo "usage: make fuzz TARGET=image|dicom|nifti|multipart [SECONDS=300]"; exit 2; }
+	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+	ls tools/fuzz/corpus/$(TARGET)/seed-* >/dev/null 2>&1 || cargo test --locked --test corrupt_corpus -- --ignored
+	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tools/fuzz -O $(TARGET) tools/fuzz/corpus/$(TARGET) \
+		tests/fixtures/corrupt/$(TARGET) -- -max_total_time=$(SECONDS) -rss_limit_mb=2048 -timeout=10 \
+		-print_final_stats=1
 
 # ONNX Runtime from the PyPI wheel (installed into a project-local venv, used by tools/ too).
 ort: $(ORT_LIB)
