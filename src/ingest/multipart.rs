@@ -12,27 +12,50 @@ pub struct RelatedPart {
     pub data: Bytes,
 }
 
-/// The boundary and `type` parameter of a multipart/related Content-Type.
+/// The boundary and `type` parameter of a multipart/related Content-Type. Parameter values may be quoted
+/// or not: many STOW-RS clients send `type=application/dicom` unquoted, though `/` strictly needs quotes.
 pub fn related_boundary(content_type: &str) -> Result<(String, Option<String>), IngestError> {
-    let mime: mime::Mime = content_type.parse().map_err(|_| {
-        IngestError::Malformed(format!("Content-Type {content_type:?} cannot be parsed"))
-    })?;
-    if mime.type_() != mime::MULTIPART || mime.subtype().as_str() != "related" {
+    let mut fields = content_type.split(';');
+    let essence = fields
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence != "multipart/related" {
         return Err(IngestError::Unsupported(format!(
-            "expected multipart/related; type=\"application/dicom\", got {:?}",
-            mime.essence_str()
+            "expected multipart/related; type=\"application/dicom\", got {essence:?}"
         )));
     }
-    let boundary = mime
-        .get_param(mime::BOUNDARY)
-        .map(|b| b.as_str().to_string())
-        .filter(|b| !b.is_empty())
+    let (mut boundary, mut kind) = (None, None);
+    for field in fields {
+        let Some((key, value)) = field.split_once('=') else {
+            if field.trim().is_empty() {
+                continue;
+            }
+            return Err(IngestError::Malformed(format!(
+                "Content-Type parameter {:?} has no value",
+                field.trim()
+            )));
+        };
+        let value = value.trim();
+        let value = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        match key.trim().to_ascii_lowercase().as_str() {
+            "boundary" => boundary = Some(value.to_string()),
+            "type" => kind = Some(value.to_ascii_lowercase()),
+            _ => {}
+        }
+    }
+    let boundary = boundary
+        .filter(|b| !b.is_empty() && b.len() <= 70)
         .ok_or_else(|| {
-            IngestError::Malformed("the multipart/related Content-Type has no boundary".into())
+            IngestError::Malformed(
+                "the multipart/related Content-Type has no usable boundary (1 to 70 characters)"
+                    .into(),
+            )
         })?;
-    let kind = mime
-        .get_param("type")
-        .map(|t| t.as_str().to_ascii_lowercase());
     Ok((boundary, kind))
 }
 
@@ -110,6 +133,17 @@ mod tests {
         ));
         assert!(matches!(
             related_boundary("not a mime type"),
+            Err(IngestError::Unsupported(_))
+        ));
+        let (b, t) =
+            related_boundary("Multipart/Related; type=application/dicom; boundary=\"a b\"")
+                .unwrap();
+        assert_eq!(
+            (b.as_str(), t.as_deref()),
+            ("a b", Some("application/dicom"))
+        );
+        assert!(matches!(
+            related_boundary("multipart/related; boundary"),
             Err(IngestError::Malformed(_))
         ));
     }
