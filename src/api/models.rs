@@ -279,7 +279,11 @@ pub(crate) async fn stage_set(
     Ok(items)
 }
 
-fn expand_options(state: &AppState, axis: Option<usize>, min_label_area: usize) -> expand::Options {
+pub(crate) fn expand_options(
+    state: &AppState,
+    axis: Option<usize>,
+    min_label_area: usize,
+) -> expand::Options {
     expand::Options {
         max_pixels: state.limits.max_pixels,
         max_images: state.limits.max_images,

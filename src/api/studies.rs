@@ -6,6 +6,7 @@ use super::auth::Caller;
 use super::error::Problem;
 use super::estimates::{self, active_calibration};
 use super::expand::{self, dicom_name, DicomImages, NamedImage};
+use super::models::expand_options;
 use super::{check_queue, idempotency_key, replay, ApiError, AppState, IdPath};
 use crate::ingest::multipart::{related_boundary, related_parts, RelatedPart};
 use crate::ingest::{dicom, IngestError};
@@ -296,13 +297,7 @@ async fn store_instances(
     }
     let calibration_id = active_calibration(&model)?;
     check_queue(&state).await?;
-    let opts = expand::Options {
-        max_pixels: state.limits.max_pixels,
-        max_images: state.limits.max_images,
-        max_volume_voxels: state.limits.max_volume_voxels,
-        axis: None,
-        min_label_area: 0,
-    };
+    let opts = expand_options(&state, None, 0);
     let out = tokio::task::spawn_blocking(move || sort_parts(&parts, &opts)).await?;
     if out.accepted.is_empty() {
         return Err(nothing_accepted(&out));
