@@ -107,7 +107,12 @@ impl Options {
 /// The name a DICOM instance's images get: its digest, never its file name or attributes (which can
 /// identify the patient).
 pub fn dicom_name(data: &[u8]) -> String {
-    format!("dicom_{}", &sha256_hex(data)[..12])
+    dicom_name_of(&sha256_hex(data))
+}
+
+/// [`dicom_name`] from the file's digest.
+pub fn dicom_name_of(sha256: &str) -> String {
+    format!("dicom_{}", &sha256[..12])
 }
 
 fn ingest_error(file: &str, source: IngestError) -> ApiError {
@@ -162,14 +167,14 @@ pub struct DicomImages {
     pub images: Vec<NamedImage>,
 }
 
-/// The frames of a DICOM instance as images named `<name>_fNNNN`.
+/// The frames of a DICOM instance (whose digest is `sha`) as images named `<name>_fNNNN`.
 pub fn dicom_images(
     name: &str,
     data: &Bytes,
+    sha: &str,
     opts: &Options,
 ) -> Result<DicomImages, dicom::Failure> {
     let instance = dicom::decode(data, &opts.dicom_limits())?;
-    let sha = sha256_hex(data);
     let images = instance
         .frames
         .iter()
@@ -178,7 +183,7 @@ pub fn dicom_images(
             name: format!("{name}_f{i:04}"),
             image: plane_png(&frame.pixels),
             label: None,
-            source_sha256: sha.clone(),
+            source_sha256: sha.to_string(),
             source_format: Format::Dicom,
             source_index: Some(i),
             pixel_mm: grid_pixel_mm(frame),
@@ -206,7 +211,7 @@ fn passthrough(name: &str, data: &Bytes, format: Format, label: Option<Bytes>) -
 fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
     let format = Format::sniff(&file.data);
     match format {
-        Format::Dicom => dicom_images(&file.name, &file.data, opts)
+        Format::Dicom => dicom_images(&file.name, &file.data, &sha256_hex(&file.data), opts)
             .map(|d| d.images)
             .map_err(|f| ingest_error(&format!("DICOM instance {}", file.name), f.error)),
         Format::Nifti => {

@@ -5,7 +5,7 @@
 use super::auth::Caller;
 use super::error::Problem;
 use super::estimates::{self, active_calibration};
-use super::expand::{self, dicom_name, DicomImages, NamedImage};
+use super::expand::{self, dicom_name_of, DicomImages, NamedImage};
 use super::models::expand_options;
 use super::{check_queue, idempotency_key, replay, ApiError, AppState, IdPath};
 use crate::ingest::multipart::{related_boundary, related_parts, RelatedPart};
@@ -88,7 +88,8 @@ fn sort_parts(parts: &[RelatedPart], opts: &expand::Options) -> Outcome {
             ));
             continue;
         }
-        if !seen_digests.insert(sha256_hex(&part.data)) {
+        let sha = sha256_hex(&part.data);
+        if !seen_digests.insert(sha.clone()) {
             out.failed.push(fail(
                 None,
                 None,
@@ -97,7 +98,7 @@ fn sort_parts(parts: &[RelatedPart], opts: &expand::Options) -> Outcome {
             ));
             continue;
         }
-        match expand::dicom_images(&dicom_name(&part.data), &part.data, opts) {
+        match expand::dicom_images(&dicom_name_of(&sha), &part.data, &sha, opts) {
             Err(dicom::Failure {
                 sop_class_uid,
                 sop_instance_uid,

@@ -133,10 +133,7 @@ pub async fn delete_unused(
     .bind(set_ids)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(shas
-        .into_iter()
-        .flat_map(|(a, b)| std::iter::once(a).chain(b))
-        .collect())
+    Ok(digests(shas))
 }
 
 /// Marks a set's pixels as gone (its rows, and so its digests, stay); returns the blob digests it named,
@@ -145,25 +142,23 @@ pub async fn purge_pixels(
     conn: &mut PgConnection,
     set_id: Uuid,
 ) -> Result<Vec<String>, StoreError> {
-    let purged = sqlx::query(
-        "UPDATE image_sets SET pixels_purged_at = now() WHERE id = $1 AND pixels_purged_at IS NULL",
+    let shas: Vec<(String, Option<String>)> = sqlx::query_as(
+        "WITH purged AS (
+             UPDATE image_sets SET pixels_purged_at = now()
+             WHERE id = $1 AND pixels_purged_at IS NULL RETURNING id)
+         SELECT i.image_sha256, i.label_sha256 FROM image_set_items i JOIN purged ON i.set_id = purged.id",
     )
     .bind(set_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    if purged == 0 {
-        return Ok(Vec::new());
-    }
-    let shas: Vec<(String, Option<String>)> =
-        sqlx::query_as("SELECT image_sha256, label_sha256 FROM image_set_items WHERE set_id = $1")
-            .bind(set_id)
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(shas
-        .into_iter()
-        .flat_map(|(a, b)| std::iter::once(a).chain(b))
-        .collect())
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(digests(shas))
+}
+
+/// The image and label digests of item rows, as one list.
+fn digests(rows: Vec<(String, Option<String>)>) -> Vec<String> {
+    rows.into_iter()
+        .flat_map(|(image, label)| std::iter::once(image).chain(label))
+        .collect()
 }
 
 /// The distinct source files of a set, in upload order: (digest, format, images taken from it).
