@@ -1,6 +1,6 @@
 //! The real UniverSeg architecture, exported by tools/export_universeg.py (random weights), runs through
-//! ort on the CPU as the reverse segmenter: both graph forms and float16 give the same masks, and a
-//! support batch of 1 is shared by every query of a batch.
+//! ort on the CPU as the reverse segmenter: both graph forms, both layouts and float16 give the same
+//! masks, and a support batch of 1 is shared by every query of a batch.
 
 mod common;
 
@@ -12,14 +12,14 @@ use spe::inference::{OnnxReverse, OnnxReverseParams, Runtime, RuntimeConfig};
 use std::path::Path;
 use std::process::Command;
 
-fn export(dir: &Path, form: &str, dtype: &str) -> Vec<u8> {
+fn export(dir: &Path, form: &str, dtype: &str, layout: &str) -> Vec<u8> {
     let python = repo().join(".venv/bin/python");
     assert!(
         python.exists(),
         "{} is missing: run `make test` (it creates the venv)",
         python.display()
     );
-    let out = dir.join(format!("{form}_{dtype}.onnx"));
+    let out = dir.join(format!("{form}_{dtype}_{layout}.onnx"));
     let status = Command::new(python)
         .arg(repo().join("tools/export_universeg.py"))
         .args([
@@ -29,12 +29,14 @@ fn export(dir: &Path, form: &str, dtype: &str) -> Vec<u8> {
             form,
             "--dtype",
             dtype,
+            "--layout",
+            layout,
             "--out",
         ])
         .arg(&out)
         .status()
         .expect("run the export tool");
-    assert!(status.success(), "export {form} {dtype} failed");
+    assert!(status.success(), "export {form} {dtype} {layout} failed");
     std::fs::read(out).unwrap()
 }
 
@@ -58,7 +60,7 @@ fn exported_universeg_runs_through_ort_with_every_form_and_batch_size() {
         let model = OnnxReverse::load(&runtime, bytes, name, params).expect("load exported graph");
         model.segment(&support, &queries).expect("segment")
     };
-    let decomposed = export(dir.path(), "decomposed", "float32");
+    let decomposed = export(dir.path(), "decomposed", "float32", "nchw");
     let reference = run(&decomposed, "decomposed", 2);
     assert_eq!(reference.len(), queries.len());
     let foreground = reference
@@ -84,16 +86,30 @@ fn exported_universeg_runs_through_ort_with_every_form_and_batch_size() {
             .sum();
         same as f64 / (reference.len() * 128 * 128) as f64
     };
-    let naive = run(&export(dir.path(), "naive", "float32"), "naive", 3);
+    let naive = run(&export(dir.path(), "naive", "float32", "nchw"), "naive", 3);
     assert!(
         agreement(&naive) > 0.999,
         "naive vs decomposed: {}",
         agreement(&naive)
     );
-    let half = run(&export(dir.path(), "decomposed", "float16"), "fp16", 2);
+    let half = run(
+        &export(dir.path(), "decomposed", "float16", "nchw"),
+        "fp16",
+        2,
+    );
     assert!(
         agreement(&half) > 0.98,
         "fp16 vs fp32: {}",
         agreement(&half)
+    );
+    let channels_last = run(
+        &export(dir.path(), "decomposed", "float32", "nhwc"),
+        "nhwc",
+        2,
+    );
+    assert!(
+        agreement(&channels_last) > 0.999,
+        "nhwc vs nchw layout: {}",
+        agreement(&channels_last)
     );
 }

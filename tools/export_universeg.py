@@ -28,6 +28,9 @@ The first block's support features are concat[image, label].
                    support, broadcast add (+ bias once). Same function, fewer FLOPs; in the last
                    block the pairs are never materialised (mean_s pair = conv_t(t) + mean_s conv_s(s)).
 In both forms the last decoder block's support branch is dropped: nothing reads it.
+--layout nhwc      (either form) features flow channels-last inside the graph, each Conv/MaxPool/
+                   Resize wrapped in Transposes that ONNX Runtime's CUDA EP cancels when prefer_nhwc is
+                   on (SPE_CUDA_PREFER_NHWC=1); the contract's inputs and output stay NCHW.
 """
 from __future__ import annotations
 
@@ -271,16 +274,48 @@ class Graph:
     def weight(self, name: str, arr: np.ndarray) -> str:
         return self.init(name, arr.astype(self.np_dtype))
 
-    def conv(self, x: str, w: str, b: str | None, k: int, hint: str) -> str:
-        inputs = [x, w] + ([b] if b else [])
-        return self.node("Conv", inputs, hint, kernel_shape=[k, k], pads=[k // 2] * 4)
-
     def leaky(self, x: str) -> str:
         return self.node("LeakyRelu", [x], alpha=LEAK)
 
 
+class Layout:
+    """Where the channel axis lives in the graph's internal tensors.
+
+    nchw: every op in ONNX's native layout.
+    nhwc: features flow channels-last ([N,H,W,C]; pairs [B,S,H,W,C]); each Conv, MaxPool and Resize is
+    wrapped in a Transpose pair. On ONNX Runtime's CUDA EP with prefer_nhwc those wrappers cancel against
+    the transposes its layout transformer puts around NHWC kernels, so convolutions run channels-last
+    with no data reordering, while the Reshape/ReduceMean/Add between them need no layout change either.
+    Elsewhere (CPU, prefer_nhwc off) the transposes really run: same function, just slower.
+    """
+
+    def __init__(self, g: "Graph", name: str):
+        if name not in ("nchw", "nhwc"):
+            raise ValueError(f"unknown layout {name!r}")
+        self.g, self.nhwc = g, name == "nhwc"
+
+    def chan4(self) -> int:
+        return 3 if self.nhwc else 1
+
+    def chan5(self) -> int:
+        return 4 if self.nhwc else 2
+
+    def dims(self, c, h) -> list:
+        return [h, h, c] if self.nhwc else [c, h, h]
+
+    def enter(self, x: str) -> str:  # NCHW (graph input) -> internal
+        return self.g.node("Transpose", [x], "to_nhwc", perm=[0, 2, 3, 1]) if self.nhwc else x
+
+    def leave(self, x: str) -> str:  # internal -> NCHW (graph output, or an op that only takes NCHW)
+        return self.g.node("Transpose", [x], "to_nchw", perm=[0, 3, 1, 2]) if self.nhwc else x
+
+    def nchw_op(self, op: str, inputs: list, hint: str, **attrs) -> str:
+        """An NCHW-only op applied to an internal 4-D tensor."""
+        return self.enter(self.g.node(op, [self.leave(inputs[0])] + inputs[1:], hint, **attrs))
+
+
 def build_graph(sd: dict[str, np.ndarray], form: str = "decomposed", dtype: str = "float32",
-                size: int = SIZE) -> onnx.ModelProto:
+                size: int = SIZE, layout: str = "nchw") -> onnx.ModelProto:
     if form not in ("naive", "decomposed"):
         raise ValueError(f"unknown form {form!r}")
     if dtype not in ("float32", "float16"):
@@ -291,20 +326,25 @@ def build_graph(sd: dict[str, np.ndarray], form: str = "decomposed", dtype: str 
     np_dt = np.float16 if dtype == "float16" else np.float32
     elem = TensorProto.FLOAT16 if dtype == "float16" else TensorProto.FLOAT
     g = Graph(np_dt)
+    lay = Layout(g, layout)
 
     # Dynamic sizes: B from the target, S from the supports.
     dim_b = g.node("Shape", ["target"], "dim_B", start=0, end=1)
     dim_s = g.node("Shape", ["support_images"], "dim_S", start=1, end=2)
     shape5_cache: dict = {}
 
-    def to4(x: str, c: int, h: int) -> str:  # [*, S, c, h, h] -> [* * S, c, h, h]
-        return g.node("Reshape", [x, g.i64([-1, c, h, h])], "to4")
+    def to4(x: str, c: int, h: int) -> str:  # [*, S, ...] -> [* * S, ...]
+        return g.node("Reshape", [x, g.i64([-1] + lay.dims(c, h))], "to4")
 
-    def to5(x: str, c: int, h: int) -> str:  # [* * S, c, h, h] -> [*, S, c, h, h]
+    def to5(x: str, c: int, h: int) -> str:  # [* * S, ...] -> [*, S, ...]
         key = (c, h)
         if key not in shape5_cache:
-            shape5_cache[key] = g.node("Concat", [g.i64([-1]), dim_s, g.i64([c, h, h])], "shape5", axis=0)
+            shape5_cache[key] = g.node("Concat", [g.i64([-1]), dim_s, g.i64(lay.dims(c, h))], "shape5", axis=0)
         return g.node("Reshape", [x, shape5_cache[key]], "to5")
+
+    def conv(x: str, w: str, b: str | None, k: int, hint: str) -> str:
+        inputs = [w] + ([b] if b else [])
+        return lay.nchw_op("Conv", [x] + inputs, hint, kernel_shape=[k, k], pads=[k // 2] * 4)
 
     def cross_block(prefix: str, t: str, s: str, ct: int, cs: int, h: int, first: bool, last: bool):
         """t [B,ct,h,h]; s [Bsup,S,cs,h,h] (Bsup = B, or 1/B in the first block) -> (t', s')."""
@@ -319,35 +359,37 @@ def build_graph(sd: dict[str, np.ndarray], form: str = "decomposed", dtype: str 
             if first:  # support batch may be 1: broadcast it to B
                 b_rep = g.node("Concat", [dim_b, g.i64([1, 1, 1, 1])], "rep_B", axis=0)
                 s = g.node("Expand", [s, b_rep], "s_exp")
-            pair = g.node("Concat", [t_exp, s], "pair_in", axis=2)  # target channels first
-            y4 = g.conv(to4(pair, ct + cs, h), w, b, 3, "cross")  # [B*S,64,h,h]
+            pair = g.node("Concat", [t_exp, s], "pair_in", axis=lay.chan5())  # target channels first
+            y4 = conv(to4(pair, ct + cs, h), w, b, 3, "cross")  # [B*S,64,h,h]
             y5 = to5(y4, N_FEAT, h)
             mean = g.node("ReduceMean", [y5], "pair_mean", axes=[1], keepdims=0)  # [B,64,h,h]
         else:
             wt = g.weight(f"{prefix}.cross.cross_conv.weight.target_part", wc[:, :ct])
             ws = g.weight(f"{prefix}.cross.cross_conv.weight.support_part", wc[:, ct:])
             b = g.weight(f"{prefix}.cross.cross_conv.bias", bc)
-            ta = g.conv(t, wt, b, 3, "cross_t")  # [B,64,h,h], bias added once here
-            sa4 = g.conv(to4(s, cs, h), ws, None, 3, "cross_s")  # [Bsup*S,64,h,h]
+            ta = conv(t, wt, b, 3, "cross_t")  # [B,64,h,h], bias added once here
+            sa4 = conv(to4(s, cs, h), ws, None, 3, "cross_s")  # [Bsup*S,64,h,h]
             sa5 = to5(sa4, N_FEAT, h)
             s_mean = g.node("ReduceMean", [sa5], "s_mean", axes=[1], keepdims=0)  # [Bsup,64,h,h]
             mean = g.node("Add", [ta, s_mean], "pair_mean")  # [B,64,h,h]
             if not last:
                 ta5 = g.node("Unsqueeze", [ta, g.i64([1])], "ta5")
                 y5 = g.node("Add", [ta5, sa5], "pair")  # [B,S,64,h,h] (broadcasts Bsup = 1)
-                y4 = g.node("Reshape", [y5, g.i64([-1, N_FEAT, h, h])], "to4")
+                y4 = g.node("Reshape", [y5, g.i64([-1] + lay.dims(N_FEAT, h))], "to4")
         wtc = g.weight(f"{prefix}.target.vmapped.conv.weight", sd[f"{prefix}.target.vmapped.conv.weight"])
         btc = g.weight(f"{prefix}.target.vmapped.conv.bias", sd[f"{prefix}.target.vmapped.conv.bias"])
-        t_new = g.leaky(g.conv(mean, wtc, btc, 3, "target_conv"))
+        t_new = g.leaky(conv(mean, wtc, btc, 3, "target_conv"))
         if last:
             return t_new, None
         wsc = g.weight(f"{prefix}.support.vmapped.conv.weight", sd[f"{prefix}.support.vmapped.conv.weight"])
         bsc = g.weight(f"{prefix}.support.vmapped.conv.bias", sd[f"{prefix}.support.vmapped.conv.bias"])
-        s_new = to5(g.leaky(g.conv(y4, wsc, bsc, 3, "support_conv")), N_FEAT, h)
+        s_new = to5(g.leaky(conv(y4, wsc, bsc, 3, "support_conv")), N_FEAT, h)
         return t_new, s_new
 
-    t = "target"
+    t = lay.enter("target")
     s = g.node("Concat", ["support_images", "support_labels"], "support_in", axis=2)  # image, label
+    if lay.nhwc:  # [Bs,S,2,H,W] -> [Bs,S,H,W,2]
+        s = g.node("Transpose", [s], "to_nhwc", perm=[0, 1, 3, 4, 2])
     blocks = block_in_channels()
     h = size
     skips = []
@@ -356,32 +398,32 @@ def build_graph(sd: dict[str, np.ndarray], form: str = "decomposed", dtype: str 
         t, s = cross_block(prefix, t, s, ct, cs, h, first=(i == 0), last=False)
         if i < N_ENC - 1:
             skips.append((t, s, h))
-            t = g.node("MaxPool", [t], "pool_t", kernel_shape=[2, 2], strides=[2, 2])
-            s = to5(g.node("MaxPool", [to4(s, N_FEAT, h)], "pool_s", kernel_shape=[2, 2], strides=[2, 2]),
+            t = lay.nchw_op("MaxPool", [t], "pool_t", kernel_shape=[2, 2], strides=[2, 2])
+            s = to5(lay.nchw_op("MaxPool", [to4(s, N_FEAT, h)], "pool_s", kernel_shape=[2, 2], strides=[2, 2]),
                     N_FEAT, h // 2)
             h //= 2
     scales = g.f32([1.0, 1.0, 2.0, 2.0])
 
     def up(x: str) -> str:
-        return g.node("Resize", [x, "", scales], "up", mode="linear",
-                      coordinate_transformation_mode="align_corners")
+        return lay.nchw_op("Resize", [x, "", scales], "up", mode="linear",
+                           coordinate_transformation_mode="align_corners")
 
     for i in range(N_DEC):
         prefix, ct, cs = blocks[N_ENC + i]
         t_skip, s_skip, h_skip = skips.pop()
         last = i == N_DEC - 1
-        t = g.node("Concat", [up(t), t_skip], "t_cat", axis=1)  # upsampled first, then skip
-        s = g.node("Concat", [to5(up(to4(s, N_FEAT, h)), N_FEAT, h_skip), s_skip], "s_cat", axis=2)
+        t = g.node("Concat", [up(t), t_skip], "t_cat", axis=lay.chan4())  # upsampled first, then skip
+        s = g.node("Concat", [to5(up(to4(s, N_FEAT, h)), N_FEAT, h_skip), s_skip], "s_cat", axis=lay.chan5())
         h = h_skip
         t, s = cross_block(prefix, t, s, ct, cs, h, first=False, last=last)
     wo = g.weight("out_conv.conv.weight", sd["out_conv.conv.weight"])
     bo = g.weight("out_conv.conv.bias", sd["out_conv.conv.bias"])
-    logits = g.conv(t, wo, bo, 1, "out_conv")
+    logits = lay.leave(conv(t, wo, bo, 1, "out_conv"))
     g.nodes.append(helper.make_node("Identity", [logits], ["logits"], name="logits"))
 
     graph = helper.make_graph(
         g.nodes,
-        f"universeg_v1_{form}_{dtype}",
+        f"universeg_v1_{form}_{dtype}_{layout}",
         [
             helper.make_tensor_value_info("target", elem, ["B", 1, size, size]),
             helper.make_tensor_value_info("support_images", elem, ["Bs", "S", 1, size, size]),
@@ -393,7 +435,8 @@ def build_graph(sd: dict[str, np.ndarray], form: str = "decomposed", dtype: str 
     model = helper.make_model(graph, producer_name="spe-export_universeg",
                               opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
-    model.doc_string = (f"UniverSeg v1 ({EXPECTED_PARAMS} parameters), form={form}, dtype={dtype}. "
+    model.doc_string = (f"UniverSeg v1 ({EXPECTED_PARAMS} parameters), form={form}, dtype={dtype}, "
+                        f"layout={layout}. "
                         "Inputs target [B,1,H,W], support_images/support_labels [B or 1,S,1,H,W] in [0,1]; "
                         "output logits [B,1,H,W].")
     onnx.checker.check_model(model, full_check=True)
@@ -435,20 +478,22 @@ def main(argv=None) -> int:
     src.add_argument("--random-weights", type=int, metavar="SEED", help="random weights (tests only)")
     ap.add_argument("--form", choices=["naive", "decomposed"], default="decomposed")
     ap.add_argument("--dtype", choices=["float32", "float16"], default="float32")
+    ap.add_argument("--layout", choices=["nchw", "nhwc"], default="nchw",
+                    help="internal feature layout (nhwc: for the CUDA EP with prefer_nhwc; see Layout)")
     ap.add_argument("--out", type=Path, required=True, help="output .onnx file")
     ap.add_argument("--verify", action="store_true",
                     help="after export, compare onnxruntime (CPU) with the numpy reference on B=1, S=2")
     args = ap.parse_args(argv)
     try:
         sd = load_weights(args.weights) if args.weights is not None else random_state_dict(args.random_weights)
-        model = build_graph(sd, args.form, args.dtype)
+        model = build_graph(sd, args.form, args.dtype, layout=args.layout)
     except WeightsError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     data = model.SerializeToString()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(data)
-    print(f"wrote {args.out} ({len(data) / 1e6:.2f} MB): form={args.form} dtype={args.dtype}, "
+    print(f"wrote {args.out} ({len(data) / 1e6:.2f} MB): form={args.form} dtype={args.dtype} layout={args.layout}, "
           f"state dict {param_count(validate_state_dict(sd))} parameters, "
           f"graph {graph_param_count(model)} (last decoder support branch unused)")
     if args.verify:

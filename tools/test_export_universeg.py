@@ -128,6 +128,46 @@ class ExportUniverSegTest(unittest.TestCase):
             self.assertTrue(np.all(np.isfinite(out)))
             self.assertLessEqual(rel_err(out, self.out_dec_bcast), 1e-2, form)
 
+    def test_nhwc_layout_is_the_same_function(self):
+        for form in ("naive", "decomposed"):
+            model = ex.build_graph(self.sd, form, "float32", layout="nhwc")
+            sess = session(model)
+            ins = {i.name: i.shape for i in sess.get_inputs()}
+            self.assertEqual(ins["target"], ["B", 1, SIZE, SIZE])  # the contract stays NCHW
+            self.assertEqual(ins["support_images"], ["Bs", "S", 1, SIZE, SIZE])
+            self.assertEqual(sess.get_outputs()[0].shape, ["B", 1, SIZE, SIZE])
+            self.assertLessEqual(rel_err(run(sess, self.t, self.si1, self.sl1), self.out_dec_bcast), 1e-5, form)
+            per_target = run(self.decomposed, self.t, self.si, self.sl)
+            self.assertLessEqual(rel_err(run(sess, self.t, self.si, self.sl), per_target), 1e-5, form)
+        half = session(ex.build_graph(self.sd, "decomposed", "float16", layout="nhwc"))
+        out = run(half, self.t.astype(np.float16), self.si1.astype(np.float16), self.sl1.astype(np.float16))
+        self.assertEqual(out.dtype, np.float16)
+        self.assertLessEqual(rel_err(out, self.out_dec_bcast), 1e-2)
+
+    def test_nhwc_layout_wraps_every_nchw_op_in_cancelling_transposes(self):
+        """The precondition for ONNX Runtime to drop every transpose when it runs convs channels-last."""
+        graph = ex.build_graph(self.sd, "decomposed", "float32", layout="nhwc").graph
+        producer = {n.output[0]: n for n in graph.node}
+        consumers: dict = {}
+        for n in graph.node:
+            for i in n.input:
+                consumers.setdefault(i, []).append(n)
+
+        def perm(n):
+            return [list(a.ints) for a in n.attribute if a.name == "perm"][0]
+
+        wrapped = [n for n in graph.node if n.op_type in ("Conv", "MaxPool", "Resize")]
+        # 4 convs a block (cross target part, cross support part, target, support), 3 in the last, + out conv
+        self.assertEqual(sum(n.op_type == "Conv" for n in wrapped), 4 * (ex.N_ENC + ex.N_DEC))
+        for n in wrapped:
+            before = producer[n.input[0]]
+            self.assertEqual((before.op_type, perm(before)), ("Transpose", [0, 3, 1, 2]), n.name)
+            after = consumers[n.output[0]]
+            self.assertEqual(len(after), 1, n.name)
+            self.assertEqual((after[0].op_type, perm(after[0])), ("Transpose", [0, 2, 3, 1]), n.name)
+        nchw = ex.build_graph(self.sd, "decomposed", "float32").graph
+        self.assertFalse(any(n.op_type == "Transpose" for n in nchw.node))
+
     # -- weights files and errors ----------------------------------------------------------
     def assert_weights_error(self, sd, *needles):
         with self.assertRaises(ex.WeightsError) as cm:

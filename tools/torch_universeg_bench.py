@@ -18,8 +18,11 @@ Checks (fp32, TF32 off, on the same device):
   --check-onnx M.onnx ...  runs each graph through the onnxruntime importable here (CUDA EP when this
                            onnxruntime has it, else CPU) on B=2, S=3 and compares logits with torch:
                            max|diff| / max|torch| <= 1e-4 (float32 graph) or 2e-2 (float16 graph).
-  --rust-dump DIR          the inputs and masks written by the Rust bench (`gpu_universeg --dump DIR`):
+  --rust-dump DIR ...      the inputs and masks written by the Rust bench (`gpu_universeg --dump DIR`):
                            torch masks (sigmoid > threshold) vs the Rust masks, pixel agreement and Dice.
+  --decomposed-batch B     checks the decomposed PyTorch path (cross conv split into target and support
+                           parts, as the decomposed graph) against the reference, then times it in fp16 at
+                           batch B, NCHW and channels-last (--profile: its top CUDA kernels).
 Exit status 1 when a check fails.
 """
 from __future__ import annotations
@@ -136,6 +139,60 @@ def build_model(torch, nn):
     return UniverSegV1
 
 
+def build_decomposed(torch, nn, reference, channels_last: bool):
+    """The decomposed graph's computation in plain PyTorch, sharing `reference`'s parameters: the cross conv
+    split into a target part (once per target) and a support part (once per support), broadcast add, no work
+    for the last block's support branch. Optionally channels-last. It bounds what well-fused kernels reach on
+    this card, so the ONNX Runtime figures can be read against it."""
+    F = nn.functional
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+
+    class Decomposed(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.ref = reference
+            self.split = []  # per block: (ct, target part, support part) of the cross-conv kernel
+            for blk, (ct, _) in zip(list(reference.enc_blocks) + list(reference.dec_blocks),
+                                    [(1, 2)] + [(N_FEAT, N_FEAT)] * (N_ENC - 1) + [(2 * N_FEAT, 2 * N_FEAT)] * N_DEC):
+                w = blk.cross.cross_conv.weight
+                self.split.append((w[:, :ct].contiguous(memory_format=fmt),
+                                   w[:, ct:].contiguous(memory_format=fmt)))
+
+        def block(self, i, blk, t, s4, n, last):
+            wt, ws = self.split[i]
+            ta = F.conv2d(t, wt, blk.cross.cross_conv.bias, padding=1)  # [B,64,h,w]
+            sa = F.conv2d(s4, ws, None, padding=1)  # [Bsup*n,64,h,w]
+            h, w = sa.shape[-2:]
+            sa5 = sa.view(-1, n, N_FEAT, h, w)
+            t_new = F.leaky_relu(blk.target.vmapped.conv(ta + sa5.mean(1)), LEAK)
+            if last:
+                return t_new, None
+            y = (ta.unsqueeze(1) + sa5).reshape(-1, N_FEAT, h, w).contiguous(memory_format=fmt)
+            return t_new, F.leaky_relu(blk.support.vmapped.conv(y), LEAK)
+
+        def forward(self, target, support_images, support_labels):
+            s = torch.cat([support_images, support_labels], dim=2)  # [Bs,S,2,H,W]
+            n = s.shape[1]
+            s4 = s.reshape(-1, *s.shape[2:]).contiguous(memory_format=fmt)
+            t = target.contiguous(memory_format=fmt)
+            up = lambda x: F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=True)  # noqa: E731
+            blocks = list(self.ref.enc_blocks) + list(self.ref.dec_blocks)
+            skips = []
+            for i in range(N_ENC):
+                t, s4 = self.block(i, blocks[i], t, s4, n, last=False)
+                if i < N_ENC - 1:
+                    skips.append((t, s4))
+                    t, s4 = F.max_pool2d(t, 2), F.max_pool2d(s4, 2)
+            for i in range(N_DEC):
+                t_skip, s_skip = skips.pop()
+                t = torch.cat([up(t), t_skip], dim=1)
+                s4 = torch.cat([up(s4), s_skip], dim=1)
+                t, s4 = self.block(N_ENC + i, blocks[N_ENC + i], t, s4, n, last=i == N_DEC - 1)
+            return self.ref.out_conv.conv(t)
+
+    return Decomposed()
+
+
 def load_model(torch, nn, weights: Path, device, skip_last_support=False):
     with np.load(weights, allow_pickle=False) as z:
         sd = {k: torch.from_numpy(np.asarray(z[k], np.float32)) for k in z.files}
@@ -159,8 +216,9 @@ def sync(torch, device):
         torch.cuda.synchronize()
 
 
-def time_model(torch, model, device, batch, supports, iters, warmup):
-    t, si, sl = (torch.from_numpy(a).to(device) for a in synthetic_inputs(torch, batch, supports, device, seed=1))
+def time_model(torch, model, device, batch, supports, iters, warmup, dtype=None):
+    t, si, sl = (torch.from_numpy(a).to(device, dtype or torch.float32)
+                 for a in synthetic_inputs(torch, batch, supports, device, seed=1))
     with torch.inference_mode():
         for _ in range(warmup):
             model(t, si, sl)
@@ -174,6 +232,58 @@ def time_model(torch, model, device, batch, supports, iters, warmup):
     times.sort()
     med = times[len(times) // 2] if len(times) % 2 else 0.5 * (times[len(times) // 2 - 1] + times[len(times) // 2])
     return 1e3 * med / batch, 1e3 * times[0] / batch
+
+
+def run_decomposed(torch, nn, model, device, args) -> bool:
+    """Checks the decomposed PyTorch path against the reference (fp32, B=2, S=3), then times it in fp16 at
+    --decomposed-batch, NCHW and channels-last; --profile prints the top CUDA kernels of the channels-last run."""
+    import copy
+
+    t, si, sl = (torch.from_numpy(a).to(device) for a in synthetic_inputs(torch, 2, 3, device, seed=3))
+    with torch.inference_mode():
+        ref = model(t, si, sl).double()
+        got = build_decomposed(torch, nn, model, channels_last=True)(t, si, sl).double()
+    err = float((got - ref).abs().max() / ref.abs().max().clamp_min(1e-12))
+    ok = err <= 1e-4
+    print(f"check-decomposed: torch decomposed channels-last vs reference, fp32, B=2 S=3: max|diff|/max = {err:.2e} "
+          f"{'PASS' if ok else 'FAIL'}")
+    half = copy.deepcopy(model).half()
+    b = args.decomposed_batch
+    for channels_last in (False, True):
+        fast = build_decomposed(torch, nn, half, channels_last)
+        label = f"torch decomposed fp16 {'channels-last' if channels_last else 'NCHW'}"
+        try:
+            med, best = time_model(torch, fast, device, b, args.supports, args.iters, args.warmup, torch.float16)
+        except RuntimeError as e:
+            print(f"{label} batch {b}: FAILED ({str(e).splitlines()[0]})")
+            ok = False
+            continue
+        print(f"{label} ms per query {med:.3f} (median of {args.iters}; best {best:.3f}) at S={args.supports}, "
+              f"batch {b}")
+        if channels_last and args.profile and device.type == "cuda":
+            profile(torch, fast, device, b, args.supports)
+    return ok
+
+
+def profile(torch, model, device, batch, supports):
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    t, si, sl = (torch.from_numpy(a).to(device, torch.float16)
+                 for a in synthetic_inputs(torch, batch, supports, device, seed=1))
+    with torch.inference_mode(), torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            model(t, si, sl)
+        sync(torch, device)
+    def device_us(e):  # the attribute's name changed across torch versions
+        return getattr(e, "self_device_time_total", None) or getattr(e, "self_cuda_time_total", 0)
+
+    events = [e for e in prof.key_averages() if device_us(e) > 0]
+    total = sum(device_us(e) for e in events) or 1
+    print(f"profile (3 forward passes, batch {batch}): CUDA time {total / 3e3 / batch:.3f} ms per query; top kernels:")
+    for e in sorted(events, key=lambda e: -device_us(e))[:15]:
+        us = device_us(e)
+        print(f"  {100 * us / total:5.1f}%  {us / 3e3 / batch:7.3f} ms/query  x{e.count // 3:<4} {e.key[:110]}")
 
 
 def check_onnx(torch, model, device, path: Path) -> bool:
@@ -258,7 +368,10 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-last-support", action="store_true",
                     help="drop the last decoder block's support branch (unused by the output)")
     ap.add_argument("--check-onnx", type=Path, nargs="*", default=[])
-    ap.add_argument("--rust-dump", type=Path)
+    ap.add_argument("--rust-dump", type=Path, nargs="*", default=[])
+    ap.add_argument("--decomposed-batch", type=int, default=0, metavar="B",
+                    help="also time the decomposed PyTorch path in fp16 (NCHW and channels-last) at batch B")
+    ap.add_argument("--profile", action="store_true", help="with --decomposed-batch: top CUDA kernels")
     ap.add_argument("--threshold", type=float, default=0.4)
     args = ap.parse_args(argv)
 
@@ -285,8 +398,11 @@ def main(argv=None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     for p in args.check_onnx:
         ok &= check_onnx(torch, model, device, p)
-    if args.rust_dump:
-        ok &= check_rust_dump(torch, model, device, args.rust_dump, args.threshold)
+    for d in args.rust_dump:
+        ok &= check_rust_dump(torch, model, device, d, args.threshold)
+
+    if args.decomposed_batch > 0 and args.iters > 0:
+        ok &= run_decomposed(torch, nn, model, device, args)
 
     tf32 = not args.no_tf32
     torch.backends.cuda.matmul.allow_tf32 = tf32

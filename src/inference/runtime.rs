@@ -187,12 +187,21 @@ impl Runtime {
 }
 
 /// CUDA EP for convolution-heavy graphs such as UniverSeg: cuDNN may take all the workspace it wants.
-/// NHWC kernels (`SPE_CUDA_PREFER_NHWC=1`) measured 6% slower on the fp16 UniverSeg graph on an H200
-/// (ORT 1.31), so they are off unless asked for.
+/// Two kernel choices are opt-in because they were not measured faster on the GPUs tried so far:
+/// `SPE_CUDA_PREFER_NHWC=1` (channels-last kernels: 6% slower on the NCHW fp16 UniverSeg graph on an H200,
+/// ORT 1.31; meant for graphs exported with `--layout nhwc`) and `SPE_CUDA_FUSE_CONV_BIAS=1` (cuDNN
+/// frontend conv+bias fusion).
 fn cuda_provider() -> ort::ep::ExecutionProviderDispatch {
-    let nhwc = std::env::var("SPE_CUDA_PREFER_NHWC").is_ok_and(|v| v == "1");
+    let on = |var: &str| std::env::var(var).is_ok_and(|v| v == "1");
+    let (nhwc, fuse_bias) = (on("SPE_CUDA_PREFER_NHWC"), on("SPE_CUDA_FUSE_CONV_BIAS"));
+    tracing::info!(
+        prefer_nhwc = nhwc,
+        fuse_conv_bias = fuse_bias,
+        "CUDA execution provider options"
+    );
     ort::ep::CUDA::default()
         .with_prefer_nhwc(nhwc)
+        .with_fuse_conv_bias(fuse_bias)
         .with_conv_max_workspace(true)
         .with_tf32(true)
         .build()
