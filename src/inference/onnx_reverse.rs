@@ -5,7 +5,8 @@ use super::{InferenceError, Runtime};
 use crate::engine::{EngineError, Mask, ReverseSegmenter, SupportSet, SIDE};
 use half::f16;
 use ndarray::{Array, Array4, Array5, ArrayView2, ArrayViewD, Axis, IxDyn};
-use ort::session::Session;
+use ort::memory::{AllocationDevice, AllocatorType, MemoryInfo, MemoryType};
+use ort::session::{IoBinding, Session};
 use ort::value::{DynValue, Tensor, TensorElementType, ValueType};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
@@ -140,18 +141,39 @@ impl OnnxReverse {
         }
     }
 
+    /// Binds the support tensors and a host output once: ONNX Runtime copies a bound input to the
+    /// provider's device at bind time, so on a GPU the supports cross the bus once per call, not once per
+    /// batch of queries.
+    fn bind_supports(
+        session: &Session,
+        s_img: &DynValue,
+        s_lbl: &DynValue,
+    ) -> Result<IoBinding, ort::Error> {
+        let mut binding = session.create_binding()?;
+        binding.bind_input(SUPPORT_IMAGES, s_img)?;
+        binding.bind_input(SUPPORT_LABELS, s_lbl)?;
+        let host = MemoryInfo::new(
+            AllocationDevice::CPU,
+            0,
+            AllocatorType::Device,
+            MemoryType::Default,
+        )?;
+        binding.bind_output_to_device(LOGITS, &host)?;
+        Ok(binding)
+    }
+
     fn run_batch(
         &self,
         session: &mut Session,
+        binding: &mut IoBinding,
         targets: Array4<f32>,
-        s_img: &DynValue,
-        s_lbl: &DynValue,
     ) -> Result<Vec<Mask>, String> {
         let n = targets.shape()[0];
         let target = self.to_value(targets)?;
-        let outputs = session
-            .run(ort::inputs![TARGET => target.view(), SUPPORT_IMAGES => s_img.view(), SUPPORT_LABELS => s_lbl.view()])
+        binding
+            .bind_input(TARGET, &target)
             .map_err(|e| e.to_string())?;
+        let outputs = session.run_binding(binding).map_err(|e| e.to_string())?;
         let out = &outputs[LOGITS];
         let logits: ArrayViewD<f32>;
         let converted;
@@ -220,6 +242,8 @@ impl ReverseSegmenter for OnnxReverse {
             .session
             .lock()
             .map_err(|_| err("a previous run panicked".into()))?;
+        let mut binding =
+            Self::bind_supports(&session, &s_img, &s_lbl).map_err(|e| err(e.to_string()))?;
         let mut masks = Vec::with_capacity(queries.len());
         for chunk in queries.chunks(self.batch) {
             // Every run gets a full batch (padded with copies of the last query): a fixed batch dimension
@@ -231,7 +255,7 @@ impl ReverseSegmenter for OnnxReverse {
                     .assign(&chunk[i.min(chunk.len() - 1)]);
             }
             let mut out = self
-                .run_batch(&mut session, targets, &s_img, &s_lbl)
+                .run_batch(&mut session, &mut binding, targets)
                 .map_err(err)?;
             out.truncate(chunk.len());
             masks.extend(out);
