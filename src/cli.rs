@@ -37,6 +37,8 @@ enum Command {
     Migrate(crate::service::DbArgs),
     /// Manage API keys.
     Keys(crate::service::KeysArgs),
+    /// Maintenance of the service's database and blob store.
+    Admin(crate::service::AdminArgs),
 }
 
 /// Options shared by the commands that run models.
@@ -163,6 +165,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => crate::service::serve(a),
         Command::Migrate(a) => crate::service::migrate(a),
         Command::Keys(a) => crate::service::keys_command(a),
+        Command::Admin(a) => crate::service::admin_command(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
