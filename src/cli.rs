@@ -3,12 +3,17 @@
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::{self, LabelledSet, DEFAULT_MAX_PIXELS};
 use crate::engine::spe::{PseudoOutcome, ReferenceSet, SpeParams};
+use crate::engine::Gray;
 use crate::inference::{
     self, ExecutionProvider, ModelSpec, ReverseChoice, Runtime, RuntimeConfig, SegModel,
 };
+use crate::ingest::dicom;
+use crate::ingest::expand::{self, InputFile};
 use crate::pipeline;
 use anyhow::{bail, Context, Result};
+use bytes::Bytes;
 use clap::{Args, Parser, Subcommand};
+use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -37,6 +42,8 @@ enum Command {
     Migrate(crate::service::DbArgs),
     /// Manage API keys.
     Keys(crate::service::KeysArgs),
+    /// Maintenance of the service's database and blob store.
+    Admin(crate::service::AdminArgs),
 }
 
 /// Options shared by the commands that run models.
@@ -142,9 +149,16 @@ struct EstimateArgs {
     /// Reference set: a directory with images/ and labels/.
     #[arg(long)]
     reference: PathBuf,
-    /// Directory of unlabeled images.
+    /// Directory of unlabeled images: PNG, JPEG, DICOM (`.dcm` or any file with the DICM preamble; one
+    /// image per frame) and NIfTI (`.nii`, `.nii.gz`; one image per slice), in any mix and order.
     #[arg(long)]
     images: PathBuf,
+    /// NIfTI slicing axis (0, 1 or 2; default the last).
+    #[arg(long)]
+    axis: Option<usize>,
+    /// Refuse a NIfTI volume or multi-frame DICOM instance with more voxels than this.
+    #[arg(long, default_value_t = 134_217_728)]
+    max_volume_voxels: u64,
     #[arg(long)]
     out: PathBuf,
     #[command(flatten)]
@@ -163,6 +177,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => crate::service::serve(a),
         Command::Migrate(a) => crate::service::migrate(a),
         Command::Keys(a) => crate::service::keys_command(a),
+        Command::Admin(a) => crate::service::admin_command(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -346,7 +361,14 @@ fn estimate(args: EstimateArgs) -> Result<()> {
     let params = args.protocol.params(calibration.params);
     let model = load_model(&runtime, &args.model, &spec, &file_stem(&args.model))?;
     let reference = load_reference(&args.reference, args.runtime.max_pixels)?;
-    let (_, images) = image_io::load_image_dir(&args.images, args.runtime.max_pixels)?;
+    let opts = expand::Options {
+        max_pixels: args.runtime.max_pixels,
+        max_images: usize::MAX,
+        max_volume_voxels: args.max_volume_voxels,
+        axis: args.axis,
+        min_label_area: 0,
+    };
+    let images = load_batch(&args.images, &opts)?;
     let reverse = inference::build_reverse(
         &args.protocol.reverse,
         &runtime,
@@ -363,4 +385,57 @@ fn estimate(args: EstimateArgs) -> Result<()> {
     write_json(&args.out, &estimate)?;
     eprintln!("estimate written to {}", args.out.display());
     Ok(())
+}
+
+/// The files of a batch folder, expanded as the service expands an upload (so DICOM frames and NIfTI
+/// slices give the same images there and here), decoded for the engine.
+fn load_batch(dir: &Path, opts: &expand::Options) -> Result<Vec<Gray>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot list {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("cannot list {}", dir.display()))?;
+    paths.sort();
+    let mut files = Vec::new();
+    for path in paths {
+        let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+            continue;
+        };
+        // Hidden files include macOS "._x.png" resource forks, which are not images.
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        let lower = name.to_ascii_lowercase();
+        let known = [".png", ".jpg", ".jpeg", ".dcm", ".nii", ".nii.gz"]
+            .iter()
+            .any(|x| lower.ends_with(x));
+        // PACS exports often name instances by UID, without a .dcm extension: those count by their bytes.
+        if !known && !starts_as_dicom(&path)? {
+            continue;
+        }
+        let data =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        files.push(InputFile {
+            name: path.display().to_string(),
+            data: Bytes::from(data),
+        });
+    }
+    if files.is_empty() {
+        bail!("no PNG, JPEG, DICOM or NIfTI images in {}", dir.display());
+    }
+    let images = expand::unlabelled(&files, opts, "the batch")?;
+    Ok(images
+        .par_iter()
+        .map(|image| image_io::decode_gray(&image.image, &image.name, opts.max_pixels))
+        .collect::<Result<_, _>>()?)
+}
+
+/// Whether a file begins like a DICOM Part 10 file (read up to the DICM magic only).
+fn starts_as_dicom(path: &Path) -> Result<bool> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(132);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(132).read_to_end(&mut head))
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    Ok(dicom::is_dicom(&head))
 }

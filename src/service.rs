@@ -1,4 +1,5 @@
-//! `spe serve`, `spe migrate` and `spe keys`: configuration from flags/env, start-up, graceful shutdown.
+//! `spe serve`, `spe migrate`, `spe keys`, `spe admin`: configuration from flags/env, start-up, graceful
+//! shutdown.
 
 use crate::api::{self, AppState, Limits};
 use crate::inference::{ExecutionProvider, Runtime, RuntimeConfig};
@@ -97,7 +98,16 @@ pub struct ServeArgs {
     /// digests are kept, so an estimate can still be traced to its input).
     #[arg(long, env = "SPE_RETAIN_BATCH_PIXELS")]
     pub retain_batch_pixels: bool,
+    /// Seconds between sweeps deleting blobs no row references (left behind when a process dies between
+    /// a commit and the delete); the first runs at start-up. 0 = never.
+    #[arg(long, env = "SPE_BLOB_SWEEP_INTERVAL_SECS", default_value_t = 3600)]
+    pub blob_sweep_interval_secs: u64,
+    /// A blob is swept only once it is this old (a margin for uploads in flight).
+    #[arg(long, env = "SPE_BLOB_SWEEP_MIN_AGE_SECS", default_value_t = DEFAULT_SWEEP_MIN_AGE_SECS)]
+    pub blob_sweep_min_age_secs: u64,
 }
+
+const DEFAULT_SWEEP_MIN_AGE_SECS: u64 = 3600;
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum KeysCommand {
@@ -113,6 +123,28 @@ pub enum KeysCommand {
     List,
     /// Revoke a key by its id (the part between `spe_` and the dot) or the whole key.
     Revoke { key_id: String },
+}
+
+#[derive(Subcommand, Clone, Debug)]
+pub enum AdminCommand {
+    /// Delete blobs no row references (what a crash between a commit and the delete leaves); prints how
+    /// many. Safe while the service runs.
+    SweepBlobs {
+        /// Blob store: a local directory, or s3://bucket[/prefix].
+        #[arg(long, env = "SPE_BLOB_STORE", default_value = ".spe-data/blobs")]
+        blob_store: String,
+        /// Only blobs at least this old (a margin for uploads in flight).
+        #[arg(long, default_value_t = DEFAULT_SWEEP_MIN_AGE_SECS)]
+        min_age_secs: u64,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+pub struct AdminArgs {
+    #[command(flatten)]
+    pub db: DbArgs,
+    #[command(subcommand)]
+    pub command: AdminCommand,
 }
 
 #[derive(Args, Clone, Debug)]
@@ -188,6 +220,26 @@ pub fn keys_command(args: KeysArgs) -> Result<()> {
                     bail!("no active key with id {key_id:?}");
                 }
                 eprintln!("revoked {key_id}");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// `spe admin ...`
+pub fn admin_command(args: AdminArgs) -> Result<()> {
+    tokio_runtime()?.block_on(async {
+        let pool = database(&args.db.database_url, 2).await?;
+        match args.command {
+            AdminCommand::SweepBlobs {
+                blob_store,
+                min_age_secs,
+            } => {
+                let blobs = BlobStore::open(&blob_store).context("cannot open the blob store")?;
+                let removed =
+                    store::sweep_orphans(&pool, &blobs, Duration::from_secs(min_age_secs)).await?;
+                println!("{removed}");
+                eprintln!("deleted {removed} orphaned blobs from {blobs:?}");
             }
         }
         Ok(())
@@ -283,6 +335,16 @@ pub async fn run(
         tracing::warn!(error = %e, "ONNX Runtime unavailable: /readyz fails and model registration answers 503");
     }
     let _ = api::ops::prometheus();
+    // In the background: readiness does not wait for a listing of the whole store.
+    let sweeper = (args.blob_sweep_interval_secs > 0).then(|| {
+        tokio::spawn(jobs::sweep::sweep_blobs(
+            pool.clone(),
+            blobs.clone(),
+            Duration::from_secs(args.blob_sweep_interval_secs),
+            Duration::from_secs(args.blob_sweep_min_age_secs),
+            shutdown.clone(),
+        ))
+    });
     let workers = match (&runtime, has_workers) {
         (Ok(rt), true) => {
             let ctx = Arc::new(Ctx {
@@ -342,6 +404,10 @@ pub async fn run(
     }
     if let Some(workers) = workers {
         workers.await?;
+    }
+    if let Some(sweeper) = sweeper {
+        // Mid-sweep, its open transaction rolls back: at worst one blob waits for the next sweep.
+        sweeper.abort();
     }
     tracing::info!("stopped");
     Ok(())

@@ -51,6 +51,24 @@ fn estimate(
     out: &Path,
     extra: &[&str],
 ) -> serde_json::Value {
+    estimate_on(
+        family,
+        checkpoint,
+        cal,
+        &synthetic().join("batch"),
+        out,
+        extra,
+    )
+}
+
+fn estimate_on(
+    family: &Family,
+    checkpoint: &str,
+    cal: &Path,
+    images: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
     let syn = synthetic();
     let model = syn
         .join(family.checkpoints)
@@ -66,7 +84,7 @@ fn estimate(
         "--reference".into(),
         o(syn.join("reference")),
         "--images".into(),
-        o(syn.join("batch")),
+        o(images),
         "--out".into(),
         o(out),
     ];
@@ -203,6 +221,52 @@ fn same_inputs_and_seed_give_the_same_numbers_and_the_seed_matters() {
     let e2 = estimate(&GRAY, "ckpt_05", &a, &dir.path().join("e2.json"), &[]);
     assert_eq!(e1, e2);
     assert_eq!(e1["support"]["used"], 5);
+}
+
+/// The committed DICOM and NIfTI fixtures hold the PNG batch's pixels (tests/clinical_fixtures.rs): a batch
+/// folder of either, or of both mixed under other names, gives the PNG batch's estimate.
+#[test]
+fn dicom_and_nifti_batch_folders_estimate_like_the_png_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal = dir.path().join("cal.json");
+    calibrate(&GRAY, &cal, &["--support-size", "5", "--repetitions", "2"]);
+    let run = |images: &Path, out: &str| {
+        estimate_on(&GRAY, "ckpt_05", &cal, images, &dir.path().join(out), &[])
+    };
+    let png = run(&synthetic().join("batch"), "png.json");
+    assert!(
+        png["metrics"]["dice"]["estimate"].as_f64().is_some(),
+        "{png}"
+    );
+    let dicom = run(&fixtures().join("dicom/batch"), "dicom.json");
+    assert_eq!(dicom, png);
+    let nifti = run(&fixtures().join("nifti"), "nifti.json");
+    assert_eq!(nifti, png);
+    // Half the instances under extensionless UID names (as PACS exports write them), in reverse name order,
+    // beside the other half as PNGs and a file that is not an image.
+    let mixed = dir.path().join("mixed");
+    std::fs::create_dir(&mixed).unwrap();
+    let pngs = sorted(&synthetic().join("batch"));
+    let dcms = sorted(&fixtures().join("dicom/batch"));
+    assert_eq!(pngs.len(), dcms.len());
+    for (i, (png, dcm)) in pngs.iter().zip(&dcms).enumerate() {
+        if i % 2 == 0 {
+            std::fs::copy(dcm, mixed.join(format!("1.2.826.0.{}", 99 - i))).unwrap();
+        } else {
+            std::fs::copy(png, mixed.join(png.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(mixed.join("notes"), "not an image").unwrap();
+    assert_eq!(run(&mixed, "mixed.json"), png);
+}
+
+fn sorted(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    files
 }
 
 #[test]

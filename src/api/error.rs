@@ -4,6 +4,7 @@
 
 use crate::engine::EngineError;
 use crate::inference::InferenceError;
+use crate::ingest::expand::ExpandError;
 use crate::ingest::IngestError;
 use crate::pipeline::PipelineError;
 use crate::store::StoreError;
@@ -56,6 +57,16 @@ impl From<PipelineError> for ApiError {
         match e {
             PipelineError::Engine(e) => ApiError::Engine(e),
             PipelineError::Inference(e) => ApiError::Inference(e),
+        }
+    }
+}
+
+impl From<ExpandError> for ApiError {
+    fn from(e: ExpandError) -> Self {
+        match e {
+            ExpandError::Ingest { file, source } => ApiError::Ingest { file, source },
+            ExpandError::Image(e) => ApiError::Engine(e),
+            ExpandError::TooMany(detail) => ApiError::PayloadTooLarge(detail),
         }
     }
 }

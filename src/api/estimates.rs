@@ -3,10 +3,10 @@
 use super::auth::Caller;
 use super::dto::{EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
-use super::expand::NamedImage;
 use super::models::{prepare_unlabelled, stage_set};
 use super::upload::{self, Part, Upload};
 use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
+use crate::ingest::expand::NamedImage;
 use crate::jobs::queue::{self, Idempotency, JobKind};
 use crate::store::blobs::Staged;
 use crate::store::estimates::{self, ListQuery};

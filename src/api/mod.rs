@@ -6,7 +6,6 @@ pub mod drain;
 pub mod dto;
 pub mod error;
 pub mod estimates;
-pub mod expand;
 pub mod models;
 pub mod ops;
 pub mod studies;

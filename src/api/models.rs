@@ -5,10 +5,10 @@ use super::dto::{
     Model, ModelList, ReferenceSet, ReverseSegmenter, ReverseSegmenterList, ReverseSpec,
 };
 use super::error::Problem;
-use super::expand::{self, InputFile, InputPair, NamedImage};
 use super::upload::{self, Upload};
 use super::{staged, ApiError, AppState, IdPath};
 use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, SegModel};
+use crate::ingest::expand::{self, InputFile, InputPair, NamedImage};
 use crate::store::blobs::Staged;
 use crate::store::image_sets::{self, Item, SetKind};
 use crate::store::keys::Role;
@@ -302,7 +302,9 @@ pub(crate) async fn prepare_unlabelled(
     what: &'static str,
 ) -> Result<Vec<NamedImage>, ApiError> {
     let opts = expand_options(state, axis, 0);
-    tokio::task::spawn_blocking(move || expand::unlabelled(&files, &opts, what)).await?
+    tokio::task::spawn_blocking(move || expand::unlabelled(&files, &opts, what))
+        .await?
+        .map_err(ApiError::from)
 }
 
 /// [`prepare_unlabelled`] for image-label pairs; slices of labelled volumes with fewer than
@@ -315,7 +317,9 @@ pub(crate) async fn prepare_labelled(
     what: &'static str,
 ) -> Result<Vec<NamedImage>, ApiError> {
     let opts = expand_options(state, axis, min_label_area);
-    tokio::task::spawn_blocking(move || expand::labelled(&pairs, &opts, what)).await?
+    tokio::task::spawn_blocking(move || expand::labelled(&pairs, &opts, what))
+        .await?
+        .map_err(ApiError::from)
 }
 
 /// Attach (or replace) the model's reference set: its labelled training images. Later calibrations use

@@ -5,9 +5,9 @@
 use super::auth::Caller;
 use super::error::Problem;
 use super::estimates::{self, active_calibration};
-use super::expand::{self, dicom_name_of, DicomImages, NamedImage};
 use super::models::expand_options;
 use super::{check_queue, idempotency_key, replay, ApiError, AppState, IdPath};
+use crate::ingest::expand::{self, dicom_name_of, DicomImages, NamedImage};
 use crate::ingest::multipart::{related_boundary, related_parts, RelatedPart};
 use crate::ingest::{dicom, IngestError};
 use crate::jobs::queue::JobKind;

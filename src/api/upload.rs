@@ -2,9 +2,9 @@
 //! with bounds on entries and inflated size, and the files of an image set gathered by name (see
 //! `expand` for turning them into stored images).
 
-use super::expand::{dicom_name, InputFile, InputPair};
 use super::{ApiError, Limits};
 use crate::ingest::dicom;
+use crate::ingest::expand::{dicom_name, InputFile, InputPair};
 use axum::extract::Multipart;
 use bytes::Bytes;
 use sha2::{Digest, Sha256};

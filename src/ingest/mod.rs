@@ -6,6 +6,7 @@
 //! values were mapped from a wider range), so the engine decodes it exactly as it decodes an uploaded PNG.
 
 pub mod dicom;
+pub mod expand;
 pub mod multipart;
 pub mod nifti;
 

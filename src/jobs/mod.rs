@@ -4,6 +4,7 @@
 
 pub mod queue;
 pub mod run;
+pub mod sweep;
 
 use crate::engine::EngineError;
 use crate::inference::InferenceError;

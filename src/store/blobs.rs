@@ -103,6 +103,34 @@ impl BlobStore {
         }
     }
 
+    /// The digests of the blobs last modified at least `min_age` ago, a stream of pages of at most `page`.
+    /// Objects not laid out as this store writes them are left out, so nothing else is ever swept.
+    pub fn list_older_than(
+        &self,
+        min_age: std::time::Duration,
+        page: usize,
+    ) -> impl futures::Stream<Item = Result<Vec<String>, StoreError>> {
+        use futures::TryStreamExt;
+        let now = chrono::Utc::now();
+        self.inner
+            .list(Some(&ObjectPath::from("sha256")))
+            .try_filter_map(move |meta| async move {
+                // A clock skewed into the future gives a negative age: such a blob counts as young.
+                let old = (now - meta.last_modified)
+                    .to_std()
+                    .is_ok_and(|age| age >= min_age);
+                let sha = meta.location.filename().filter(|name| {
+                    name.len() == 64
+                        && name.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+                        && Self::path(name) == meta.location
+                });
+                Ok(sha.filter(|_| old).map(str::to_string))
+            })
+            .map_err(StoreError::from)
+            .try_chunks(page)
+            .map_err(|e| e.1)
+    }
+
     /// Number of blobs stored (tests use it to check that rejected requests leave nothing behind).
     pub async fn count(&self) -> Result<usize, StoreError> {
         use futures::TryStreamExt;

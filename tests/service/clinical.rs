@@ -53,24 +53,6 @@ async fn estimate(app: &TestApp, id: &str, form: Form) -> Value {
     est
 }
 
-/// A finished estimate's pixels are deleted just after its transaction commits: the footprint once the blob
-/// store holds exactly the blobs rows still reference.
-async fn settled_footprint(app: &TestApp) -> (i64, usize) {
-    for _ in 0..100 {
-        let referenced: i64 =
-            sqlx::query_scalar("SELECT count(DISTINCT sha256) FROM blob_references")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        let footprint = app.footprint().await;
-        if footprint.1 as i64 == referenced {
-            return footprint;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the blob store never matched the rows referencing it");
-}
-
 fn bytes_part(bytes: Vec<u8>, name: &str) -> Part {
     Part::bytes(bytes).file_name(name.to_string())
 }

@@ -67,6 +67,9 @@ pub struct Options {
     pub lease_secs: f64,
     pub protect_ops: bool,
     pub retain_batch_pixels: bool,
+    /// 0 (the tests' default) = no background sweep, so no test races one it did not ask for.
+    pub blob_sweep_interval_secs: u64,
+    pub blob_sweep_min_age_secs: u64,
 }
 
 impl Default for Options {
@@ -81,6 +84,8 @@ impl Default for Options {
             lease_secs: 5.0,
             protect_ops: false,
             retain_batch_pixels: false,
+            blob_sweep_interval_secs: 0,
+            blob_sweep_min_age_secs: 3600,
         }
     }
 }
@@ -124,6 +129,8 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         provider_required: false,
         ort_lib: None,
         retain_batch_pixels: o.retain_batch_pixels,
+        blob_sweep_interval_secs: o.blob_sweep_interval_secs,
+        blob_sweep_min_age_secs: o.blob_sweep_min_age_secs,
     }
 }
 
@@ -274,6 +281,24 @@ impl TestApp {
         .unwrap();
         (rows, count_files(self.blob_dir.path()))
     }
+}
+
+/// Blobs are deleted just after the transaction that drops their rows commits: the footprint once the
+/// blob store holds exactly the blobs rows still reference.
+pub async fn settled_footprint(app: &TestApp) -> (i64, usize) {
+    for _ in 0..100 {
+        let referenced: i64 =
+            sqlx::query_scalar("SELECT count(DISTINCT sha256) FROM blob_references")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let footprint = app.footprint().await;
+        if footprint.1 as i64 == referenced {
+            return footprint;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the blob store never matched the rows referencing it");
 }
 
 fn count_files(dir: &Path) -> usize {

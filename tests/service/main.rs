@@ -9,4 +9,5 @@ mod idempotency;
 mod jsrt;
 mod openapi;
 mod roles;
+mod sweep;
 mod worker_crash;

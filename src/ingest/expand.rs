@@ -1,17 +1,30 @@
-//! Uploaded files -> the images a set stores. PNG/JPEG files are stored as sent (after a full decode, so a
-//! bad file is rejected before anything is written); a DICOM instance becomes one PNG per frame and a NIfTI
-//! volume one PNG per slice, holding only pixels (no patient attributes reach the blob store). The engine
-//! then reads every stored image the same way, so the same pixels give the same estimate whatever the
-//! upload format.
+//! Input files (uploads to the service, a batch folder for `spe estimate`) -> the images the engine reads.
+//! PNG/JPEG files are kept as sent (after a full decode, so a bad file is rejected before anything is
+//! written); a DICOM instance becomes one PNG per frame and a NIfTI volume one PNG per slice, holding only
+//! pixels (no patient attributes reach the blob store). The engine then reads every image the same way, so
+//! the same pixels give the same estimate whatever the input format.
 
-use super::ApiError;
-use crate::engine::{image_io, SIDE};
-use crate::ingest::{dicom, nifti, IngestError, Pixels, Plane};
+use super::{dicom, nifti, IngestError, Pixels, Plane};
+use crate::engine::{image_io, EngineError, SIDE};
 use crate::store::blobs::sha256_hex;
 use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use rayon::prelude::*;
+
+/// Why files cannot become images. The service maps these to problem responses; the CLI prints them.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpandError {
+    /// A DICOM or NIfTI file that cannot be used; `file` says which (never by a patient attribute).
+    #[error("{file}: {source}")]
+    Ingest { file: String, source: IngestError },
+    /// A PNG or JPEG (or unrecognised) file the image decoder refuses.
+    #[error(transparent)]
+    Image(#[from] EngineError),
+    /// More images than allowed, counting every frame and slice.
+    #[error("{0}")]
+    TooMany(String),
+}
 
 /// What an uploaded file holds, judged by its bytes (not its name).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,8 +128,8 @@ pub fn dicom_name_of(sha256: &str) -> String {
     format!("dicom_{}", &sha256[..12])
 }
 
-fn ingest_error(file: &str, source: IngestError) -> ApiError {
-    ApiError::Ingest {
+fn ingest_error(file: &str, source: IngestError) -> ExpandError {
+    ExpandError::Ingest {
         file: file.to_string(),
         source,
     }
@@ -208,7 +221,7 @@ fn passthrough(name: &str, data: &Bytes, format: Format, label: Option<Bytes>) -
     }
 }
 
-fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
+fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
     let format = Format::sniff(&file.data);
     match format {
         Format::Dicom => dicom_images(&file.name, &file.data, &sha256_hex(&file.data), opts)
@@ -240,9 +253,9 @@ fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ApiEr
     }
 }
 
-pub fn check_total(images: &[NamedImage], what: &str, opts: &Options) -> Result<(), ApiError> {
+pub fn check_total(images: &[NamedImage], what: &str, opts: &Options) -> Result<(), ExpandError> {
     if images.len() > opts.max_images {
-        return Err(ApiError::PayloadTooLarge(format!(
+        return Err(ExpandError::TooMany(format!(
             "{what} holds {} images (counting every DICOM frame and NIfTI slice); at most {} are accepted per request",
             images.len(),
             opts.max_images
@@ -256,7 +269,7 @@ pub fn unlabelled(
     files: &[InputFile],
     opts: &Options,
     what: &str,
-) -> Result<Vec<NamedImage>, ApiError> {
+) -> Result<Vec<NamedImage>, ExpandError> {
     let nested = files
         .par_iter()
         .map(|f| expand_one(f, opts))
@@ -266,7 +279,7 @@ pub fn unlabelled(
     Ok(images)
 }
 
-fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
+fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
     let name = &pair.name;
     match (Format::sniff(&pair.image), Format::sniff(&pair.label)) {
         (Format::Dicom, _) | (_, Format::Dicom) => Err(ingest_error(
@@ -299,7 +312,7 @@ fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ApiE
 }
 
 /// A labelled volume: the slices whose label has at least `min_label_area` pixels on the working grid.
-fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ApiError> {
+fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
     let name = &pair.name;
     let limits = opts.nifti_limits();
     let planes = nifti::decode_volume(&pair.image, opts.axis, &limits)
@@ -363,7 +376,7 @@ pub fn labelled(
     pairs: &[InputPair],
     opts: &Options,
     what: &str,
-) -> Result<Vec<NamedImage>, ApiError> {
+) -> Result<Vec<NamedImage>, ExpandError> {
     let nested = pairs
         .par_iter()
         .map(|p| expand_pair(p, opts))

@@ -1,0 +1,170 @@
+//! The orphaned-blob sweep: blobs left behind by a crash between a commit and the delete (a finished
+//! batch's pixels, stray writes) are deleted by `store::sweep_orphans`, by `spe serve` in the background
+//! and by `spe admin sweep-blobs`, while every blob a row references stays and the service keeps working.
+
+use crate::common::*;
+use bytes::Bytes;
+use spe::store::{self, BlobStore};
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+async fn referenced(app: &TestApp) -> BTreeSet<String> {
+    sqlx::query_scalar("SELECT DISTINCT sha256 FROM blob_references")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+async fn assert_present(blobs: &BlobStore, shas: &BTreeSet<String>) {
+    for sha in shas {
+        assert!(
+            blobs.exists(sha).await.unwrap(),
+            "referenced blob {sha} is gone"
+        );
+    }
+}
+
+async fn estimate_succeeds(app: &TestApp, id: &str) {
+    let r = app
+        .post_form(
+            &format!("/v1/models/{id}/estimates"),
+            &app.submitter,
+            images_form(&synthetic().join("batch")),
+        )
+        .await;
+    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let est = app.wait(&location, Duration::from_secs(120)).await;
+    assert_eq!(est["status"], "succeeded", "{est}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_deletes_crash_leftovers_and_keeps_referenced_blobs() {
+    let app = TestApp::start().await;
+    let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
+    let (id, _) = calibrated_model(&app, "sweep").await;
+    estimate_succeeds(&app, &id).await;
+    settled_footprint(&app).await;
+
+    // What a crash just after the estimate's commit leaves: its batch pixels, no longer referenced (the
+    // rows keep their digests), plus a blob whose rows never committed.
+    let purged: BTreeSet<String> = sqlx::query_scalar(
+        "SELECT i.image_sha256 FROM image_set_items i JOIN image_sets s ON s.id = i.set_id
+          WHERE s.pixels_purged_at IS NOT NULL",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    let mut leftovers = BTreeSet::new();
+    for f in sorted_files(&synthetic().join("batch")) {
+        let (sha, created) = blobs
+            .put(Bytes::from(std::fs::read(f).unwrap()))
+            .await
+            .unwrap();
+        assert!(created, "the finished batch's pixels were deleted");
+        assert!(purged.contains(&sha), "{sha} is not a purged batch image");
+        leftovers.insert(sha);
+    }
+    let (stray, _) = blobs
+        .put(Bytes::from_static(b"rows never committed"))
+        .await
+        .unwrap();
+    leftovers.insert(stray);
+    // Something not laid out as a blob is not the sweep's to delete.
+    let foreign = app.blob_dir.path().join("sha256/00/not-a-digest");
+    std::fs::create_dir_all(foreign.parent().unwrap()).unwrap();
+    std::fs::write(&foreign, b"keep").unwrap();
+
+    let kept = referenced(&app).await;
+    assert!(!kept.is_empty());
+    assert!(kept.is_disjoint(&leftovers));
+
+    // Younger than the margin: nothing goes.
+    let removed = store::sweep_orphans(&app.pool, &blobs, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert_eq!(removed, 0);
+    assert!(blobs.exists(leftovers.first().unwrap()).await.unwrap());
+
+    let removed = store::sweep_orphans(&app.pool, &blobs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, leftovers.len());
+    for sha in &leftovers {
+        assert!(!blobs.exists(sha).await.unwrap(), "orphan {sha} survived");
+    }
+    assert_present(&blobs, &kept).await;
+    assert!(foreign.exists());
+    assert_eq!(blobs.count().await.unwrap(), kept.len() + 1);
+    // A second sweep finds nothing left to do.
+    let removed = store::sweep_orphans(&app.pool, &blobs, Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(removed, 0);
+
+    // The model, its reference set and its calibration still serve an estimate.
+    estimate_succeeds(&app, &id).await;
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_sweeps_in_the_background_without_hurting_uploads() {
+    let app = TestApp::with(Options {
+        blob_sweep_interval_secs: 1,
+        blob_sweep_min_age_secs: 0,
+        ..Options::default()
+    })
+    .await;
+    let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
+    let (orphan, _) = blobs.put(Bytes::from_static(b"left behind")).await.unwrap();
+    let started = Instant::now();
+    while blobs.exists(&orphan).await.unwrap() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the background sweep never deleted the orphan"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Uploads while sweeps run every second with no age margin: the blob locks alone keep them whole.
+    model_with_reference(&app, "swept").await;
+    model_with_reference(&app, "swept-again").await;
+    let kept = referenced(&app).await;
+    assert!(!kept.is_empty());
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_present(&blobs, &kept).await;
+    app.stop().await;
+}
+
+/// `spe admin sweep-blobs` on the app's database and blob store; returns its stdout.
+async fn admin_sweep(app: &TestApp, min_age_secs: &str) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_spe"))
+        .args(["admin", "sweep-blobs", "--min-age-secs", min_age_secs])
+        .arg("--blob-store")
+        .arg(app.blob_dir.path())
+        .env("DATABASE_URL", &app.database_url)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_sweep_blobs_command_prints_the_count() {
+    let app = TestApp::start().await;
+    let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
+    model_with_reference(&app, "cli").await;
+    let (orphan, _) = blobs.put(Bytes::from_static(b"orphan")).await.unwrap();
+    let kept = referenced(&app).await;
+    assert_eq!(admin_sweep(&app, "3600").await, "0\n");
+    assert!(blobs.exists(&orphan).await.unwrap());
+    assert_eq!(admin_sweep(&app, "0").await, "1\n");
+    assert!(!blobs.exists(&orphan).await.unwrap());
+    assert_present(&blobs, &kept).await;
+    app.stop().await;
+}
