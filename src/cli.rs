@@ -2,7 +2,7 @@
 
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::{self, LabelledSet, DEFAULT_MAX_PIXELS};
-use crate::engine::spe::{PseudoOutcome, ReferenceSet, SpeParams};
+use crate::engine::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
 use crate::engine::Gray;
 use crate::inference::{
     self, ExecutionProvider, ModelSpec, ReverseChoice, Runtime, RuntimeConfig, SegModel,
@@ -368,7 +368,7 @@ fn estimate(args: EstimateArgs) -> Result<()> {
         axis: args.axis,
         min_label_area: 0,
     };
-    let images = load_batch(&args.images, &opts)?;
+    let batch = load_batch(&args.images, &opts)?;
     let reverse = inference::build_reverse(
         &args.protocol.reverse,
         &runtime,
@@ -378,18 +378,33 @@ fn estimate(args: EstimateArgs) -> Result<()> {
         &model,
         &calibration,
         &reference,
-        &images,
+        &batch.images,
         reverse.as_ref(),
         &params,
     )?;
-    write_json(&args.out, &estimate)?;
+    // As the service does: DICOM/NIfTI batches whose every image gives its pixel size also get HD95 in mm.
+    let mut out = serde_json::to_value(&estimate)?;
+    if let (Some(hd95_mm), Some(fields)) = (
+        spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm)),
+        out.as_object_mut(),
+    ) {
+        fields.insert("hd95_mm".into(), serde_json::to_value(hd95_mm)?);
+    }
+    write_json(&args.out, &out)?;
     eprintln!("estimate written to {}", args.out.display());
     Ok(())
 }
 
+/// A batch folder's images, decoded for the engine, with each one's working-grid pixel size in mm when its
+/// file says.
+struct Batch {
+    images: Vec<Gray>,
+    pixel_mm: Vec<Option<[f64; 2]>>,
+}
+
 /// The files of a batch folder, expanded as the service expands an upload (so DICOM frames and NIfTI
-/// slices give the same images there and here), decoded for the engine.
-fn load_batch(dir: &Path, opts: &expand::Options) -> Result<Vec<Gray>> {
+/// slices give the same images there and here).
+fn load_batch(dir: &Path, opts: &expand::Options) -> Result<Batch> {
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("cannot list {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -424,10 +439,13 @@ fn load_batch(dir: &Path, opts: &expand::Options) -> Result<Vec<Gray>> {
         bail!("no PNG, JPEG, DICOM or NIfTI images in {}", dir.display());
     }
     let images = expand::unlabelled(&files, opts, "the batch")?;
-    Ok(images
-        .par_iter()
-        .map(|image| image_io::decode_gray(&image.image, &image.name, opts.max_pixels))
-        .collect::<Result<_, _>>()?)
+    Ok(Batch {
+        images: images
+            .par_iter()
+            .map(|image| image_io::decode_gray(&image.image, &image.name, opts.max_pixels))
+            .collect::<Result<_, _>>()?,
+        pixel_mm: images.iter().map(|image| image.pixel_mm).collect(),
+    })
 }
 
 /// Whether a file begins like a DICOM Part 10 file (read up to the DICM magic only).
