@@ -24,16 +24,21 @@ bench: ort
 	cargo bench --locked --bench label_fusion
 
 # `make fuzz TARGET=dicom SECONDS=300`: one cargo-fuzz target (image, dicom, nifti, multipart) for SECONDS
-# seconds, from its seeds (tools/fuzz/corpus/, git-ignored, generated on first use; new inputs go there)
-# and the committed malformed corpus (tests/fixtures/corrupt/). Findings: tools/fuzz/artifacts/.
+# seconds, from its seeds (tools/fuzz/corpus/, git-ignored, generated on first use; new inputs go there),
+# the committed malformed corpus (tests/fixtures/corrupt/) and, for dicom and nifti, the committed clinical
+# fixtures. MAXLEN=65536 lets inputs grow past libFuzzer's default (the largest seed, or 4 KB), e.g. to
+# multi-frame instances and whole volumes. Findings: tools/fuzz/artifacts/.
 SECONDS ?= 300
+MAXLEN ?=
+FUZZ_SEEDS_dicom = tests/fixtures/dicom/batch
+FUZZ_SEEDS_nifti = tests/fixtures/nifti
 fuzz:
-	@test -n "$(TARGET)" || { echo "usage: make fuzz TARGET=image|dicom|nifti|multipart [SECONDS=300]"; exit 2; }
+	@test -n "$(TARGET)" || { echo "usage: make fuzz TARGET=image|dicom|nifti|multipart [SECONDS=300] [MAXLEN=N]"; exit 2; }
 	command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	ls tools/fuzz/corpus/$(TARGET)/seed-* >/dev/null 2>&1 || cargo test --locked --test corrupt_corpus -- --ignored
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tools/fuzz -O $(TARGET) tools/fuzz/corpus/$(TARGET) \
-		tests/fixtures/corrupt/$(TARGET) -- -max_total_time=$(SECONDS) -rss_limit_mb=2048 -timeout=10 \
-		-print_final_stats=1
+		tests/fixtures/corrupt/$(TARGET) $(FUZZ_SEEDS_$(TARGET)) -- -max_total_time=$(SECONDS) \
+		-rss_limit_mb=2048 -timeout=10 -print_final_stats=1 $(if $(MAXLEN),-max_len=$(MAXLEN))
 
 # ONNX Runtime from the PyPI wheel (installed into a project-local venv, used by tools/ too).
 ort: $(ORT_LIB)
