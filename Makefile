@@ -5,6 +5,9 @@ PY := $(PY_VENV)/bin/python
 ORT_VERSION := 1.32.0
 ORT_LIB := .ort/libonnxruntime.so.$(ORT_VERSION)
 export SPE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
+# A file-backed S3 server (crates.io s3s-fs) for the S3 blob-store test, built once into .tools/.
+S3S_FS_VERSION := 0.14.1
+S3S_FS := .tools/bin/s3s-fs
 
 .PHONY: run test ort lint bench fuzz fixtures clean-db
 
@@ -12,7 +15,7 @@ run: ort
 	cargo build --release --locked
 	tools/pg.sh .pgdata 54329 -- target/release/spe serve
 
-test: ort
+test: ort $(S3S_FS)
 	tools/pg.sh .pgdata-test 54330 -- cargo test --locked
 	$(PY) -m unittest discover -s tools -p 'test_*.py'
 
@@ -51,6 +54,9 @@ $(PY_VENV)/.installed: tools/requirements.txt
 $(ORT_LIB): $(PY_VENV)/.installed
 	mkdir -p .ort
 	cp $(PY_VENV)/lib/python3*/site-packages/onnxruntime/capi/libonnxruntime.so.$(ORT_VERSION) $@
+
+$(S3S_FS):
+	cargo install --quiet --locked --root .tools --version $(S3S_FS_VERSION) --features binary s3s-fs
 
 fixtures: $(PY_VENV)/.installed
 	$(PY) tools/make_fixtures.py

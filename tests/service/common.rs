@@ -147,6 +147,36 @@ impl TestApp {
         let (shutdown, rx) = watch::channel(false);
         let args = serve_args(&database_url, blob_dir.path(), &o);
         let server = tokio::spawn(spe::service::run(args, Some(listener), rx));
+        let Some(mut app) = Self::ready(url, database_url, blob_dir, || server.is_finished()).await
+        else {
+            let err = server.await.unwrap().err().map(|e| format!("{e:#}"));
+            panic!("the service stopped during start-up: {err:?}");
+        };
+        app.server = Some(server);
+        app.shutdown = shutdown;
+        app
+    }
+
+    /// A service someone else started (a child `spe serve` process), once it answers; `stopped` tells
+    /// whether it died during start-up. `blob_dir` is where its blobs land as files, for `footprint`.
+    pub async fn external(
+        url: String,
+        database_url: String,
+        blob_dir: tempfile::TempDir,
+        stopped: impl Fn() -> bool,
+    ) -> Self {
+        Self::ready(url, database_url, blob_dir, stopped)
+            .await
+            .expect("the service stopped during start-up")
+    }
+
+    /// None when `stopped` says the service died before answering.
+    async fn ready(
+        url: String,
+        database_url: String,
+        blob_dir: tempfile::TempDir,
+        stopped: impl Fn() -> bool,
+    ) -> Option<Self> {
         let client = Client::builder()
             .timeout(Duration::from_secs(120))
             .build()
@@ -159,9 +189,8 @@ impl TestApp {
                     break;
                 }
             }
-            if server.is_finished() {
-                let err = server.await.unwrap().err().map(|e| format!("{e:#}"));
-                panic!("the service stopped during start-up: {err:?}");
+            if stopped() {
+                return None;
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
@@ -182,7 +211,7 @@ impl TestApp {
             .await
             .unwrap()
             .1;
-        Self {
+        Some(Self {
             url,
             database_url,
             blob_dir,
@@ -191,9 +220,9 @@ impl TestApp {
             admin,
             submitter,
             reader,
-            shutdown,
-            server: Some(server),
-        }
+            shutdown: watch::channel(false).0,
+            server: None,
+        })
     }
 
     /// Stops the service and drops the test's database (a failing test keeps its own, for a look).

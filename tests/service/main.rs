@@ -9,5 +9,6 @@ mod idempotency;
 mod jsrt;
 mod openapi;
 mod roles;
+mod s3;
 mod sweep;
 mod worker_crash;
