@@ -261,7 +261,10 @@ def run_decomposed(torch, nn, model, device, args) -> bool:
         print(f"{label} ms per query {med:.3f} (median of {args.iters}; best {best:.3f}) at S={args.supports}, "
               f"batch {b}")
         if channels_last and args.profile and device.type == "cuda":
-            profile(torch, fast, device, b, args.supports)
+            try:  # diagnostics only: a profiler problem must not cost the timings that follow
+                profile(torch, fast, device, b, args.supports)
+            except Exception as e:  # noqa: BLE001
+                print(f"profile: FAILED ({type(e).__name__}: {e})")
     return ok
 
 
