@@ -37,22 +37,6 @@ fn sha256(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
-async fn estimate(app: &TestApp, id: &str, form: Form) -> Value {
-    let r = app
-        .post_form(&format!("/v1/models/{id}/estimates"), &app.submitter, form)
-        .await;
-    assert_eq!(
-        r.status(),
-        StatusCode::ACCEPTED,
-        "{}",
-        r.text().await.unwrap()
-    );
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let est = app.wait(&location, Duration::from_secs(120)).await;
-    assert_eq!(est["status"], "succeeded", "{est}");
-    est
-}
-
 fn bytes_part(bytes: Vec<u8>, name: &str) -> Part {
     Part::bytes(bytes).file_name(name.to_string())
 }
@@ -61,14 +45,14 @@ fn bytes_part(bytes: Vec<u8>, name: &str) -> Part {
 async fn clinical_nifti_volumes_match_png_and_report_hd95_in_mm() {
     let app = TestApp::start().await;
     let (id, _) = calibrated_model(&app, "nifti").await;
-    let png = estimate(&app, &id, images_form(&synthetic().join("batch"))).await;
+    let png = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
     assert!(png["result"]["hd95_mm"].is_null(), "PNGs carry no spacing");
     let blobs_before = settled_footprint(&app).await.1;
 
     // The same pixels as one gzipped volume, with 0.5 mm columns and 0.8 mm rows.
     let nii = volume(&gray_pngs(&synthetic().join("batch")), [0.5, 0.8, 2.0]);
     let form = Form::new().part("image", bytes_part(nii.clone(), "batch.nii.gz"));
-    let est = estimate(&app, &id, form).await;
+    let est = estimate_ok(&app, &id, form).await;
     assert_eq!(est["images"], 12);
     assert_eq!(est["result"]["metrics"], png["result"]["metrics"]);
     let pixel_mm = (0.5f64 * 0.8).sqrt();
@@ -280,7 +264,7 @@ async fn assert_no_secret(app: &TestApp) {
 async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
     let app = TestApp::start().await;
     let (id, _) = calibrated_model(&app, "dicom").await;
-    let png = estimate(&app, &id, images_form(&synthetic().join("batch"))).await;
+    let png = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
     let instances = batch_instances();
 
     // A PACS-style zip: extensionless files that share a name across series folders.
@@ -290,7 +274,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
         .map(|(i, d)| (format!("series{i}/IM0001"), d.clone()))
         .collect();
     let form = Form::new().part("archive", bytes_part(zip_of(&entries), "study.zip"));
-    let est = estimate(&app, &id, form).await;
+    let est = estimate_ok(&app, &id, form).await;
     assert_eq!(est["images"], 12);
     assert_eq!(est["result"]["metrics"], png["result"]["metrics"]);
     assert!((est["result"]["hd95_mm"]["pixel_mm"].as_f64().unwrap() - 0.6).abs() < 1e-9);
@@ -305,7 +289,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
     // One multi-frame instance holding the same 12 images.
     let all: Vec<u8> = gray_pngs(&synthetic().join("batch")).concat();
     let multi = dcm::gray8_instance(SIDE, SIDE, &all, 12, &uid(50), dcm::RLE_LOSSLESS);
-    let est = estimate(
+    let est = estimate_ok(
         &app,
         &id,
         Form::new().part("image", bytes_part(multi, "multi.dcm")),
@@ -406,7 +390,7 @@ async fn clinical_batch_pixels_are_kept_when_configured() {
     .await;
     let (id, _) = calibrated_model(&app, "retain").await;
     let before = settled_footprint(&app).await.1;
-    let est = estimate(&app, &id, images_form(&synthetic().join("batch"))).await;
+    let est = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
     assert_eq!(est["pixels_retained"], true);
     assert_eq!(settled_footprint(&app).await.1, before + 12);
     app.stop().await;

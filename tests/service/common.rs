@@ -445,6 +445,33 @@ pub async fn calibrated_model(app: &TestApp, name: &str) -> (String, Value) {
     (id, cal)
 }
 
+/// The digests of every blob some row references.
+pub async fn referenced(app: &TestApp) -> std::collections::BTreeSet<String> {
+    sqlx::query_scalar("SELECT DISTINCT sha256 FROM blob_references")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Submits an estimate and waits until it has succeeded; returns the finished estimate.
+pub async fn estimate_ok(app: &TestApp, id: &str, form: Form) -> Value {
+    let r = app
+        .post_form(&format!("/v1/models/{id}/estimates"), &app.submitter, form)
+        .await;
+    assert_eq!(
+        r.status(),
+        StatusCode::ACCEPTED,
+        "{}",
+        r.text().await.unwrap()
+    );
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    let est = app.wait(&location, Duration::from_secs(120)).await;
+    assert_eq!(est["status"], "succeeded", "{est}");
+    est
+}
+
 /// Asserts an RFC 9457 problem response with this status; returns its body.
 pub async fn expect_problem(r: Response, status: StatusCode) -> Value {
     let got = r.status();

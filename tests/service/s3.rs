@@ -102,15 +102,6 @@ fn stored(root: &Path) -> BTreeSet<String> {
     out
 }
 
-async fn referenced(app: &TestApp) -> BTreeSet<String> {
-    sqlx::query_scalar::<_, String>("SELECT DISTINCT sha256 FROM blob_references")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
 /// Waits until the bucket holds exactly the blobs rows reference (deletes follow their commit).
 async fn settled(app: &TestApp, root: &Path) -> BTreeSet<String> {
     for _ in 0..100 {
@@ -169,17 +160,7 @@ async fn s3_blob_store_holds_the_blobs_of_a_whole_estimate_and_is_swept() {
         "the model, its reference and calibration images live in the bucket: {before:?}"
     );
 
-    let r = app
-        .post_form(
-            &format!("/v1/models/{id}/estimates"),
-            &app.submitter,
-            images_form(&synthetic().join("batch")),
-        )
-        .await;
-    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let done = app.wait(&location, Duration::from_secs(120)).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let done = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
     assert!(
         done["result"]["metrics"]["dice"]["estimate"].is_number(),
         "{done}"

@@ -8,15 +8,6 @@ use spe::store::{self, BlobStore};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-async fn referenced(app: &TestApp) -> BTreeSet<String> {
-    sqlx::query_scalar("SELECT DISTINCT sha256 FROM blob_references")
-        .fetch_all(&app.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .collect()
-}
-
 async fn assert_present(blobs: &BlobStore, shas: &BTreeSet<String>) {
     for sha in shas {
         assert!(
@@ -26,26 +17,12 @@ async fn assert_present(blobs: &BlobStore, shas: &BTreeSet<String>) {
     }
 }
 
-async fn estimate_succeeds(app: &TestApp, id: &str) {
-    let r = app
-        .post_form(
-            &format!("/v1/models/{id}/estimates"),
-            &app.submitter,
-            images_form(&synthetic().join("batch")),
-        )
-        .await;
-    assert_eq!(r.status(), reqwest::StatusCode::ACCEPTED);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let est = app.wait(&location, Duration::from_secs(120)).await;
-    assert_eq!(est["status"], "succeeded", "{est}");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sweep_deletes_crash_leftovers_and_keeps_referenced_blobs() {
     let app = TestApp::start().await;
     let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
     let (id, _) = calibrated_model(&app, "sweep").await;
-    estimate_succeeds(&app, &id).await;
+    estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
     settled_footprint(&app).await;
 
     // What a crash just after the estimate's commit leaves: its batch pixels, no longer referenced (the
@@ -107,7 +84,7 @@ async fn sweep_deletes_crash_leftovers_and_keeps_referenced_blobs() {
     assert_eq!(removed, 0);
 
     // The model, its reference set and its calibration still serve an estimate.
-    estimate_succeeds(&app, &id).await;
+    estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
     app.stop().await;
 }
 
