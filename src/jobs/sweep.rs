@@ -1,4 +1,5 @@
-//! The orphaned-blob sweep as a background task of `spe serve`: once at start-up, then every interval.
+//! The orphaned-blob sweep as a background task of `spe serve`: once at start-up, then every interval;
+//! a tick is skipped while another process sweeps the same database.
 
 use crate::store::{self, BlobStore};
 use sqlx::PgPool;
@@ -15,11 +16,12 @@ pub async fn sweep_blobs(
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
-        match store::sweep_orphans(&pool, &blobs, min_age).await {
-            Ok(removed) => {
+        match store::sweep_orphans_unless_running(&pool, &blobs, min_age).await {
+            Ok(Some(removed)) => {
                 metrics::counter!("spe_blobs_swept_total").increment(removed as u64);
                 tracing::info!(removed, "blob sweep: orphaned blobs deleted");
             }
+            Ok(None) => tracing::debug!("blob sweep skipped: another process is sweeping"),
             Err(e) => tracing::warn!(error = %e, "blob sweep failed"),
         }
         tokio::select! {

@@ -123,3 +123,35 @@ pub async fn sweep_orphans(
     }
     Ok(removed)
 }
+
+/// The session advisory lock a background sweep holds (the two-int form, so it cannot meet a blob's
+/// single-bigint lock): with several `spe serve` processes on one database, one sweeps at a time.
+pub const SWEEP_LOCK: (i32, i32) = (0x5350_4521, 1);
+
+/// `sweep_orphans`, unless another process is sweeping this database right now (then None).
+pub async fn sweep_orphans_unless_running(
+    pool: &PgPool,
+    blobs: &BlobStore,
+    min_age: Duration,
+) -> Result<Option<usize>, StoreError> {
+    let mut conn = pool.acquire().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, $2)")
+        .bind(SWEEP_LOCK.0)
+        .bind(SWEEP_LOCK.1)
+        .fetch_one(&mut *conn)
+        .await?;
+    if !locked {
+        return Ok(None);
+    }
+    let swept = sweep_orphans(pool, blobs, min_age).await;
+    let unlocked = sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(SWEEP_LOCK.0)
+        .bind(SWEEP_LOCK.1)
+        .execute(&mut *conn)
+        .await;
+    if unlocked.is_err() {
+        // Closing the session is what releases a lock it could not release itself.
+        let _ = conn.close().await;
+    }
+    swept.map(Some)
+}

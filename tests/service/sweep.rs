@@ -97,7 +97,28 @@ async fn serve_sweeps_in_the_background_without_hurting_uploads() {
     })
     .await;
     let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
+    // While another process holds the sweep lock, this one's ticks leave the orphan alone.
+    let mut other = app.pool.acquire().await.unwrap();
+    let (class, id) = store::SWEEP_LOCK;
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(class)
+        .bind(id)
+        .execute(&mut *other)
+        .await
+        .unwrap();
     let (orphan, _) = blobs.put(Bytes::from_static(b"left behind")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(
+        blobs.exists(&orphan).await.unwrap(),
+        "swept while another process was sweeping"
+    );
+    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+        .bind(class)
+        .bind(id)
+        .execute(&mut *other)
+        .await
+        .unwrap();
+    drop(other);
     let started = Instant::now();
     while blobs.exists(&orphan).await.unwrap() {
         assert!(
