@@ -117,6 +117,28 @@ fn jpeg_baseline_gray_multi_frame() {
     }
 }
 
+/// JPEG Extended (Process 2 & 4): an 8-bit extended-sequential Huffman frame, i.e. the baseline stream
+/// with its SOF0 marker declared as SOF1 (no 12-bit lossy encoder is at hand for the 12-bit case).
+#[test]
+fn jpeg_extended_sof1_gray() {
+    const JPEG_EXTENDED: &str = "1.2.840.10008.1.2.4.51";
+    let (rows, cols) = (16, 24);
+    let pixels = smooth_gray(rows, cols);
+    let mut jpeg = testdata::jpeg_gray8(&pixels, rows, cols);
+    let sof = jpeg
+        .windows(2)
+        .position(|w| w == [0xFF, 0xC0])
+        .expect("a baseline frame header");
+    jpeg[sof + 1] = 0xC1;
+    let img = Img::new(rows as u16, cols as u16, 8, "MONOCHROME2");
+    let i = ok(&img.file(JPEG_EXTENDED, encapsulated(vec![jpeg])));
+    assert_eq!(i.transfer_syntax, JPEG_EXTENDED);
+    let got = gray8(&i, 0);
+    assert_eq!(got.dim(), (rows, cols));
+    let mad = mean_abs_diff(got.iter().copied(), pixels.iter().copied());
+    assert!(mad < 3.0, "mean abs diff {mad}");
+}
+
 #[test]
 fn jpeg_baseline_ybr_becomes_rgb() {
     let (rows, cols) = (16, 16);
