@@ -69,6 +69,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     pub library: PathBuf,
     environment: ort::environment::Environment,
+    cuda: CudaKernels,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -109,6 +110,7 @@ impl Runtime {
             config,
             library,
             environment,
+            cuda: CudaKernels::from_env(),
         };
         runtime.check_provider()?;
         Ok(runtime)
@@ -129,6 +131,17 @@ impl Runtime {
         .unwrap_or(false);
         if available {
             tracing::info!(provider = %self.config.provider, library = %self.library.display(), "ONNX Runtime loaded");
+            if self.config.provider != ExecutionProvider::Cpu {
+                let CudaKernels {
+                    prefer_nhwc,
+                    fuse_conv_bias,
+                } = self.cuda;
+                tracing::info!(
+                    prefer_nhwc,
+                    fuse_conv_bias,
+                    "CUDA execution provider options"
+                );
+            }
             return Ok(());
         }
         let reason = format!(
@@ -163,7 +176,7 @@ impl Runtime {
         let providers = match self.config.provider {
             ExecutionProvider::Cpu => vec![],
             ExecutionProvider::Cuda => vec![wrap_required(
-                cuda_provider(),
+                self.cuda.provider(),
                 self.config.provider_required,
             )],
             ExecutionProvider::Tensorrt => vec![
@@ -171,7 +184,7 @@ impl Runtime {
                     ort::ep::TensorRT::default().build(),
                     self.config.provider_required,
                 ),
-                cuda_provider(),
+                self.cuda.provider(),
             ],
         };
         if !providers.is_empty() {
@@ -186,25 +199,34 @@ impl Runtime {
     }
 }
 
-/// CUDA EP for convolution-heavy graphs such as UniverSeg: cuDNN may take all the workspace it wants.
-/// Two kernel choices are opt-in because they were not measured faster on the GPUs tried so far:
-/// `SPE_CUDA_PREFER_NHWC=1` (channels-last kernels: 6% slower on the NCHW fp16 UniverSeg graph on an H200,
-/// ORT 1.31; meant for graphs exported with `--layout nhwc`) and `SPE_CUDA_FUSE_CONV_BIAS=1` (cuDNN
-/// frontend conv+bias fusion).
-fn cuda_provider() -> ort::ep::ExecutionProviderDispatch {
-    let on = |var: &str| std::env::var(var).is_ok_and(|v| v == "1");
-    let (nhwc, fuse_bias) = (on("SPE_CUDA_PREFER_NHWC"), on("SPE_CUDA_FUSE_CONV_BIAS"));
-    tracing::info!(
-        prefer_nhwc = nhwc,
-        fuse_conv_bias = fuse_bias,
-        "CUDA execution provider options"
-    );
-    ort::ep::CUDA::default()
-        .with_prefer_nhwc(nhwc)
-        .with_fuse_conv_bias(fuse_bias)
-        .with_conv_max_workspace(true)
-        .with_tf32(true)
-        .build()
+/// Kernel choices for the CUDA EP, read once from the environment. Both are opt-in because they were not
+/// measured faster on the GPUs tried so far: `SPE_CUDA_PREFER_NHWC=1` (channels-last kernels: 6% slower on
+/// the NCHW fp16 UniverSeg graph on an H200, ORT 1.31; meant for graphs exported with `--layout nhwc`) and
+/// `SPE_CUDA_FUSE_CONV_BIAS=1` (cuDNN frontend conv+bias fusion).
+#[derive(Clone, Copy, Debug)]
+struct CudaKernels {
+    prefer_nhwc: bool,
+    fuse_conv_bias: bool,
+}
+
+impl CudaKernels {
+    fn from_env() -> Self {
+        let on = |var: &str| std::env::var(var).is_ok_and(|v| v == "1");
+        Self {
+            prefer_nhwc: on("SPE_CUDA_PREFER_NHWC"),
+            fuse_conv_bias: on("SPE_CUDA_FUSE_CONV_BIAS"),
+        }
+    }
+
+    /// CUDA EP for convolution-heavy graphs such as UniverSeg: cuDNN may take all the workspace it wants.
+    fn provider(self) -> ort::ep::ExecutionProviderDispatch {
+        ort::ep::CUDA::default()
+            .with_prefer_nhwc(self.prefer_nhwc)
+            .with_fuse_conv_bias(self.fuse_conv_bias)
+            .with_conv_max_workspace(true)
+            .with_tf32(true)
+            .build()
+    }
 }
 
 fn wrap_required(
