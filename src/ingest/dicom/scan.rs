@@ -59,6 +59,16 @@ impl Bytes<'_> {
         Ok(())
     }
 
+    /// Where a value of `len` bytes starting at `at` ends: None for an undefined length, an error when
+    /// the input is shorter than declared.
+    fn value_end(&self, tag: Tag, len: u32, at: usize) -> Result<Option<usize>, IngestError> {
+        if len == UNDEFINED {
+            return Ok(None);
+        }
+        self.ensure(tag, len, at)?;
+        Ok(Some(at + len as usize))
+    }
+
     /// Explicit-VR header at `at`: (VR, value length, header size).
     fn explicit_header(&self, at: usize) -> Option<(VR, u32, usize)> {
         let vr = self.data.get(at + 4..at + 6)?;
@@ -181,12 +191,7 @@ pub(super) fn check_dataset(data: &[u8], syntax: Syntax) -> Result<(), IngestErr
             match (group, element) {
                 (0xFFFE, 0xE000) => {
                     let pixel = open.last().is_some_and(|o| o.pixel);
-                    let end = if len == UNDEFINED {
-                        None
-                    } else {
-                        b.ensure(tag, len, pos)?;
-                        Some(pos + len as usize)
-                    };
+                    let end = b.value_end(tag, len, pos)?;
                     open.push(Open {
                         item: true,
                         pixel,
@@ -246,12 +251,7 @@ pub(super) fn check_dataset(data: &[u8], syntax: Syntax) -> Result<(), IngestErr
         if vr == VR::SQ || len == UNDEFINED {
             // dicom-rs reads undefined-length Pixel Data as fragments (unless its VR says SQ: it tests
             // that first) and any other as a sequence.
-            let end = if len == UNDEFINED {
-                None
-            } else {
-                b.ensure(tag, len, pos)?;
-                Some(pos + len as usize)
-            };
+            let end = b.value_end(tag, len, pos)?;
             open.push(Open {
                 item: false,
                 pixel: vr != VR::SQ && tag == tags::PIXEL_DATA && len == UNDEFINED,
