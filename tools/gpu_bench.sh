@@ -13,27 +13,17 @@
 # and the decomposed computation in fp16, NCHW and channels-last, with a per-kernel profile: what this card
 # reaches with well-chosen kernels.
 #
-# Nothing is built or downloaded there; what it uses is prepared on a build machine by
-# `bash tools/gpu_prepare.sh` (all in folders that .gitignore's /.gw*/ already ignores; its header gives the
-# five device calls that carry them):
-#   .gwbench/gpu_universeg        cargo build --release --bench gpu_universeg; cp target/release/deps/
-#                                 gpu_universeg-<hash> .gwbench/gpu_universeg; strip it
-#   .gwbench/universeg_decomposed_float16.onnx   tools/export_universeg.py --weights <npz> --form decomposed
-#                                 --dtype float16 (weights from tools/torch_universeg_bench.py --write-weights)
-#   .gwbench/universeg_decomposed_float16_nhwc.onnx   the same with --layout nhwc
-#   .gwbench/SHA256SUMS           sha256 of ortcuda.zip (and of the other carried files)
-#   .gwbench/stub/libcurand.so.10 `echo 'void spe_curand_stub(void) {}' | gcc -shared -fPIC
-#                                 -Wl,-soname,libcurand.so.10 -o libcurand.so.10 -x c -` (used only when absent)
-#   ortcuda.zip.part1..5          onnxruntime-gpu 1.31.1's three libraries (libonnxruntime.so.1.31.1,
-#                                 libonnxruntime_providers_shared.so, libonnxruntime_providers_cuda.so, under
-#                                 onnxruntime/capi/ as in the wheel), zipped and cut with `split -n 5`; looked
-#                                 for in .gwbench/, /tmp/parts/ and .gw1/ .. .gw5/. Made with: pip download
-#                                 --no-deps --only-binary=:all: --python-version 3.12 --platform
-#                                 manylinux_2_28_x86_64 onnxruntime-gpu==1.31.1; unzip those three members;
-#                                 python3 zipfile (deflate) -> ortcuda.zip; split -n 5 --numeric-suffixes=1 -a 1
-#   universeg_seed0.npz, universeg_decomposed_float32.onnx, universeg_naive_float32.onnx  (optional, same
-#                                 places): the weights for PyTorch and two comparison graphs; when missing they
-#                                 are made here (needs numpy + onnx), else those steps are skipped.
+# Nothing is built or downloaded there: `bash tools/gpu_prepare.sh` makes what it uses on a build machine,
+# in git-ignored folders (its header gives the device calls that carry them). Looked for in .gwbench/,
+# /tmp/parts/ and .gw1/ .. .gw5/:
+#   gpu_universeg                 the stripped bench binary (cargo build --release --bench gpu_universeg)
+#   universeg_decomposed_float16.onnx, universeg_decomposed_float16_nhwc.onnx   the graphs timed
+#   ortcuda.zip.part1..5          onnxruntime-gpu 1.31.1's three libraries, zipped and cut in five;
+#                                 .gwbench/SHA256SUMS holds the joined zip's digest
+#   stub/libcurand.so.10          (in .gwbench/) an empty stand-in, used only when no real one is found
+#   universeg_seed0.npz, universeg_decomposed_float32.onnx, universeg_naive_float32.onnx  (optional) the
+#                                 weights for PyTorch and two comparison graphs; when missing they are made
+#                                 here (needs numpy + onnx), else those steps are skipped.
 # Environment: PYTHON (default python3), GPU_BENCH_PROVIDER (default cuda; `cpu` with SPE_ORT_LIB set to a CPU
 # libonnxruntime and GPU_BENCH_QUICK=1 is a dry run of the plumbing on a machine without GPU).
 set -uo pipefail
