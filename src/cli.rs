@@ -157,7 +157,7 @@ struct EstimateArgs {
     #[arg(long)]
     axis: Option<usize>,
     /// Refuse a NIfTI volume or multi-frame DICOM instance with more voxels than this.
-    #[arg(long, default_value_t = 134_217_728)]
+    #[arg(long, default_value_t = expand::DEFAULT_MAX_VOLUME_VOXELS)]
     max_volume_voxels: u64,
     #[arg(long)]
     out: PathBuf,

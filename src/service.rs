@@ -68,7 +68,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SPE_MAX_PIXELS", default_value_t = 25_000_000)]
     pub max_pixels: u64,
     /// Most voxels in one NIfTI volume or multi-frame DICOM instance, checked before decoding.
-    #[arg(long, env = "SPE_MAX_VOLUME_VOXELS", default_value_t = 134_217_728)]
+    #[arg(long, env = "SPE_MAX_VOLUME_VOXELS", default_value_t = crate::ingest::expand::DEFAULT_MAX_VOLUME_VOXELS)]
     pub max_volume_voxels: u64,
     /// Most jobs queued or running before submissions get 429.
     #[arg(long, env = "SPE_MAX_QUEUE", default_value_t = 64)]

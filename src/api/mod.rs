@@ -53,7 +53,7 @@ impl Default for Limits {
             max_body_bytes: 256 * 1024 * 1024,
             max_images: 1024,
             max_pixels: 25_000_000,
-            max_volume_voxels: 134_217_728,
+            max_volume_voxels: crate::ingest::expand::DEFAULT_MAX_VOLUME_VOXELS,
             max_queue: 64,
             retry_after_s: 10,
         }

@@ -89,6 +89,9 @@ pub struct NamedImage {
     pub pixel_mm: Option<[f64; 2]>,
 }
 
+/// Default bound on one NIfTI volume or multi-frame DICOM instance, in voxels (2^27).
+pub const DEFAULT_MAX_VOLUME_VOXELS: u64 = 134_217_728;
+
 #[derive(Clone, Copy, Debug)]
 pub struct Options {
     pub max_pixels: u64,
