@@ -90,6 +90,22 @@ impl Default for Options {
     }
 }
 
+/// A child process, killed when dropped so a failing test leaves none behind.
+pub struct ChildProcess(pub std::process::Child);
+
+impl ChildProcess {
+    pub fn exited(&mut self) -> bool {
+        self.0.try_wait().ok().flatten().is_some()
+    }
+}
+
+impl Drop for ChildProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct TestApp {
     pub url: String,
     pub database_url: String,
@@ -163,7 +179,7 @@ impl TestApp {
         url: String,
         database_url: String,
         blob_dir: tempfile::TempDir,
-        stopped: impl Fn() -> bool,
+        stopped: impl FnMut() -> bool,
     ) -> Self {
         Self::ready(url, database_url, blob_dir, stopped)
             .await
@@ -175,7 +191,7 @@ impl TestApp {
         url: String,
         database_url: String,
         blob_dir: tempfile::TempDir,
-        stopped: impl Fn() -> bool,
+        mut stopped: impl FnMut() -> bool,
     ) -> Option<Self> {
         let client = Client::builder()
             .timeout(Duration::from_secs(120))

@@ -7,31 +7,13 @@ use crate::common::*;
 use std::collections::BTreeSet;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BUCKET: &str = "spe-blobs";
 const PREFIX: &str = "store";
 const ACCESS_KEY: &str = "spe-test";
 const SECRET_KEY: &str = "spe-test-secret";
-
-/// A child process, killed when dropped so a failing test leaves none behind.
-struct Process(Mutex<Child>);
-
-impl Process {
-    fn exited(&self) -> bool {
-        self.0.lock().unwrap().try_wait().ok().flatten().is_some()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let child = self.0.get_mut().unwrap();
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
 
 fn s3s_fs() -> PathBuf {
     let path = std::env::var_os("S3S_FS")
@@ -62,7 +44,7 @@ fn with_s3_env(cmd: &mut Command, s3_port: u16) -> &mut Command {
         .env("AWS_ALLOW_HTTP", "true")
 }
 
-fn start_s3(root: &Path) -> (Process, u16) {
+fn start_s3(root: &Path) -> (ChildProcess, u16) {
     let port = free_port();
     let child = Command::new(s3s_fs())
         .args(["--host", "127.0.0.1", "--port", &port.to_string()])
@@ -72,7 +54,7 @@ fn start_s3(root: &Path) -> (Process, u16) {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("cannot start s3s-fs");
-    let s3 = Process(Mutex::new(child));
+    let mut s3 = ChildProcess(child);
     let started = Instant::now();
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(!s3.exited(), "s3s-fs stopped during start-up");
@@ -148,7 +130,7 @@ async fn s3_blob_store_holds_the_blobs_of_a_whole_estimate_and_is_swept() {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("cannot start the spe binary");
-    let server = Process(Mutex::new(child));
+    let mut server = ChildProcess(child);
     let url = format!("http://127.0.0.1:{port}");
     let bucket_root = root.path().to_path_buf();
     let app = TestApp::external(url, database_url.clone(), root, || server.exited()).await;

@@ -8,17 +8,7 @@ use serde_json::Value;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A worker process, killed when dropped so a failing test leaves none behind.
-struct Worker(Child);
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_worker(app: &TestApp, grace_secs: &str) -> Worker {
+fn spawn_worker(app: &TestApp, grace_secs: &str) -> ChildProcess {
     let child = Command::new(env!("CARGO_BIN_EXE_spe"))
         .args([
             "serve",
@@ -39,7 +29,7 @@ fn spawn_worker(app: &TestApp, grace_secs: &str) -> Worker {
         .stderr(Stdio::inherit())
         .spawn()
         .expect("cannot start the spe binary");
-    Worker(child)
+    ChildProcess(child)
 }
 
 /// A calibration slow enough (many repetitions) to be caught mid-run.
