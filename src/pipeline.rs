@@ -4,6 +4,8 @@
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::LabelledSet;
 use crate::engine::metrics::{self, MetricSet};
+use crate::engine::estimate;
+use crate::engine::levels::{self, CalibrationInputs};
 use crate::engine::spe::{self, Estimate, PseudoOutcome, ReferenceSet, SpeParams};
 use crate::engine::{EngineError, Gray, Mask, ReverseSegmenter};
 use crate::inference::{InferenceError, SegModel};
@@ -47,6 +49,8 @@ pub fn evaluate(model: &SegModel, set: &LabelledSet) -> Result<Evaluation, Pipel
 /// Predicted masks of one checkpoint on the calibration set, the input of [`calibrate_from_masks`].
 pub struct CheckpointMasks {
     pub name: String,
+    /// Digest of the checkpoint's ONNX file, when it came as one (deployed models are anchored by it).
+    pub sha256: Option<String>,
     pub masks: Vec<Mask>,
 }
 
@@ -62,28 +66,21 @@ pub fn calibrate_from_masks(
     progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
 ) -> Result<Calibration, PipelineError> {
     params.validate()?;
+    let inputs = CalibrationInputs::new(reverse, &calibration.images, &calibration.labels, reference)?;
     let mut points = Vec::with_capacity(count);
     for (i, checkpoint) in checkpoints.into_iter().enumerate() {
-        let CheckpointMasks { name, masks } = checkpoint?;
-        if masks.len() != calibration.images.len() {
-            return Err(EngineError::Invalid(format!(
-                "checkpoint {name}: {} masks for {} calibration images",
-                masks.len(),
-                calibration.images.len()
-            ))
-            .into());
-        }
-        let real = score(&calibration.names, &calibration.labels, &masks).mean;
-        let outcome = spe::pseudo_metrics(reverse, &calibration.images, &masks, reference, params)?;
-        let point = CheckpointPoint {
+        let CheckpointMasks {
             name,
-            real,
-            outcome,
-        };
+            sha256,
+            masks,
+        } = checkpoint?;
+        let point = levels::checkpoint_point(reverse, reference, &inputs, &masks, params, name, sha256)?;
         progress(i, count, &point);
         points.push(point);
     }
-    Ok(Calibration::fit(reverse.describe(), *params, points)?)
+    let mut fitted = Calibration::fit(reverse.describe(), *params, calibration.images.len(), points)?;
+    fitted.distance = Some(inputs.distance_summary());
+    Ok(fitted)
 }
 
 /// Stage 1 from checkpoint models.
@@ -98,6 +95,7 @@ pub fn calibrate(
     let masks = checkpoints.iter().map(|model| {
         Ok(CheckpointMasks {
             name: model.name().to_string(),
+            sha256: Some(model.sha256().to_string()),
             masks: model.predict(&calibration.images)?,
         })
     });
@@ -139,6 +137,7 @@ pub fn estimate(
         .map(|i| images[i].clone())
         .collect();
     let masks = model.predict(&images)?;
-    let outcome = spe::pseudo_metrics(reverse, &images, &masks, reference, params)?;
-    Ok((spe::estimate(&outcome, calibration), outcome))
+    let signals = estimate::measure(reverse, &images, &masks, reference, params)?;
+    let result = estimate::estimate(&signals, calibration, Some(model.sha256()));
+    Ok((result, signals.outcome))
 }

@@ -440,6 +440,10 @@ async fn from_pairs(
         .into_iter()
         .map(|p| CheckpointPoint {
             name: p.name,
+            sha256: None,
+            agreement: None,
+            masks: None,
+            draws: Vec::new(),
             real: p.real.into(),
             outcome: match p.pseudo {
                 Some(pseudo) => PseudoOutcome::Ok {
@@ -460,7 +464,7 @@ async fn from_pairs(
         })
         .collect();
     let reverse = reverse_description(state, model).await?;
-    let fitted = Calibration::fit(reverse, params, points)?;
+    let fitted = Calibration::fit(reverse, params, 0, points)?;
     let result = serde_json::to_value(&fitted).map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = Uuid::new_v4();
     let new = NewCalibration {

@@ -418,10 +418,20 @@ fn yes() -> bool {
 #[derive(Serialize, ToSchema)]
 pub struct MetricEstimate {
     pub estimate: f64,
-    /// About 95%: leave-one-out residuals of the fit combined with the spread over repetitions, clamped
-    /// to the metric's range.
+    /// About 95%: calibration residuals for batches of this size (within the anchor checkpoint, or
+    /// leave-one-checkpoint-out) combined with the spread over repetitions, clamped to the metric's range.
     pub interval: [f64; 2],
     pub pseudo: f64,
+    /// Mean agreement of the model's masks with the reference set's label fusion of the same images.
+    pub agreement: Option<f64>,
+}
+
+/// Something about the batch a person should know beside the number.
+#[derive(Serialize, ToSchema)]
+pub struct EstimateWarning {
+    /// empty_predictions, predicted_area, extrapolation or unanchored.
+    pub code: String,
+    pub message: String,
 }
 
 #[derive(Serialize, ToSchema, PartialEq, Eq, Debug)]
@@ -449,6 +459,9 @@ pub struct EstimateResult {
     pub hd95_mm: Option<Hd95Mm>,
     pub support: Support,
     pub message: Option<String>,
+    /// The calibration checkpoint the model is (same ONNX digest), when it is one.
+    pub anchor: Option<String>,
+    pub warnings: Vec<EstimateWarning>,
     /// Pseudo metrics of each repetition (their spread enters the interval).
     pub pseudo_per_repetition: Vec<Metrics>,
 }
@@ -521,7 +534,12 @@ impl From<EstimateRow> for EstimateView {
                     PseudoOutcome::InsufficientSupport { .. } => Vec::new(),
                 };
                 match s.estimate {
-                    Estimate::Ok { metrics, support } => EstimateResult {
+                    Estimate::Ok {
+                        metrics,
+                        support,
+                        anchor,
+                        warnings,
+                    } => EstimateResult {
                         status: EstimateOutcome::Ok,
                         hd95_mm: s.hd95_mm,
                         metrics: metrics
@@ -531,12 +549,21 @@ impl From<EstimateRow> for EstimateView {
                                     estimate: v.estimate,
                                     interval: v.interval,
                                     pseudo: v.pseudo,
+                                    agreement: v.agreement,
                                 };
                                 (m.name().to_string(), v)
                             })
                             .collect(),
                         support: support.into(),
                         message: None,
+                        anchor,
+                        warnings: warnings
+                            .into_iter()
+                            .map(|w| EstimateWarning {
+                                code: w.code,
+                                message: w.message,
+                            })
+                            .collect(),
                         pseudo_per_repetition: per_repetition,
                     },
                     Estimate::InsufficientSupport { support, message } => EstimateResult {
@@ -545,6 +572,8 @@ impl From<EstimateRow> for EstimateView {
                         metrics: BTreeMap::new(),
                         support: support.into(),
                         message: Some(message),
+                        anchor: None,
+                        warnings: Vec::new(),
                         pseudo_per_repetition: per_repetition,
                     },
                 }

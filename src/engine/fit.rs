@@ -1,19 +1,28 @@
-//! Stage 1's mapping: per metric, a function f with real ~= f(pseudo) fitted over the checkpoints.
-//! Candidates are a least-squares line (the paper), a monotone quadratic, a log form (HD95) and isotonic
-//! regression; the one with the lowest leave-one-out MAE is kept.
+//! Stage 1's mapping: per metric, a function f with real ~= f(score) fitted over calibration draws.
+//!
+//! The score a mapping reads is the pseudo metric, the atlas agreement (see [`super::spe::atlas_agreement`])
+//! or a mix of the two; the forms are a least-squares line (the paper), a monotone quadratic, a log form
+//! (HD95) and isotonic regression. The candidate with the lowest leave-one-checkpoint-out MAE is kept:
+//! draws of one checkpoint share its masks, so they are held out together.
+
+mod forms;
 
 use super::metrics::{Metric, MetricSet};
 use super::spe::{PseudoOutcome, SpeParams};
 use super::EngineError;
+use forms::Form;
+pub use forms::pearson;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-/// Fewer points than this cannot be fitted and validated by leave-one-out.
+/// Fewer checkpoints than this cannot be fitted and validated by leave-one-out.
 pub const MIN_POINTS: usize = 3;
-/// Flexible forms (quadratic, isotonic) are only tried with at least this many points.
+/// Flexible forms (quadratic, isotonic) are only tried with at least this many checkpoints.
 const MIN_POINTS_FLEXIBLE: usize = 5;
+/// Weights of the atlas agreement in the mixed score `(1 - w) pseudo + w agreement` that are tried.
+const AGREEMENT_WEIGHTS: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 
-/// A fitted mapping from a pseudo value to a real value.
+/// A fitted mapping from a score to a real value.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Mapping {
@@ -58,7 +67,7 @@ impl Mapping {
                 }
             }
             Mapping::Log { intercept, slope } => intercept + slope * (1.0 + p.max(0.0)).ln(),
-            Mapping::Isotonic { x, y } => interpolate(x, y, p),
+            Mapping::Isotonic { x, y } => forms::interpolate(x, y, p),
         }
     }
 }
@@ -66,119 +75,94 @@ impl Mapping {
 /// The chosen mapping of one metric with its validation figures.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Fit {
-    /// The pseudo metric the mapping reads (the same metric as the real one it predicts).
+    /// The metric whose pseudo value and agreement the mapping reads (the one it predicts).
     pub input: Metric,
+    /// Weight w of the atlas agreement in the score `(1 - w) pseudo + w agreement` (0: the pseudo metric
+    /// alone, as in the paper).
+    #[serde(default)]
+    pub agreement_weight: f64,
     pub mapping: Mapping,
-    /// Leave-one-out mean absolute error of the chosen form.
+    /// Leave-one-checkpoint-out mean absolute error of the chosen candidate.
     pub loo_mae: f64,
-    /// Leave-one-out root mean square error; used for the estimate's interval.
+    /// Leave-one-checkpoint-out root mean square error.
     pub loo_rmse: f64,
-    /// Pearson r between the pseudo and the real values over the fitted checkpoints (the paper's figure).
+    /// Root mean square of the leave-one-checkpoint-out residuals after removing each checkpoint's mean
+    /// residual: the error left once a checkpoint's own offset is known (anchored estimates).
+    #[serde(default)]
+    pub within_rmse: f64,
+    /// Pearson r between the score and the real values over the fitted points (the paper's figure).
     pub pearson_r: f64,
     /// Pearson r between leave-one-out predictions and the real values.
     pub loo_pearson_r: f64,
     pub n_points: usize,
-    /// Leave-one-out MAE of every form tried, so the choice can be checked.
+    /// Leave-one-checkpoint-out MAE of every candidate tried (`form` or `form@w` for a mixed score).
     pub candidates: BTreeMap<String, f64>,
 }
 
 impl Fit {
-    pub fn predict(&self, pseudo: &MetricSet) -> f64 {
-        self.mapping.apply(pseudo.get(self.input))
+    /// The mapped value for a batch's pseudo metrics and atlas agreement.
+    pub fn predict(&self, pseudo: &MetricSet, agreement: Option<&MetricSet>) -> f64 {
+        self.predict_values(
+            pseudo.get(self.input),
+            agreement.map(|a| a.get(self.input)),
+        )
+    }
+
+    fn predict_values(&self, pseudo: f64, agreement: Option<f64>) -> f64 {
+        self.mapping
+            .apply(score(pseudo, agreement, self.agreement_weight))
     }
 }
 
-/// One calibration checkpoint: its real metrics on the calibration set and its pseudo outcome.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointPoint {
-    pub name: String,
-    pub real: MetricSet,
-    #[serde(flatten)]
-    pub outcome: PseudoOutcome,
-}
-
-/// What `spe calibrate` writes and `spe estimate` reads (CAL.json).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Calibration {
-    pub format: String,
-    /// The reverse segmenter's `describe()`: estimates must use the same one.
-    pub reverse: String,
-    pub params: SpeParams,
-    pub checkpoints: Vec<CheckpointPoint>,
-    /// Checkpoints without a support set, reported and left out of the fit.
-    pub excluded: Vec<String>,
-    pub fits: BTreeMap<Metric, Fit>,
-}
-
-pub const CALIBRATION_FORMAT: &str = "spe-calibration/1";
-
-impl Calibration {
-    /// Fits every metric over the checkpoints that have a pseudo metric.
-    pub fn fit(
-        reverse: String,
-        params: SpeParams,
-        checkpoints: Vec<CheckpointPoint>,
-    ) -> Result<Self, EngineError> {
-        let mut excluded = Vec::new();
-        let mut pairs: Vec<(&MetricSet, &MetricSet)> = Vec::new();
-        for cp in &checkpoints {
-            match &cp.outcome {
-                PseudoOutcome::Ok { pseudo, .. } => pairs.push((pseudo, &cp.real)),
-                PseudoOutcome::InsufficientSupport { .. } => excluded.push(cp.name.clone()),
-            }
-        }
-        if pairs.len() < MIN_POINTS {
-            return Err(EngineError::Calibration(format!(
-                "{} of {} checkpoints have a support set (predictions with at least {} foreground pixels); \
-                 at least {MIN_POINTS} are needed to fit and validate the mapping — add checkpoints that \
-                 segment something",
-                pairs.len(),
-                checkpoints.len(),
-                params.min_area
-            )));
-        }
-        let mut fits = BTreeMap::new();
-        for metric in Metric::ALL {
-            let x: Vec<f64> = pairs.iter().map(|(p, _)| p.get(metric)).collect();
-            let y: Vec<f64> = pairs.iter().map(|(_, r)| r.get(metric)).collect();
-            fits.insert(metric, fit_metric(metric, &x, &y)?);
-        }
-        Ok(Self {
-            format: CALIBRATION_FORMAT.into(),
-            reverse,
-            params,
-            checkpoints,
-            excluded,
-            fits,
-        })
-    }
-
-    /// Checks a calibration read from outside (file or database) before use.
-    pub fn validate(&self) -> Result<(), EngineError> {
-        if self.format != CALIBRATION_FORMAT {
-            return Err(EngineError::Calibration(format!(
-                "unknown calibration format {:?}; expected {CALIBRATION_FORMAT:?}",
-                self.format
-            )));
-        }
-        if self.fits.is_empty() {
-            return Err(EngineError::Calibration("it holds no fitted metric".into()));
-        }
-        self.params.validate()
+/// The mixed score; without an agreement only the pseudo metric is available.
+fn score(pseudo: f64, agreement: Option<f64>, weight: f64) -> f64 {
+    match agreement {
+        Some(a) if weight > 0.0 => (1.0 - weight) * pseudo + weight * a,
+        _ => pseudo,
     }
 }
 
-/// Fits one metric: tries every applicable form and keeps the lowest leave-one-out MAE
-/// (ties go to the simpler form, which is tried first).
+/// One calibration observation of one metric: a batch drawn from the calibration set.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Observation {
+    pub pseudo: f64,
+    pub agreement: Option<f64>,
+    pub real: f64,
+    /// The checkpoint it came from (held out together).
+    pub group: usize,
+}
+
+/// Fits one metric over one point per checkpoint (`x` pseudo values, `y` real values).
 pub fn fit_metric(metric: Metric, x: &[f64], y: &[f64]) -> Result<Fit, EngineError> {
-    let n = x.len();
-    if n < MIN_POINTS {
+    let obs: Vec<Observation> = x
+        .iter()
+        .zip(y)
+        .enumerate()
+        .map(|(group, (&pseudo, &real))| Observation {
+            pseudo,
+            agreement: None,
+            real,
+            group,
+        })
+        .collect();
+    fit_observations(metric, &obs)
+}
+
+/// Fits one metric: tries every applicable candidate and keeps the lowest leave-one-checkpoint-out MAE
+/// (ties go to the simpler candidate, which is tried first).
+pub fn fit_observations(metric: Metric, obs: &[Observation]) -> Result<Fit, EngineError> {
+    let groups: BTreeSet<usize> = obs.iter().map(|o| o.group).collect();
+    let n_groups = groups.len();
+    if n_groups < MIN_POINTS {
         return Err(EngineError::Calibration(format!(
-            "{}: {n} points, at least {MIN_POINTS} needed",
+            "{}: {n_groups} points, at least {MIN_POINTS} needed",
             metric.name()
         )));
     }
-    if x.iter().chain(y).any(|v| !v.is_finite()) {
+    let finite = obs.iter().all(|o| {
+        o.pseudo.is_finite() && o.real.is_finite() && o.agreement.is_none_or(f64::is_finite)
+    });
+    if !finite {
         return Err(EngineError::Calibration(format!(
             "{}: non-finite values among the calibration points",
             metric.name()
@@ -188,237 +172,322 @@ pub fn fit_metric(metric: Metric, x: &[f64], y: &[f64]) -> Result<Fit, EngineErr
     if metric == Metric::Hd95 {
         forms.push(Form::Log);
     }
-    if n >= MIN_POINTS_FLEXIBLE {
+    if n_groups >= MIN_POINTS_FLEXIBLE {
         forms.push(Form::Quadratic);
         forms.push(Form::Isotonic);
     }
+    let weights: &[f64] = if obs.iter().all(|o| o.agreement.is_some()) {
+        &AGREEMENT_WEIGHTS
+    } else {
+        &AGREEMENT_WEIGHTS[..1]
+    };
+    let y: Vec<f64> = obs.iter().map(|o| o.real).collect();
     let mut best: Option<(Form, f64, f64, Vec<f64>)> = None;
     let mut candidates = BTreeMap::new();
-    for form in forms {
-        let Some(loo) = leave_one_out(form, x, y) else {
-            continue;
-        };
-        let mae = loo.iter().zip(y).map(|(p, t)| (p - t).abs()).sum::<f64>() / n as f64;
-        let rmse = (loo.iter().zip(y).map(|(p, t)| (p - t).powi(2)).sum::<f64>() / n as f64).sqrt();
-        candidates.insert(form.name().to_string(), mae);
-        if best.as_ref().is_none_or(|b| mae < b.1 - 1e-12) {
-            best = Some((form, mae, rmse, loo));
+    for &weight in weights {
+        let x: Vec<f64> = obs
+            .iter()
+            .map(|o| score(o.pseudo, o.agreement, weight))
+            .collect();
+        for &form in &forms {
+            let Some(loo) = leave_one_group_out(form, &x, &y, obs) else {
+                continue;
+            };
+            let mae = mean(loo.iter().zip(&y).map(|(p, t)| (p - t).abs()));
+            let name = if weight > 0.0 {
+                format!("{}@{weight}", form.name())
+            } else {
+                form.name().to_string()
+            };
+            candidates.insert(name, mae);
+            if best.as_ref().is_none_or(|b| mae < b.2 - 1e-12) {
+                best = Some((form, weight, mae, loo));
+            }
         }
     }
-    let (form, loo_mae, loo_rmse, loo) = best.ok_or_else(|| {
+    let (form, weight, loo_mae, loo) = best.ok_or_else(|| {
         EngineError::Calibration(format!(
             "{}: the pseudo values do not vary across checkpoints, so no mapping can be fitted",
             metric.name()
         ))
     })?;
-    let mapping = form.fit(x, y).ok_or_else(|| {
+    let x: Vec<f64> = obs
+        .iter()
+        .map(|o| score(o.pseudo, o.agreement, weight))
+        .collect();
+    let mapping = form.fit(&x, &y).ok_or_else(|| {
         EngineError::Calibration(format!("{}: the {} fit failed", metric.name(), form.name()))
     })?;
+    let residuals: Vec<f64> = y.iter().zip(&loo).map(|(t, p)| t - p).collect();
     Ok(Fit {
         input: metric,
+        agreement_weight: weight,
         mapping,
         loo_mae,
-        loo_rmse,
-        pearson_r: pearson(x, y),
-        loo_pearson_r: pearson(&loo, y),
-        n_points: n,
+        loo_rmse: mean(residuals.iter().map(|r| r * r)).sqrt(),
+        within_rmse: within_rmse(&residuals, obs),
+        pearson_r: pearson(&x, &y),
+        loo_pearson_r: pearson(&loo, &y),
+        n_points: obs.len(),
         candidates,
     })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Form {
-    Linear,
-    Log,
-    Quadratic,
-    Isotonic,
-}
-
-impl Form {
-    fn name(self) -> &'static str {
-        match self {
-            Form::Linear => "linear",
-            Form::Log => "log",
-            Form::Quadratic => "quadratic",
-            Form::Isotonic => "isotonic",
-        }
-    }
-
-    fn fit(self, x: &[f64], y: &[f64]) -> Option<Mapping> {
-        match self {
-            Form::Linear => {
-                let (intercept, slope) = least_squares_line(x, y)?;
-                Some(Mapping::Linear { intercept, slope })
-            }
-            Form::Log => {
-                let lx: Vec<f64> = x.iter().map(|v| (1.0 + v.max(0.0)).ln()).collect();
-                let (intercept, slope) = least_squares_line(&lx, y)?;
-                Some(Mapping::Log { intercept, slope })
-            }
-            Form::Quadratic => fit_monotone_quadratic(x, y),
-            Form::Isotonic => fit_isotonic(x, y),
-        }
+fn mean(values: impl Iterator<Item = f64>) -> f64 {
+    let (sum, n) = values.fold((0.0, 0usize), |(s, n), v| (s + v, n + 1));
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
     }
 }
 
-/// Predictions for each point from a fit over all the others; None when some fold cannot be fitted.
-fn leave_one_out(form: Form, x: &[f64], y: &[f64]) -> Option<Vec<f64>> {
-    (0..x.len())
-        .map(|i| {
-            let xs: Vec<f64> = x
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, v)| *v)
-                .collect();
-            let ys: Vec<f64> = y
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, v)| *v)
-                .collect();
-            form.fit(&xs, &ys).map(|m| m.apply(x[i]))
+/// RMS of the residuals around their checkpoint's mean (degrees of freedom corrected per checkpoint).
+fn within_rmse(residuals: &[f64], obs: &[Observation]) -> f64 {
+    let mut by_group: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
+    for (r, o) in residuals.iter().zip(obs) {
+        by_group.entry(o.group).or_default().push(*r);
+    }
+    let (mut ss, mut dof) = (0.0, 0usize);
+    for rs in by_group.values().filter(|rs| rs.len() >= 2) {
+        let m = rs.iter().sum::<f64>() / rs.len() as f64;
+        ss += rs.iter().map(|r| (r - m).powi(2)).sum::<f64>();
+        dof += rs.len() - 1;
+    }
+    if dof == 0 {
+        0.0
+    } else {
+        (ss / dof as f64).sqrt()
+    }
+}
+
+/// Predictions for each observation from a fit over the other checkpoints' observations; None when some
+/// fold cannot be fitted.
+fn leave_one_group_out(form: Form, x: &[f64], y: &[f64], obs: &[Observation]) -> Option<Vec<f64>> {
+    let groups: BTreeSet<usize> = obs.iter().map(|o| o.group).collect();
+    let mut out = vec![f64::NAN; x.len()];
+    for g in groups {
+        let (xs, ys): (Vec<f64>, Vec<f64>) = obs
+            .iter()
+            .zip(x.iter().zip(y))
+            .filter(|(o, _)| o.group != g)
+            .map(|(_, (a, b))| (*a, *b))
+            .unzip();
+        let mapping = form.fit(&xs, &ys)?;
+        for (i, o) in obs.iter().enumerate() {
+            if o.group == g {
+                out[i] = mapping.apply(x[i]);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// A batch drawn from the calibration set for one checkpoint: its real metrics and what the estimate
+/// would have seen.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Draw {
+    /// Images in the draw.
+    pub size: usize,
+    pub real: MetricSet,
+    pub pseudo: MetricSet,
+    /// Mean atlas agreement of the draw's images; absent for calibrations fitted from given pairs.
+    #[serde(default)]
+    pub agreement: Option<MetricSet>,
+}
+
+/// The predicted masks' summary on the calibration set, for the warnings of an estimate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MaskStats {
+    /// Share of images whose predicted mask is below `min_area`.
+    pub empty_share: f64,
+    /// Mean and standard deviation over images of the predicted foreground share.
+    pub area_mean: f64,
+    pub area_sd: f64,
+}
+
+/// One calibration checkpoint: its real metrics on the calibration set and its pseudo outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointPoint {
+    pub name: String,
+    /// SHA-256 of the checkpoint's ONNX file, when it came as one: a deployed model with the same digest
+    /// is anchored at this checkpoint.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    pub real: MetricSet,
+    #[serde(flatten)]
+    pub outcome: PseudoOutcome,
+    /// Mean atlas agreement over the calibration images.
+    #[serde(default)]
+    pub agreement: Option<MetricSet>,
+    #[serde(default)]
+    pub masks: Option<MaskStats>,
+    /// Batches of every support level drawn from the calibration set (the whole set is the top level).
+    #[serde(default)]
+    pub draws: Vec<Draw>,
+}
+
+/// The fits for batches of one size (the pseudo metric depends on how many supports it had).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Level {
+    /// Images per draw (supports per repetition, before the `min_area` rule).
+    pub size: usize,
+    pub fits: BTreeMap<Metric, Fit>,
+}
+
+/// What `spe calibrate` writes and `spe estimate` reads (CAL.json).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    pub format: String,
+    /// The reverse segmenter's `describe()`: estimates must use the same one.
+    pub reverse: String,
+    pub params: SpeParams,
+    /// Images in the calibration set (0 for calibrations fitted from given pairs).
+    #[serde(default)]
+    pub images: usize,
+    pub checkpoints: Vec<CheckpointPoint>,
+    /// Checkpoints without a support set, reported and left out of the fit.
+    pub excluded: Vec<String>,
+    /// The fits of the largest level: the whole calibration set, the paper's protocol.
+    pub fits: BTreeMap<Metric, Fit>,
+    /// Fits per support level, smallest first.
+    pub levels: Vec<Level>,
+    /// Per-image distance of the calibration images to the reference set (mean, sd), for warnings.
+    #[serde(default)]
+    pub distance: Option<[f64; 2]>,
+}
+
+pub const CALIBRATION_FORMAT: &str = "spe-calibration/2";
+
+impl Calibration {
+    /// Fits every metric at every level over the checkpoints that have a pseudo metric. A checkpoint
+    /// without draws (pairs given by a user) contributes its one point at the top level.
+    pub fn fit(
+        reverse: String,
+        params: SpeParams,
+        images: usize,
+        checkpoints: Vec<CheckpointPoint>,
+    ) -> Result<Self, EngineError> {
+        let excluded: Vec<String> = checkpoints
+            .iter()
+            .filter(|cp| matches!(cp.outcome, PseudoOutcome::InsufficientSupport { .. }))
+            .map(|cp| cp.name.clone())
+            .collect();
+        let top = top_level(&params, images);
+        let mut draws_by_size: BTreeMap<usize, Vec<(usize, &Draw)>> = BTreeMap::new();
+        let mut owned: Vec<(usize, Draw)> = Vec::new();
+        for (group, cp) in checkpoints.iter().enumerate() {
+            let PseudoOutcome::Ok { pseudo, .. } = &cp.outcome else {
+                continue;
+            };
+            if cp.draws.is_empty() {
+                owned.push((
+                    group,
+                    Draw {
+                        size: top,
+                        real: cp.real,
+                        pseudo: *pseudo,
+                        agreement: cp.agreement,
+                    },
+                ));
+            }
+        }
+        for (group, cp) in checkpoints.iter().enumerate() {
+            if matches!(cp.outcome, PseudoOutcome::InsufficientSupport { .. }) {
+                continue;
+            }
+            for d in &cp.draws {
+                draws_by_size.entry(d.size).or_default().push((group, d));
+            }
+        }
+        for (group, d) in &owned {
+            draws_by_size.entry(d.size).or_default().push((*group, d));
+        }
+        let usable = checkpoints.len() - excluded.len();
+        if usable < MIN_POINTS {
+            return Err(EngineError::Calibration(format!(
+                "{usable} of {} checkpoints have a support set (predictions with at least {} foreground \
+                 pixels); at least {MIN_POINTS} are needed to fit and validate the mapping — add \
+                 checkpoints that segment something",
+                checkpoints.len(),
+                params.min_area
+            )));
+        }
+        let mut levels = Vec::new();
+        for (&size, draws) in &draws_by_size {
+            let groups: BTreeSet<usize> = draws.iter().map(|(g, _)| *g).collect();
+            if groups.len() < MIN_POINTS {
+                continue;
+            }
+            let mut fits = BTreeMap::new();
+            for metric in Metric::ALL {
+                let obs: Vec<Observation> = draws
+                    .iter()
+                    .map(|(group, d)| Observation {
+                        pseudo: d.pseudo.get(metric),
+                        agreement: d.agreement.map(|a| a.get(metric)),
+                        real: d.real.get(metric),
+                        group: *group,
+                    })
+                    .collect();
+                fits.insert(metric, fit_observations(metric, &obs)?);
+            }
+            levels.push(Level { size, fits });
+        }
+        let fits = levels
+            .last()
+            .map(|l| l.fits.clone())
+            .ok_or_else(|| EngineError::Calibration("no level could be fitted".into()))?;
+        Ok(Self {
+            format: CALIBRATION_FORMAT.into(),
+            reverse,
+            params,
+            images,
+            checkpoints,
+            excluded,
+            fits,
+            levels,
+            distance: None,
         })
-        .collect()
-}
-
-fn least_squares_line(x: &[f64], y: &[f64]) -> Option<(f64, f64)> {
-    let n = x.len() as f64;
-    let mx = x.iter().sum::<f64>() / n;
-    let my = y.iter().sum::<f64>() / n;
-    let sxx: f64 = x.iter().map(|v| (v - mx).powi(2)).sum();
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    if sxx <= 1e-18 {
-        return None;
     }
-    let slope = sxy / sxx;
-    Some((my - slope * mx, slope))
-}
 
-/// Least-squares quadratic, kept only when monotone over the data's range (a fold-back would map
-/// a better pseudo value to a worse estimate).
-fn fit_monotone_quadratic(x: &[f64], y: &[f64]) -> Option<Mapping> {
-    let lo = x.iter().copied().fold(f64::INFINITY, f64::min);
-    let hi = x.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    if hi - lo <= 1e-12 || x.len() < 3 {
-        return None;
-    }
-    // Solve on a centred, scaled variable for conditioning, then expand back.
-    let c = (lo + hi) / 2.0;
-    let s = (hi - lo) / 2.0;
-    let mut ata = [[0.0f64; 3]; 3];
-    let mut aty = [0.0f64; 3];
-    for (&xi, &yi) in x.iter().zip(y) {
-        let u = (xi - c) / s;
-        let row = [1.0, u, u * u];
-        for r in 0..3 {
-            aty[r] += row[r] * yi;
-            for k in 0..3 {
-                ata[r][k] += row[r] * row[k];
-            }
+    /// Checks a calibration read from outside (file or database) before use.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        if self.format == "spe-calibration/1" {
+            return Err(EngineError::Calibration(
+                "it was made by an older spe (format spe-calibration/1, one mapping for every batch size \
+                 and min-max intensities); calibrate again: estimates now use a mapping per support count"
+                    .into(),
+            ));
         }
-    }
-    let [b0, b1, b2] = solve3(ata, aty)?;
-    // y = b0 + b1 u + b2 u^2 with u = (x - c)/s
-    let c2 = b2 / (s * s);
-    let c1 = b1 / s - 2.0 * b2 * c / (s * s);
-    let c0 = b0 - b1 * c / s + b2 * c * c / (s * s);
-    let d_lo = c1 + 2.0 * c2 * lo;
-    let d_hi = c1 + 2.0 * c2 * hi;
-    if d_lo * d_hi < 0.0 {
-        return None;
-    }
-    Some(Mapping::Quadratic {
-        coefficients: [c0, c1, c2],
-        range: [lo, hi],
-    })
-}
-
-fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> Option<[f64; 3]> {
-    for col in 0..3 {
-        let pivot = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))?;
-        if a[pivot][col].abs() < 1e-12 {
-            return None;
+        if self.format != CALIBRATION_FORMAT {
+            return Err(EngineError::Calibration(format!(
+                "unknown calibration format {:?}; expected {CALIBRATION_FORMAT:?}",
+                self.format
+            )));
         }
-        a.swap(col, pivot);
-        b.swap(col, pivot);
-        for row in 0..3 {
-            if row != col {
-                let f = a[row][col] / a[col][col];
-                let pivot_row = a[col];
-                for (value, p) in a[row].iter_mut().zip(pivot_row) {
-                    *value -= f * p;
-                }
-                b[row] -= f * b[col];
-            }
+        if self.fits.is_empty() || self.levels.is_empty() {
+            return Err(EngineError::Calibration("it holds no fitted metric".into()));
         }
+        self.params.validate()
     }
-    Some([b[0] / a[0][0], b[1] / a[1][1], b[2] / a[2][2]])
+
+    /// The checkpoint whose ONNX digest is `sha256`, when the deployed model is one of them.
+    pub fn anchor(&self, sha256: &str) -> Option<&CheckpointPoint> {
+        self.checkpoints.iter().find(|cp| {
+            cp.sha256.as_deref() == Some(sha256)
+                && matches!(cp.outcome, PseudoOutcome::Ok { .. })
+        })
+    }
 }
 
-/// Pool-adjacent-violators in the direction of the linear trend.
-fn fit_isotonic(x: &[f64], y: &[f64]) -> Option<Mapping> {
-    let (_, slope) = least_squares_line(x, y)?;
-    let sign = if slope >= 0.0 { 1.0 } else { -1.0 };
-    let mut order: Vec<usize> = (0..x.len()).collect();
-    order.sort_by(|&a, &b| x[a].total_cmp(&x[b]));
-    // Blocks of (sum of y*sign, count, sum of x).
-    let mut blocks: Vec<(f64, f64, f64)> = Vec::new();
-    for &i in &order {
-        blocks.push((sign * y[i], 1.0, x[i]));
-        while blocks.len() >= 2 {
-            let (s1, n1, x1) = blocks[blocks.len() - 2];
-            let (s2, n2, x2) = blocks[blocks.len() - 1];
-            if s1 / n1 <= s2 / n2 {
-                break;
-            }
-            blocks.truncate(blocks.len() - 2);
-            blocks.push((s1 + s2, n1 + n2, x1 + x2));
-        }
+/// Images per draw at the top level: the whole calibration set, at most `support_size` supports.
+pub fn top_level(params: &SpeParams, images: usize) -> usize {
+    if images == 0 {
+        params.support_size
+    } else {
+        images.min(params.support_size)
     }
-    let mut xs = Vec::with_capacity(blocks.len());
-    let mut ys = Vec::with_capacity(blocks.len());
-    for (s, n, sx) in blocks {
-        xs.push(sx / n);
-        ys.push(sign * s / n);
-    }
-    if xs.len() < 2 {
-        return None;
-    }
-    Some(Mapping::Isotonic { x: xs, y: ys })
-}
-
-fn interpolate(xs: &[f64], ys: &[f64], p: f64) -> f64 {
-    if p <= xs[0] {
-        return ys[0];
-    }
-    let last = xs.len() - 1;
-    if p >= xs[last] {
-        return ys[last];
-    }
-    let k = xs.partition_point(|&v| v <= p);
-    let (x0, x1, y0, y1) = (xs[k - 1], xs[k], ys[k - 1], ys[k]);
-    if x1 - x0 <= 0.0 {
-        return y1;
-    }
-    y0 + (y1 - y0) * (p - x0) / (x1 - x0)
-}
-
-/// Pearson correlation; 0 when either side is constant.
-pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len() as f64;
-    if x.len() < 2 {
-        return 0.0;
-    }
-    let mx = x.iter().sum::<f64>() / n;
-    let my = y.iter().sum::<f64>() / n;
-    let sxy: f64 = x.iter().zip(y).map(|(a, b)| (a - mx) * (b - my)).sum();
-    let sxx: f64 = x.iter().map(|a| (a - mx).powi(2)).sum();
-    let syy: f64 = y.iter().map(|b| (b - my).powi(2)).sum();
-    if sxx <= 0.0 || syy <= 0.0 {
-        return 0.0;
-    }
-    sxy / (sxx * syy).sqrt()
 }
 
 #[cfg(test)]

@@ -72,6 +72,37 @@ pub fn minmax(img: ArrayView2<f32>) -> Gray {
     img.mapv(|v| (v - lo) / range)
 }
 
+/// Rank-normalise one image to [0, 1]: each pixel becomes its mid-rank among the image's pixels divided by
+/// (pixels - 1), i.e. its histogram is equalised. Any strictly increasing change of intensity (gamma,
+/// contrast, brightness, a scanner's tone curve) leaves the result unchanged, so the reverse segmenter
+/// compares anatomy rather than tone. A constant image becomes all 0.5.
+pub fn rank_normalise(img: ArrayView2<f32>) -> Gray {
+    let values: Vec<f32> = img.iter().copied().collect();
+    let n = values.len();
+    if n < 2 {
+        return Array2::from_elem(img.raw_dim(), 0.5);
+    }
+    let mut order: Vec<u32> = (0..n as u32).collect();
+    order.sort_unstable_by(|&a, &b| values[a as usize].total_cmp(&values[b as usize]));
+    let mut out = vec![0.0f32; n];
+    let scale = 1.0 / (n - 1) as f32;
+    let mut start = 0;
+    while start < n {
+        let v = values[order[start] as usize];
+        let mut end = start + 1;
+        while end < n && values[order[end] as usize] == v {
+            end += 1;
+        }
+        // Ties share the mean of their ranks, so equal pixels stay equal.
+        let rank = (start + end - 1) as f32 * 0.5 * scale;
+        for &i in &order[start..end] {
+            out[i as usize] = rank;
+        }
+        start = end;
+    }
+    Array2::from_shape_vec(img.raw_dim(), out).expect("same shape as the input")
+}
+
 /// A labelled directory: `names[i]` is the file stem shared by `images[i]` and `labels[i]`.
 #[derive(Clone, Debug)]
 pub struct LabelledSet {

@@ -3,9 +3,12 @@
 //! through the [`ReverseSegmenter`] trait; segmentation models enter as the masks they predicted.
 
 pub mod error;
+pub mod estimate;
 pub mod fit;
 pub mod image_io;
 pub mod metrics;
+pub mod shift;
+pub mod levels;
 pub mod spe;
 
 pub use error::EngineError;
@@ -37,6 +40,11 @@ pub trait ReverseSegmenter: Send + Sync {
         support: &SupportSet<'_>,
         queries: &[ArrayView2<'_, f32>],
     ) -> Result<Vec<Mask>, EngineError>;
+
+    /// The most supports one call accepts (UniverSeg's published weights: 64); None = any number.
+    fn max_supports(&self) -> Option<usize> {
+        None
+    }
 
     /// A short stable description (stored with calibrations so estimates use the same segmenter).
     fn describe(&self) -> String;

@@ -1,7 +1,6 @@
 //! Stages 2-5 of the method: support selection, reverse segmentation of the reference set, pseudo metrics
 //! averaged over repetitions; plus the estimate (stage 2 of the paper) from a fitted calibration.
 
-use super::fit::Calibration;
 use super::metrics::{self, Metric, MetricSet};
 use super::{EngineError, Gray, Mask, ReverseSegmenter, SupportSet};
 use ndarray::ArrayView2;
@@ -55,9 +54,11 @@ impl SpeParams {
 
 /// The labelled reference set (the model's training images), prepared for the reverse segmenter.
 pub struct ReferenceSet {
-    /// Min-max normalised images.
+    /// Rank-normalised images (see [`normalise`]).
     pub images: Vec<Gray>,
     pub labels: Vec<Mask>,
+    /// 16x16 means of the normalised images, for [`distance_to_reference`].
+    thumbnails: Vec<Vec<f32>>,
 }
 
 impl ReferenceSet {
@@ -73,11 +74,28 @@ impl ReferenceSet {
                 labels.len()
             )));
         }
-        let images = images
-            .iter()
-            .map(|i| super::image_io::minmax(i.view()))
-            .collect();
-        Ok(Self { images, labels })
+        let images: Vec<Gray> = images.iter().map(normalise).collect();
+        let thumbnails = images.iter().map(thumbnail).collect();
+        Ok(Self {
+            images,
+            labels,
+            thumbnails,
+        })
+    }
+}
+
+impl ReferenceSet {
+    /// At most `max` of the images, evenly spaced: calibration's many small draws query this subset,
+    /// whose mean pseudo metric is an unbiased estimate of the whole set's at a fraction of the cost.
+    pub fn subset(&self, max: usize) -> ReferenceSet {
+        let n = self.images.len();
+        let take = max.clamp(1, n);
+        let picked: Vec<usize> = (0..take).map(|i| i * n / take).collect();
+        ReferenceSet {
+            images: picked.iter().map(|&i| self.images[i].clone()).collect(),
+            labels: picked.iter().map(|&i| self.labels[i].clone()).collect(),
+            thumbnails: picked.iter().map(|&i| self.thumbnails[i].clone()).collect(),
+        }
     }
 }
 
@@ -155,14 +173,22 @@ pub fn pseudo_metrics(
             masks.len()
         )));
     }
+    let normalised: Vec<Gray> = images.iter().map(normalise).collect();
+    pseudo_metrics_normalised(reverse, &normalised, masks, reference, params)
+}
+
+/// [`pseudo_metrics`] of images already passed through [`normalise`].
+pub fn pseudo_metrics_normalised(
+    reverse: &dyn ReverseSegmenter,
+    normalised: &[Gray],
+    masks: &[Mask],
+    reference: &ReferenceSet,
+    params: &SpeParams,
+) -> Result<PseudoOutcome, EngineError> {
     let (draws, support) = draw_supports(masks, params);
     if draws.is_empty() {
         return Ok(PseudoOutcome::InsufficientSupport { support });
     }
-    let normalised: Vec<Gray> = images
-        .iter()
-        .map(|i| super::image_io::minmax(i.view()))
-        .collect();
     let queries: Vec<ArrayView2<f32>> = reference.images.iter().map(|i| i.view()).collect();
 
     let mut per_repetition = Vec::with_capacity(draws.len());
@@ -204,6 +230,77 @@ pub fn pseudo_metrics(
     })
 }
 
+/// The reverse segmenter's intensity normalisation: rank (histogram-equalised) values in [0, 1], the same
+/// for every monotone change of intensity (see [`super::image_io::rank_normalise`]).
+pub fn normalise(image: &Gray) -> Gray {
+    super::image_io::rank_normalise(image.view())
+}
+
+/// Side of the thumbnails compared by [`distance_to_reference`].
+const THUMB: usize = 16;
+
+fn thumbnail(image: &Gray) -> Vec<f32> {
+    let step = super::SIDE / THUMB;
+    let mut out = vec![0.0f32; THUMB * THUMB];
+    for ((y, x), v) in image.indexed_iter() {
+        out[(y / step) * THUMB + x / step] += v;
+    }
+    let area = (step * step) as f32;
+    out.iter_mut().for_each(|v| *v /= area);
+    out
+}
+
+/// How unlike the reference set a normalised image looks: the smallest mean squared difference between
+/// its 16x16 thumbnail and a reference image's. Batches far beyond the calibration images' distances are
+/// an extrapolation of the calibration.
+pub fn distance_to_reference(normalised: &Gray, reference: &ReferenceSet) -> f64 {
+    let t = thumbnail(normalised);
+    reference
+        .thumbnails
+        .iter()
+        .map(|r| {
+            r.iter().zip(&t).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / t.len() as f32
+        })
+        .fold(f32::INFINITY, f32::min) as f64
+}
+
+/// The forward check beside SPE's reverse one: the reverse segmenter segments each (normalised) image with
+/// the labelled reference set as its supports. How far the model's mask is from that atlas mask, per image,
+/// does not depend on how many images the batch has. Segmenters that take a limited number of supports get
+/// an evenly spaced subset of the reference set.
+pub fn atlas_masks(
+    reverse: &dyn ReverseSegmenter,
+    normalised: &[Gray],
+    reference: &ReferenceSet,
+) -> Result<Vec<Mask>, EngineError> {
+    let n = reference.images.len();
+    let take = reverse.max_supports().unwrap_or(n).clamp(1, n);
+    let picked: Vec<usize> = (0..take).map(|i| i * n / take).collect();
+    let support = SupportSet {
+        images: picked.iter().map(|&i| reference.images[i].view()).collect(),
+        labels: picked.iter().map(|&i| reference.labels[i].view()).collect(),
+    };
+    let queries: Vec<ArrayView2<f32>> = normalised.iter().map(|i| i.view()).collect();
+    let masks = reverse.segment(&support, &queries)?;
+    if masks.len() != queries.len() {
+        return Err(EngineError::Reverse(format!(
+            "{} masks returned for {} queries",
+            masks.len(),
+            queries.len()
+        )));
+    }
+    Ok(masks)
+}
+
+/// Per image, the metrics of the model's mask scored against the atlas mask.
+pub fn agreement(atlas: &[Mask], predicted: &[Mask]) -> Vec<MetricSet> {
+    atlas
+        .par_iter()
+        .zip(predicted.par_iter())
+        .map(|(a, p)| metrics::compute(a.view(), p.view(), None))
+        .collect()
+}
+
 /// One metric's estimate.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MetricEstimate {
@@ -211,6 +308,18 @@ pub struct MetricEstimate {
     /// Clamped to the metric's range.
     pub interval: [f64; 2],
     pub pseudo: f64,
+    /// The batch's mean atlas agreement for this metric (the model's masks scored against the reference
+    /// set's label fusion of the same images).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<f64>,
+}
+
+/// Something about the batch that a person should know beside the number.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Warning {
+    /// Stable identifier: empty_predictions, predicted_area, extrapolation, unanchored.
+    pub code: String,
+    pub message: String,
 }
 
 /// The answer for one unlabeled batch.
@@ -220,6 +329,12 @@ pub enum Estimate {
     Ok {
         metrics: BTreeMap<Metric, MetricEstimate>,
         support: SupportCount,
+        /// The calibration checkpoint the deployed model is (same ONNX digest): the estimate is that
+        /// checkpoint's calibration value moved by the change the batch shows.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        anchor: Option<String>,
+        #[serde(default)]
+        warnings: Vec<Warning>,
     },
     InsufficientSupport {
         support: SupportCount,
@@ -279,69 +394,6 @@ pub fn hd95_mm(estimate: &Estimate, pixel_mm: f64) -> Option<Hd95Mm> {
         estimate: hd.estimate * pixel_mm,
         interval: [hd.interval[0] * pixel_mm, hd.interval[1] * pixel_mm],
     })
-}
-
-/// z for a two-sided 95% interval.
-const Z95: f64 = 1.96;
-
-/// Maps a batch's pseudo metrics through the calibration's fits.
-pub fn estimate(outcome: &PseudoOutcome, calibration: &Calibration) -> Estimate {
-    let (pseudo, per_repetition, support) = match outcome {
-        PseudoOutcome::InsufficientSupport { support } => {
-            return insufficient_support(*support);
-        }
-        PseudoOutcome::Ok {
-            pseudo,
-            per_repetition,
-            support,
-        } => (pseudo, per_repetition, support),
-    };
-    let metrics = calibration
-        .fits
-        .iter()
-        .map(|(&metric, fit)| {
-            let value = fit.predict(pseudo);
-            // Spread of the mapped value over repetitions: how much the support draw alone moves it.
-            let mapped: Vec<f64> = per_repetition.iter().map(|p| fit.predict(p)).collect();
-            let spread = std_dev(&mapped);
-            let half = Z95 * (fit.loo_rmse.powi(2) + spread.powi(2)).sqrt();
-            let (lo, hi) = metric.bounds();
-            let clamp = |v: f64| match hi {
-                Some(hi) => v.clamp(lo, hi),
-                None => v.max(lo),
-            };
-            let estimate = MetricEstimate {
-                estimate: clamp(value),
-                interval: [clamp(value - half), clamp(value + half)],
-                pseudo: pseudo.get(metric),
-            };
-            (metric, estimate)
-        })
-        .collect();
-    Estimate::Ok {
-        metrics,
-        support: *support,
-    }
-}
-
-fn insufficient_support(support: SupportCount) -> Estimate {
-    Estimate::InsufficientSupport {
-        support,
-        message: format!(
-            "none of the {} batch images has a predicted mask with at least the minimum area, so there is \
-             no support set: the model found nothing in this batch",
-            support.rejected
-        ),
-    }
-}
-
-fn std_dev(values: &[f64]) -> f64 {
-    if values.len() < 2 {
-        return 0.0;
-    }
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
-    var.sqrt()
 }
 
 #[cfg(test)]

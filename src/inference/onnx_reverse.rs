@@ -16,6 +16,9 @@ pub const SUPPORT_IMAGES: &str = "support_images";
 pub const SUPPORT_LABELS: &str = "support_labels";
 pub const LOGITS: &str = "logits";
 
+/// Supports per call for the atlas check (UniverSeg's training limit).
+const MAX_SUPPORTS: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OnnxReverseParams {
@@ -261,6 +264,11 @@ impl ReverseSegmenter for OnnxReverse {
             masks.extend(out);
         }
         Ok(masks)
+    }
+
+    /// UniverSeg's published weights were trained with at most 64 supports.
+    fn max_supports(&self) -> Option<usize> {
+        Some(MAX_SUPPORTS)
     }
 
     fn describe(&self) -> String {

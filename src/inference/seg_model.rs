@@ -1,5 +1,6 @@
 //! The user's segmentation model: a JSON spec says how to feed it and how to read a mask from it.
 
+use sha2::Digest;
 use super::{InferenceError, Runtime};
 use crate::engine::{Gray, Mask, SIDE};
 use ndarray::{Array4, ArrayViewD, Axis};
@@ -115,6 +116,8 @@ const BATCH: usize = 16;
 /// A loaded segmentation model with its validated spec.
 pub struct SegModel {
     name: String,
+    /// SHA-256 of the ONNX bytes (hex): how a calibration recognises the deployed model as a checkpoint.
+    sha256: String,
     spec: ModelSpec,
     input_name: String,
     output_name: String,
@@ -197,6 +200,7 @@ impl SegModel {
         }
         Ok(Self {
             name: name.to_string(),
+            sha256: hex::encode(sha2::Sha256::digest(bytes)),
             spec: spec.clone(),
             input_name: input.name().to_string(),
             output_name: output.name().to_string(),
@@ -206,6 +210,10 @@ impl SegModel {
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    pub fn sha256(&self) -> &str {
+        &self.sha256
     }
 
     /// Predicted masks for gray images as loaded (0..255, SIDE x SIDE).

@@ -275,9 +275,15 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
     let mut sources = Vec::with_capacity(checkpoints.len());
     for cp in &checkpoints {
         sources.push(match (&cp.onnx_sha256, cp.masks_set_id) {
-            (Some(sha), _) => (cp.name.clone(), ctx.blobs.get(sha).await?, None),
+            (Some(sha), _) => (
+                cp.name.clone(),
+                Some(sha.clone()),
+                ctx.blobs.get(sha).await?,
+                None,
+            ),
             (None, Some(set)) => (
                 cp.name.clone(),
+                None,
                 bytes::Bytes::new(),
                 Some(fetch_set(ctx, set, false).await?),
             ),
@@ -301,15 +307,17 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             inputs.threshold,
         )?;
         let count = sources.len();
-        let masks = sources.into_iter().map(|(name, onnx, masks)| match masks {
+        let masks = sources.into_iter().map(|(name, sha256, onnx, masks)| match masks {
             Some(set) => Ok(CheckpointMasks {
                 masks: decode_masks(&set.images, &set.names, max_pixels)?,
+                sha256,
                 name,
             }),
             None => {
                 let model = SegModel::load(&runtime, &onnx, &name, &inputs.spec)?;
                 Ok(CheckpointMasks {
                     masks: model.predict(&cal_set.images)?,
+                    sha256,
                     name,
                 })
             }

@@ -1,0 +1,186 @@
+//! Calibration for every batch size: a checkpoint's pseudo metric depends on how many supports it had
+//! (more supports, closer atlases, a higher pseudo Dice), so batches of several sizes are drawn from the
+//! calibration set and each size gets its own mapping. A draw is what an estimate on a batch of that size
+//! would see: its images' real metrics, pseudo metrics with them as supports, and atlas agreement.
+
+use super::fit::{top_level, CheckpointPoint, Draw, MaskStats};
+use super::metrics::{self, MetricSet};
+use super::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
+use super::{EngineError, Gray, Mask, ReverseSegmenter};
+use rand::seq::index::sample;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+/// Sizes of the drawn batches below the top level: 1, 2, 4, ... (the top level is the whole set).
+pub fn level_sizes(top: usize) -> Vec<usize> {
+    std::iter::successors(Some(1usize), |s| Some(s * 2))
+        .take_while(|&s| s < top)
+        .collect()
+}
+
+/// Reference images queried per draw (see [`ReferenceSet::subset`]).
+const DRAW_QUERIES: usize = 64;
+
+/// Draws per level: small batches vary more from draw to draw, so they get more.
+fn draws_at(size: usize) -> usize {
+    (96 / size).clamp(6, 24)
+}
+
+/// The calibration set prepared once for every checkpoint.
+pub struct CalibrationInputs<'a> {
+    pub normalised: Vec<Gray>,
+    pub labels: &'a [Mask],
+    /// Each image segmented by the reverse segmenter with the reference set as supports.
+    pub atlas: Vec<Mask>,
+    /// Each image's [`spe::distance_to_reference`].
+    pub distances: Vec<f64>,
+}
+
+impl<'a> CalibrationInputs<'a> {
+    pub fn new(
+        reverse: &dyn ReverseSegmenter,
+        images: &[Gray],
+        labels: &'a [Mask],
+        reference: &ReferenceSet,
+    ) -> Result<Self, EngineError> {
+        if images.len() != labels.len() {
+            return Err(EngineError::Invalid(format!(
+                "the calibration set has {} images but {} labels",
+                images.len(),
+                labels.len()
+            )));
+        }
+        if images.is_empty() {
+            return Err(EngineError::Invalid("the calibration set is empty".into()));
+        }
+        let normalised: Vec<Gray> = images.iter().map(spe::normalise).collect();
+        let atlas = spe::atlas_masks(reverse, &normalised, reference)?;
+        let distances = normalised
+            .iter()
+            .map(|n| spe::distance_to_reference(n, reference))
+            .collect();
+        Ok(Self {
+            normalised,
+            labels,
+            atlas,
+            distances,
+        })
+    }
+
+    /// Mean and standard deviation of the calibration images' distances to the reference set.
+    pub fn distance_summary(&self) -> [f64; 2] {
+        mean_sd(&self.distances)
+    }
+}
+
+pub fn mean_sd(values: &[f64]) -> [f64; 2] {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    [mean, var.sqrt()]
+}
+
+/// What the masks of a checkpoint (or a batch) look like, for the warnings.
+pub fn mask_stats(masks: &[Mask], min_area: usize) -> MaskStats {
+    let areas: Vec<f64> = masks
+        .iter()
+        .map(|m| m.iter().filter(|&&v| v).count() as f64 / m.len().max(1) as f64)
+        .collect();
+    let empty = masks
+        .iter()
+        .filter(|m| m.iter().filter(|&&v| v).count() < min_area)
+        .count();
+    let [area_mean, area_sd] = mean_sd(&areas);
+    MaskStats {
+        empty_share: empty as f64 / masks.len().max(1) as f64,
+        area_mean,
+        area_sd,
+    }
+}
+
+/// One checkpoint's calibration point: real metrics, the full-protocol pseudo outcome, atlas agreement
+/// and the draws of every level.
+pub fn checkpoint_point(
+    reverse: &dyn ReverseSegmenter,
+    reference: &ReferenceSet,
+    inputs: &CalibrationInputs<'_>,
+    masks: &[Mask],
+    params: &SpeParams,
+    name: String,
+    sha256: Option<String>,
+) -> Result<CheckpointPoint, EngineError> {
+    let n = inputs.normalised.len();
+    if masks.len() != n {
+        return Err(EngineError::Invalid(format!(
+            "checkpoint {name}: {} masks for {n} calibration images",
+            masks.len()
+        )));
+    }
+    let real_per_image: Vec<MetricSet> = inputs
+        .labels
+        .iter()
+        .zip(masks)
+        .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
+        .collect();
+    let agreement_per_image = spe::agreement(&inputs.atlas, masks);
+    let real = MetricSet::mean(&real_per_image);
+    let agreement = MetricSet::mean(&agreement_per_image);
+    let outcome = spe::pseudo_metrics_normalised(
+        reverse,
+        &inputs.normalised,
+        masks,
+        reference,
+        params,
+    )?;
+    let mut draws = Vec::new();
+    let queries = reference.subset(DRAW_QUERIES);
+    if let PseudoOutcome::Ok { pseudo, .. } = &outcome {
+        for (level, &size) in level_sizes(top_level(params, n)).iter().enumerate() {
+            for k in 0..draws_at(size) {
+                let mut rng = ChaCha8Rng::seed_from_u64(params.seed);
+                rng.set_stream(((level as u64) << 32) | k as u64);
+                let mut picked: Vec<usize> = sample(&mut rng, n, size).into_vec();
+                picked.sort_unstable();
+                let images: Vec<Gray> = picked
+                    .iter()
+                    .map(|&i| inputs.normalised[i].clone())
+                    .collect();
+                let draw_masks: Vec<Mask> = picked.iter().map(|&i| masks[i].clone()).collect();
+                let one = SpeParams {
+                    repetitions: 1,
+                    ..*params
+                };
+                let PseudoOutcome::Ok { pseudo, .. } = spe::pseudo_metrics_normalised(
+                    reverse, &images, &draw_masks, &queries, &one,
+                )?
+                else {
+                    continue; // no support in this draw: such a batch gets no number either
+                };
+                let pick = |per_image: &[MetricSet]| {
+                    MetricSet::mean(&picked.iter().map(|&i| per_image[i]).collect::<Vec<_>>())
+                };
+                draws.push(Draw {
+                    size,
+                    real: pick(&real_per_image),
+                    pseudo,
+                    agreement: Some(pick(&agreement_per_image)),
+                });
+            }
+        }
+        draws.push(Draw {
+            size: top_level(params, n),
+            real,
+            pseudo: *pseudo,
+            agreement: Some(agreement),
+        });
+    }
+    Ok(CheckpointPoint {
+        name,
+        sha256,
+        real,
+        outcome,
+        agreement: Some(agreement),
+        masks: Some(mask_stats(masks, params.min_area)),
+        draws,
+    })
+}
