@@ -1,11 +1,11 @@
 //! Orchestration shared by the CLI and the job workers: runs segmentation models (inference) and
 //! hands their masks to the engine.
 
+use crate::engine::estimate;
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::LabelledSet;
-use crate::engine::metrics::{self, MetricSet};
-use crate::engine::estimate;
 use crate::engine::levels::{self, CalibrationInputs};
+use crate::engine::metrics::{self, MetricSet};
 use crate::engine::spe::{self, Estimate, PseudoOutcome, ReferenceSet, SpeParams};
 use crate::engine::{EngineError, Gray, Mask, ReverseSegmenter};
 use crate::inference::{InferenceError, SegModel};
@@ -66,7 +66,8 @@ pub fn calibrate_from_masks(
     progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
 ) -> Result<Calibration, PipelineError> {
     params.validate()?;
-    let inputs = CalibrationInputs::new(reverse, &calibration.images, &calibration.labels, reference)?;
+    let inputs =
+        CalibrationInputs::new(reverse, &calibration.images, &calibration.labels, reference)?;
     let mut points = Vec::with_capacity(count);
     for (i, checkpoint) in checkpoints.into_iter().enumerate() {
         let CheckpointMasks {
@@ -74,11 +75,17 @@ pub fn calibrate_from_masks(
             sha256,
             masks,
         } = checkpoint?;
-        let point = levels::checkpoint_point(reverse, reference, &inputs, &masks, params, name, sha256)?;
+        let point =
+            levels::checkpoint_point(reverse, reference, &inputs, &masks, params, name, sha256)?;
         progress(i, count, &point);
         points.push(point);
     }
-    let mut fitted = Calibration::fit(reverse.describe(), *params, calibration.images.len(), points)?;
+    let mut fitted = Calibration::fit(
+        reverse.describe(),
+        *params,
+        calibration.images.len(),
+        points,
+    )?;
     fitted.distance = Some(inputs.distance_summary());
     Ok(fitted)
 }

@@ -438,29 +438,27 @@ async fn from_pairs(
     let points: Vec<CheckpointPoint> = body
         .points
         .into_iter()
-        .map(|p| CheckpointPoint {
-            name: p.name,
-            sha256: None,
-            agreement: None,
-            masks: None,
-            draws: Vec::new(),
-            real: p.real.into(),
-            outcome: match p.pseudo {
-                Some(pseudo) => PseudoOutcome::Ok {
-                    pseudo: pseudo.into(),
-                    per_repetition: vec![pseudo.into()],
-                    support: SupportCount {
-                        used: 0,
-                        rejected: 0,
+        .map(|p| {
+            CheckpointPoint::from_pair(
+                p.name,
+                p.real.into(),
+                match p.pseudo {
+                    Some(pseudo) => PseudoOutcome::Ok {
+                        pseudo: pseudo.into(),
+                        per_repetition: vec![pseudo.into()],
+                        support: SupportCount {
+                            used: 0,
+                            rejected: 0,
+                        },
+                    },
+                    None => PseudoOutcome::InsufficientSupport {
+                        support: SupportCount {
+                            used: 0,
+                            rejected: 0,
+                        },
                     },
                 },
-                None => PseudoOutcome::InsufficientSupport {
-                    support: SupportCount {
-                        used: 0,
-                        rejected: 0,
-                    },
-                },
-            },
+            )
         })
         .collect();
     let reverse = reverse_description(state, model).await?;

@@ -10,10 +10,10 @@
 //!   leave-one-checkpoint-out otherwise) with the spread over support repetitions.
 
 use super::fit::{Calibration, CheckpointPoint, Fit, Level, MaskStats};
-use super::metrics::{Metric, MetricSet};
-use super::spe::{Estimate, MetricEstimate, PseudoOutcome, SupportCount, Warning};
 use super::levels;
+use super::metrics::{Metric, MetricSet};
 use super::spe::{self, ReferenceSet, SpeParams};
+use super::spe::{Estimate, MetricEstimate, PseudoOutcome, SupportCount, Warning};
 use super::{EngineError, Gray, Mask, ReverseSegmenter};
 
 /// z for a two-sided 95% interval.
@@ -48,9 +48,10 @@ pub fn measure(
         )));
     }
     let normalised: Vec<Gray> = images.iter().map(spe::normalise).collect();
-    let outcome = spe::pseudo_metrics_normalised(reverse, &normalised, masks, reference, params)?;
+    let (normalised, masks) = spe::posed(&normalised, masks, reference);
+    let outcome = spe::pseudo_metrics_normalised(reverse, &normalised, &masks, reference, params)?;
     let atlas = spe::atlas_masks(reverse, &normalised, reference)?;
-    let agreement = MetricSet::mean(&spe::agreement(&atlas, masks));
+    let agreement = MetricSet::mean(&spe::agreement(&atlas, &masks));
     let distances: Vec<f64> = normalised
         .iter()
         .map(|n| spe::distance_to_reference(n, reference))
@@ -59,13 +60,17 @@ pub fn measure(
         outcome,
         agreement: Some(agreement),
         images: images.len(),
-        masks: levels::mask_stats(masks, params.min_area),
+        masks: levels::mask_stats(&masks, params.min_area),
         distance: levels::mean_sd(&distances)[0],
     })
 }
 
 /// Maps a batch's signals through the calibration. `anchor` is the deployed model's ONNX digest.
-pub fn estimate(signals: &BatchSignals, calibration: &Calibration, anchor: Option<&str>) -> Estimate {
+pub fn estimate(
+    signals: &BatchSignals,
+    calibration: &Calibration,
+    anchor: Option<&str>,
+) -> Estimate {
     let (pseudo, per_repetition, support) = match &signals.outcome {
         PseudoOutcome::InsufficientSupport { support } => return insufficient_support(*support),
         PseudoOutcome::Ok {
@@ -134,7 +139,8 @@ fn bracket(levels: &[Level], key: usize) -> (&Level, &Level, f64) {
     }
     let i = levels.partition_point(|l| l.size <= key);
     let (a, b) = (&levels[i - 1], &levels[i]);
-    let t = ((key as f64).ln() - (a.size as f64).ln()) / ((b.size as f64).ln() - (a.size as f64).ln());
+    let t =
+        ((key as f64).ln() - (a.size as f64).ln()) / ((b.size as f64).ln() - (a.size as f64).ln());
     (a, b, t)
 }
 

@@ -10,8 +10,8 @@ mod forms;
 use super::metrics::{Metric, MetricSet};
 use super::spe::{PseudoOutcome, SpeParams};
 use super::EngineError;
-use forms::Form;
 pub use forms::pearson;
+use forms::Form;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -102,10 +102,7 @@ pub struct Fit {
 impl Fit {
     /// The mapped value for a batch's pseudo metrics and atlas agreement.
     pub fn predict(&self, pseudo: &MetricSet, agreement: Option<&MetricSet>) -> f64 {
-        self.predict_values(
-            pseudo.get(self.input),
-            agreement.map(|a| a.get(self.input)),
-        )
+        self.predict_values(pseudo.get(self.input), agreement.map(|a| a.get(self.input)))
     }
 
     fn predict_values(&self, pseudo: f64, agreement: Option<f64>) -> f64 {
@@ -327,6 +324,21 @@ pub struct CheckpointPoint {
     pub draws: Vec<Draw>,
 }
 
+impl CheckpointPoint {
+    /// A point known only by its real metrics and pseudo outcome (pairs given by a user, tests).
+    pub fn from_pair(name: String, real: MetricSet, outcome: PseudoOutcome) -> Self {
+        Self {
+            name,
+            sha256: None,
+            real,
+            outcome,
+            agreement: None,
+            masks: None,
+            draws: Vec::new(),
+        }
+    }
+}
+
 /// The fits for batches of one size (the pseudo metric depends on how many supports it had).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Level {
@@ -475,8 +487,7 @@ impl Calibration {
     /// The checkpoint whose ONNX digest is `sha256`, when the deployed model is one of them.
     pub fn anchor(&self, sha256: &str) -> Option<&CheckpointPoint> {
         self.checkpoints.iter().find(|cp| {
-            cp.sha256.as_deref() == Some(sha256)
-                && matches!(cp.outcome, PseudoOutcome::Ok { .. })
+            cp.sha256.as_deref() == Some(sha256) && matches!(cp.outcome, PseudoOutcome::Ok { .. })
         })
     }
 }

@@ -3,6 +3,7 @@
 //! calibration set and each size gets its own mapping. A draw is what an estimate on a batch of that size
 //! would see: its images' real metrics, pseudo metrics with them as supports, and atlas agreement.
 
+use super::align::{self, Pose};
 use super::fit::{top_level, CheckpointPoint, Draw, MaskStats};
 use super::metrics::{self, MetricSet};
 use super::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
@@ -10,6 +11,7 @@ use super::{EngineError, Gray, Mask, ReverseSegmenter};
 use rand::seq::index::sample;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 
 /// Sizes of the drawn batches below the top level: 1, 2, 4, ... (the top level is the whole set).
 pub fn level_sizes(top: usize) -> Vec<usize> {
@@ -28,7 +30,10 @@ fn draws_at(size: usize) -> usize {
 
 /// The calibration set prepared once for every checkpoint.
 pub struct CalibrationInputs<'a> {
+    /// Normalised images in the reference set's pose.
     pub normalised: Vec<Gray>,
+    /// The pose each image was moved by (its masks move with it).
+    pub poses: Vec<Pose>,
     pub labels: &'a [Mask],
     /// Each image segmented by the reverse segmenter with the reference set as supports.
     pub atlas: Vec<Mask>,
@@ -54,6 +59,15 @@ impl<'a> CalibrationInputs<'a> {
             return Err(EngineError::Invalid("the calibration set is empty".into()));
         }
         let normalised: Vec<Gray> = images.iter().map(spe::normalise).collect();
+        let poses: Vec<Pose> = normalised
+            .par_iter()
+            .map(|i| align::canonical_pose(i, &reference.thumbnails))
+            .collect();
+        let normalised: Vec<Gray> = normalised
+            .iter()
+            .zip(&poses)
+            .map(|(i, &p)| align::warp_image(i, p))
+            .collect();
         let atlas = spe::atlas_masks(reverse, &normalised, reference)?;
         let distances = normalised
             .iter()
@@ -61,6 +75,7 @@ impl<'a> CalibrationInputs<'a> {
             .collect();
         Ok(Self {
             normalised,
+            poses,
             labels,
             atlas,
             distances,
@@ -116,22 +131,24 @@ pub fn checkpoint_point(
             masks.len()
         )));
     }
+    // Real metrics of the masks as predicted; everything the estimate sees, in the reference pose.
     let real_per_image: Vec<MetricSet> = inputs
         .labels
         .iter()
         .zip(masks)
         .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
         .collect();
+    let masks: Vec<Mask> = masks
+        .iter()
+        .zip(&inputs.poses)
+        .map(|(m, &p)| align::warp_mask(m, p))
+        .collect();
+    let masks = masks.as_slice();
     let agreement_per_image = spe::agreement(&inputs.atlas, masks);
     let real = MetricSet::mean(&real_per_image);
     let agreement = MetricSet::mean(&agreement_per_image);
-    let outcome = spe::pseudo_metrics_normalised(
-        reverse,
-        &inputs.normalised,
-        masks,
-        reference,
-        params,
-    )?;
+    let outcome =
+        spe::pseudo_metrics_normalised(reverse, &inputs.normalised, masks, reference, params)?;
     let mut draws = Vec::new();
     let queries = reference.subset(DRAW_QUERIES);
     if let PseudoOutcome::Ok { pseudo, .. } = &outcome {
@@ -150,9 +167,8 @@ pub fn checkpoint_point(
                     repetitions: 1,
                     ..*params
                 };
-                let PseudoOutcome::Ok { pseudo, .. } = spe::pseudo_metrics_normalised(
-                    reverse, &images, &draw_masks, &queries, &one,
-                )?
+                let PseudoOutcome::Ok { pseudo, .. } =
+                    spe::pseudo_metrics_normalised(reverse, &images, &draw_masks, &queries, &one)?
                 else {
                     continue; // no support in this draw: such a batch gets no number either
                 };

@@ -2,13 +2,14 @@
 //! mapping fit and estimation. Pure Rust: no HTTP, no SQL, no ONNX Runtime. Neural networks enter only
 //! through the [`ReverseSegmenter`] trait; segmentation models enter as the masks they predicted.
 
+pub mod align;
 pub mod error;
 pub mod estimate;
 pub mod fit;
 pub mod image_io;
+pub mod levels;
 pub mod metrics;
 pub mod shift;
-pub mod levels;
 pub mod spe;
 
 pub use error::EngineError;

@@ -57,8 +57,8 @@ pub struct ReferenceSet {
     /// Rank-normalised images (see [`normalise`]).
     pub images: Vec<Gray>,
     pub labels: Vec<Mask>,
-    /// 16x16 means of the normalised images, for [`distance_to_reference`].
-    thumbnails: Vec<Vec<f32>>,
+    /// 32x32 means of the normalised images, for [`distance_to_reference`] and pose search.
+    pub thumbnails: Vec<Vec<f32>>,
 }
 
 impl ReferenceSet {
@@ -75,7 +75,7 @@ impl ReferenceSet {
             )));
         }
         let images: Vec<Gray> = images.iter().map(normalise).collect();
-        let thumbnails = images.iter().map(thumbnail).collect();
+        let thumbnails = images.iter().map(super::align::thumbnail).collect();
         Ok(Self {
             images,
             labels,
@@ -236,30 +236,20 @@ pub fn normalise(image: &Gray) -> Gray {
     super::image_io::rank_normalise(image.view())
 }
 
-/// Side of the thumbnails compared by [`distance_to_reference`].
-const THUMB: usize = 16;
-
-fn thumbnail(image: &Gray) -> Vec<f32> {
-    let step = super::SIDE / THUMB;
-    let mut out = vec![0.0f32; THUMB * THUMB];
-    for ((y, x), v) in image.indexed_iter() {
-        out[(y / step) * THUMB + x / step] += v;
-    }
-    let area = (step * step) as f32;
-    out.iter_mut().for_each(|v| *v /= area);
-    out
-}
-
 /// How unlike the reference set a normalised image looks: the smallest mean squared difference between
-/// its 16x16 thumbnail and a reference image's. Batches far beyond the calibration images' distances are
+/// its 32x32 thumbnail and a reference image's. Batches far beyond the calibration images' distances are
 /// an extrapolation of the calibration.
 pub fn distance_to_reference(normalised: &Gray, reference: &ReferenceSet) -> f64 {
-    let t = thumbnail(normalised);
+    let t = super::align::thumbnail(normalised);
     reference
         .thumbnails
         .iter()
         .map(|r| {
-            r.iter().zip(&t).map(|(a, b)| (a - b) * (a - b)).sum::<f32>() / t.len() as f32
+            r.iter()
+                .zip(&t)
+                .map(|(a, b)| (a - b) * (a - b))
+                .sum::<f32>()
+                / t.len() as f32
         })
         .fold(f32::INFINITY, f32::min) as f64
 }
@@ -341,6 +331,25 @@ pub enum Estimate {
         /// A sentence for people: why there is no number.
         message: String,
     },
+}
+
+/// Normalised images and their masks brought to the reference set's pose (see [`super::align`]).
+pub fn posed(
+    normalised: &[Gray],
+    masks: &[Mask],
+    reference: &ReferenceSet,
+) -> (Vec<Gray>, Vec<Mask>) {
+    normalised
+        .par_iter()
+        .zip(masks.par_iter())
+        .map(|(image, mask)| {
+            let pose = super::align::canonical_pose(image, &reference.thumbnails);
+            (
+                super::align::warp_image(image, pose),
+                super::align::warp_mask(mask, pose),
+            )
+        })
+        .unzip()
 }
 
 /// An order of the images that depends only on their pixels (lexicographic over the values), so that the

@@ -1,12 +1,12 @@
 //! The user's segmentation model: a JSON spec says how to feed it and how to read a mask from it.
 
-use sha2::Digest;
 use super::{InferenceError, Runtime};
 use crate::engine::{Gray, Mask, SIDE};
 use ndarray::{Array4, ArrayViewD, Axis};
 use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 use std::sync::Mutex;
 
 /// How the model's input is scaled from the loaded gray image (0..255).

@@ -307,21 +307,23 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             inputs.threshold,
         )?;
         let count = sources.len();
-        let masks = sources.into_iter().map(|(name, sha256, onnx, masks)| match masks {
-            Some(set) => Ok(CheckpointMasks {
-                masks: decode_masks(&set.images, &set.names, max_pixels)?,
-                sha256,
-                name,
-            }),
-            None => {
-                let model = SegModel::load(&runtime, &onnx, &name, &inputs.spec)?;
-                Ok(CheckpointMasks {
-                    masks: model.predict(&cal_set.images)?,
+        let masks = sources
+            .into_iter()
+            .map(|(name, sha256, onnx, masks)| match masks {
+                Some(set) => Ok(CheckpointMasks {
+                    masks: decode_masks(&set.images, &set.names, max_pixels)?,
                     sha256,
                     name,
-                })
-            }
-        });
+                }),
+                None => {
+                    let model = SegModel::load(&runtime, &onnx, &name, &inputs.spec)?;
+                    Ok(CheckpointMasks {
+                        masks: model.predict(&cal_set.images)?,
+                        sha256,
+                        name,
+                    })
+                }
+            });
         let mut report = |i: usize, n: usize, _: &crate::engine::fit::CheckpointPoint| {
             progress.set(0.05 + 0.95 * (i + 1) as f32 / n as f32, "calibrating");
         };

@@ -175,4 +175,3 @@ pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
     }
     sxy / (sxx * syy).sqrt()
 }
-

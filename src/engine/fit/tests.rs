@@ -1,3 +1,4 @@
+use super::forms::{fit_isotonic, fit_monotone_quadratic};
 use super::*;
 use crate::engine::spe::SupportCount;
 
@@ -132,10 +133,10 @@ fn point(name: &str, pseudo: Option<f64>, real: f64) -> CheckpointPoint {
         used: 10,
         rejected: 0,
     };
-    CheckpointPoint {
-        name: name.into(),
-        real: set(real),
-        outcome: match pseudo {
+    CheckpointPoint::from_pair(
+        name.into(),
+        set(real),
+        match pseudo {
             Some(p) => PseudoOutcome::Ok {
                 pseudo: set(p),
                 per_repetition: vec![set(p)],
@@ -143,7 +144,7 @@ fn point(name: &str, pseudo: Option<f64>, real: f64) -> CheckpointPoint {
             },
             None => PseudoOutcome::InsufficientSupport { support },
         },
-    }
+    )
 }
 
 #[test]
@@ -155,7 +156,7 @@ fn calibration_leaves_out_checkpoints_without_support() {
         point("c", Some(0.6), 0.72),
         point("d", Some(0.7), 0.8),
     ];
-    let cal = Calibration::fit("test".into(), SpeParams::default(), points).unwrap();
+    let cal = Calibration::fit("test".into(), SpeParams::default(), 0, points).unwrap();
     assert_eq!(cal.excluded, vec!["empty".to_string()]);
     assert_eq!(cal.fits.len(), Metric::ALL.len());
     assert!(cal.fits.values().all(|f| f.n_points == 4));
@@ -173,6 +174,6 @@ fn calibration_needs_three_usable_checkpoints() {
         point("a", Some(0.3), 0.4),
         point("b", Some(0.5), 0.6),
     ];
-    let err = Calibration::fit("test".into(), SpeParams::default(), points).unwrap_err();
+    let err = Calibration::fit("test".into(), SpeParams::default(), 0, points).unwrap_err();
     assert!(err.to_string().contains("2 of 3 checkpoints"), "{err}");
 }

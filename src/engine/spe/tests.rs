@@ -1,5 +1,6 @@
 use super::*;
-use crate::engine::fit::{Calibration, CheckpointPoint};
+use crate::engine::estimate::{estimate, BatchSignals};
+use crate::engine::fit::{Calibration, CheckpointPoint, MaskStats};
 use crate::engine::SIDE;
 use ndarray::Array2;
 
@@ -124,7 +125,7 @@ fn nothing_predicted_means_insufficient_support() {
         }
     );
     let cal = toy_calibration();
-    match estimate(&outcome, &cal) {
+    match estimate(&signals(outcome, 3), &cal, None) {
         Estimate::InsufficientSupport { support, message } => {
             assert_eq!(support.rejected, 3);
             assert!(message.contains("3 batch images"), "{message}");
@@ -189,20 +190,37 @@ fn toy_calibration() -> Calibration {
     let points = [(0.2, 0.1), (0.4, 0.5), (0.6, 0.8), (0.7, 0.95)]
         .iter()
         .enumerate()
-        .map(|(i, &(p, r))| CheckpointPoint {
-            name: format!("c{i}"),
-            real: set(r),
-            outcome: PseudoOutcome::Ok {
-                pseudo: set(p),
-                per_repetition: vec![set(p)],
-                support: SupportCount {
-                    used: 4,
-                    rejected: 0,
+        .map(|(i, &(p, r))| {
+            CheckpointPoint::from_pair(
+                format!("c{i}"),
+                set(r),
+                PseudoOutcome::Ok {
+                    pseudo: set(p),
+                    per_repetition: vec![set(p)],
+                    support: SupportCount {
+                        used: 4,
+                        rejected: 0,
+                    },
                 },
-            },
+            )
         })
         .collect();
-    Calibration::fit("nearest-support".into(), SpeParams::default(), points).unwrap()
+    Calibration::fit("nearest-support".into(), SpeParams::default(), 0, points).unwrap()
+}
+
+/// A batch's signals with only the pseudo outcome (as a pairs calibration reads it).
+fn signals(outcome: PseudoOutcome, images: usize) -> BatchSignals {
+    BatchSignals {
+        outcome,
+        agreement: None,
+        images,
+        masks: MaskStats {
+            empty_share: 0.0,
+            area_mean: 0.1,
+            area_sd: 0.01,
+        },
+        distance: 0.0,
+    }
 }
 
 #[test]
@@ -225,7 +243,10 @@ fn estimates_are_clamped_and_intervals_contain_them() {
             rejected: 1,
         },
     };
-    let Estimate::Ok { metrics, support } = estimate(&outcome, &cal) else {
+    let Estimate::Ok {
+        metrics, support, ..
+    } = estimate(&signals(outcome, 3), &cal, None)
+    else {
         panic!("expected an estimate")
     };
     assert_eq!(
@@ -269,13 +290,19 @@ fn hd95_in_mm_scales_estimate_and_interval_by_the_mean_pixel_size() {
             estimate: 4.0,
             interval: [3.0, 6.5],
             pseudo: 5.0,
+            agreement: None,
         },
     );
     let support = SupportCount {
         used: 3,
         rejected: 0,
     };
-    let ok = Estimate::Ok { metrics, support };
+    let ok = Estimate::Ok {
+        metrics,
+        support,
+        anchor: None,
+        warnings: Vec::new(),
+    };
     let mm = hd95_mm(&ok, 0.75).unwrap();
     assert_eq!(mm.estimate, 3.0);
     assert_eq!(mm.interval, [2.25, 4.875]);
