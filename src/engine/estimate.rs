@@ -274,3 +274,6 @@ fn std_dev(values: &[f64]) -> f64 {
     let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
     var.sqrt()
 }
+
+#[cfg(test)]
+mod tests;

@@ -460,3 +460,20 @@ fn huge_declared_jpeg_is_refused() {
         "{err:?}"
     );
 }
+
+#[test]
+fn rank_normalisation_is_blind_to_monotone_intensity_changes() {
+    let image = Array2::from_shape_fn((SIDE, SIDE), |(y, x)| ((y * 7 + x * 3) % 251) as f32);
+    let base = rank_normalise(image.view());
+    for change in [
+        |v: f32| 255.0 * (v / 255.0).powf(0.5),
+        |v: f32| 255.0 * (v / 255.0).powf(2.0),
+        |v: f32| 0.4 * v + 30.0,
+    ] {
+        assert_eq!(rank_normalise(image.mapv(change).view()), base);
+    }
+    assert!(base.iter().all(|v| (0.0..=1.0).contains(v)));
+    // Ties share one value; a constant image is flat.
+    let flat = rank_normalise(Array2::from_elem((4, 4), 9.0f32).view());
+    assert!(flat.iter().all(|&v| v == 0.5));
+}
