@@ -9,7 +9,7 @@ export SPE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
 S3S_FS_VERSION := 0.14.1
 S3S_FS := .tools/bin/s3s-fs
 
-.PHONY: run test ort lint bench fuzz fixtures clean-db
+.PHONY: run test ort lint bench bench-accuracy fuzz fixtures clean-db
 
 run: ort
 	cargo build --release --locked
@@ -25,6 +25,11 @@ lint:
 
 bench: ort
 	cargo bench --locked --bench label_fusion
+
+# SPE estimate accuracy on ../shared (or SPE_SHARED): clean, small and shifted batches of held-out
+# images, every checkpoint; `make bench-accuracy ARGS="--quick"` or ARGS="--dataset jsrt". JSON: target/accuracy.json.
+bench-accuracy: ort
+	cargo bench --locked --bench accuracy -- $(ARGS)
 
 # `make fuzz TARGET=dicom SECONDS=300`: one cargo-fuzz target (image, dicom, nifti, multipart) for SECONDS
 # seconds, from its seeds (tools/fuzz/corpus/, git-ignored, generated on first use; new inputs go there),
