@@ -6,6 +6,7 @@ use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::LabelledSet;
 use crate::engine::levels::{self, CalibrationInputs};
 use crate::engine::metrics::{self, MetricSet};
+use crate::engine::shift::Shift;
 use crate::engine::spe::{self, Estimate, PseudoOutcome, ReferenceSet, SpeParams};
 use crate::engine::{EngineError, Gray, Mask, ReverseSegmenter};
 use crate::inference::{InferenceError, SegModel};
@@ -52,6 +53,45 @@ pub struct CheckpointMasks {
     /// Digest of the checkpoint's ONNX file, when it came as one (deployed models are anchored by it).
     pub sha256: Option<String>,
     pub masks: Vec<Mask>,
+    /// Its masks on each of [`shifted_sets`] (empty when only masks were given).
+    pub shifted: Vec<Vec<Mask>>,
+}
+
+/// A labelled set under one calibration shift.
+pub struct ShiftedSet {
+    pub shift: Shift,
+    pub set: LabelledSet,
+}
+
+/// The calibration set under each of the calibration shifts (images and, for geometric shifts, labels).
+pub fn shifted_sets(calibration: &LabelledSet) -> Vec<ShiftedSet> {
+    levels::calibration_shifts()
+        .into_iter()
+        .map(|shift| {
+            let (images, labels) = calibration
+                .images
+                .par_iter()
+                .zip(calibration.labels.par_iter())
+                .enumerate()
+                .map(|(i, (image, label))| {
+                    let (image, label) = shift.apply(image, Some(label), i as u64);
+                    (image, label.unwrap_or_else(|| label_of(calibration, i)))
+                })
+                .unzip();
+            ShiftedSet {
+                shift,
+                set: LabelledSet {
+                    names: calibration.names.clone(),
+                    images,
+                    labels,
+                },
+            }
+        })
+        .collect()
+}
+
+fn label_of(set: &LabelledSet, i: usize) -> Mask {
+    set.labels[i].clone()
 }
 
 /// Stage 1 from predicted masks: real and pseudo metrics per checkpoint, then the fits.
@@ -61,6 +101,7 @@ pub fn calibrate_from_masks(
     count: usize,
     reference: &ReferenceSet,
     calibration: &LabelledSet,
+    shifted: &[ShiftedSet],
     reverse: &dyn ReverseSegmenter,
     params: &SpeParams,
     progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
@@ -68,15 +109,28 @@ pub fn calibrate_from_masks(
     params.validate()?;
     let inputs =
         CalibrationInputs::new(reverse, &calibration.images, &calibration.labels, reference)?;
+    let shifted_inputs = shifted
+        .iter()
+        .map(|s| CalibrationInputs::new(reverse, &s.set.images, &s.set.labels, reference))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut points = Vec::with_capacity(count);
     for (i, checkpoint) in checkpoints.into_iter().enumerate() {
         let CheckpointMasks {
             name,
             sha256,
             masks,
+            shifted: shifted_masks,
         } = checkpoint?;
-        let point =
+        let mut point =
             levels::checkpoint_point(reverse, reference, &inputs, &masks, params, name, sha256)?;
+        if matches!(point.outcome, PseudoOutcome::Ok { .. }) {
+            for ((set, set_inputs), masks) in shifted.iter().zip(&shifted_inputs).zip(&shifted_masks)
+            {
+                let p =
+                    levels::shifted_point(reverse, reference, set_inputs, masks, params, &set.shift)?;
+                point.shifted.extend(p);
+            }
+        }
         progress(i, count, &point);
         points.push(point);
     }
@@ -99,11 +153,16 @@ pub fn calibrate(
     params: &SpeParams,
     progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
 ) -> Result<Calibration, PipelineError> {
+    let shifted = shifted_sets(calibration);
     let masks = checkpoints.iter().map(|model| {
         Ok(CheckpointMasks {
             name: model.name().to_string(),
             sha256: Some(model.sha256().to_string()),
             masks: model.predict(&calibration.images)?,
+            shifted: shifted
+                .iter()
+                .map(|s| model.predict(&s.set.images))
+                .collect::<Result<_, _>>()?,
         })
     });
     calibrate_from_masks(
@@ -111,6 +170,7 @@ pub fn calibrate(
         checkpoints.len(),
         reference,
         calibration,
+        &shifted,
         reverse,
         params,
         progress,

@@ -303,6 +303,17 @@ pub struct MaskStats {
     pub area_sd: f64,
 }
 
+/// A checkpoint on a shifted copy of the calibration set (shift-augmented calibration): how wrong the
+/// estimate is when images change, which the interval must cover.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShiftedPoint {
+    /// What was done to the images (e.g. "gamma 1.35").
+    pub shift: String,
+    pub real: MetricSet,
+    pub pseudo: MetricSet,
+    pub agreement: Option<MetricSet>,
+}
+
 /// One calibration checkpoint: its real metrics on the calibration set and its pseudo outcome.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointPoint {
@@ -322,6 +333,9 @@ pub struct CheckpointPoint {
     /// Batches of every support level drawn from the calibration set (the whole set is the top level).
     #[serde(default)]
     pub draws: Vec<Draw>,
+    /// The whole calibration set under each calibration shift (when the checkpoint came as a model).
+    #[serde(default)]
+    pub shifted: Vec<ShiftedPoint>,
 }
 
 impl CheckpointPoint {
@@ -335,6 +349,7 @@ impl CheckpointPoint {
             agreement: None,
             masks: None,
             draws: Vec::new(),
+            shifted: Vec::new(),
         }
     }
 }

@@ -4,7 +4,8 @@
 //! would see: its images' real metrics, pseudo metrics with them as supports, and atlas agreement.
 
 use super::align::{self, Pose};
-use super::fit::{top_level, CheckpointPoint, Draw, MaskStats};
+use super::fit::{top_level, CheckpointPoint, Draw, MaskStats, ShiftedPoint};
+use super::shift::Shift;
 use super::metrics::{self, MetricSet};
 use super::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
 use super::{EngineError, Gray, Mask, ReverseSegmenter};
@@ -25,7 +26,25 @@ const DRAW_QUERIES: usize = 64;
 
 /// Draws per level: small batches vary more from draw to draw, so they get more.
 fn draws_at(size: usize) -> usize {
-    (96 / size).clamp(6, 24)
+    (64 / size).clamp(4, 16)
+}
+
+/// The shifts of shift-augmented calibration: what deployment changes (exposure, contrast, sharpness,
+/// noise, positioning), at strengths that leave most models working and some not. Their estimate errors
+/// widen the intervals to what a changed batch needs.
+pub fn calibration_shifts() -> Vec<Shift> {
+    vec![
+        Shift::Gamma { gamma: 0.75 },
+        Shift::Gamma { gamma: 1.35 },
+        Shift::Contrast { factor: 0.75 },
+        Shift::Blur { sigma: 1.5 },
+        Shift::Noise {
+            sigma: 12.0,
+            seed: 7,
+        },
+        Shift::Rotate { degrees: -6.0 },
+        Shift::Zoom { factor: 1.06 },
+    ]
 }
 
 /// The calibration set prepared once for every checkpoint.
@@ -198,5 +217,51 @@ pub fn checkpoint_point(
         agreement: Some(agreement),
         masks: Some(mask_stats(masks, params.min_area)),
         draws,
+        shifted: Vec::new(),
     })
+}
+
+/// A checkpoint on one shifted calibration set: real metrics of its masks there, and the signals (one
+/// support repetition; its mean is the same as six's, at a sixth of the cost). None without support.
+pub fn shifted_point(
+    reverse: &dyn ReverseSegmenter,
+    reference: &ReferenceSet,
+    inputs: &CalibrationInputs<'_>,
+    masks: &[Mask],
+    params: &SpeParams,
+    shift: &Shift,
+) -> Result<Option<ShiftedPoint>, EngineError> {
+    if masks.len() != inputs.normalised.len() {
+        return Err(EngineError::Invalid(format!(
+            "{} masks for {} shifted calibration images",
+            masks.len(),
+            inputs.normalised.len()
+        )));
+    }
+    let real: Vec<MetricSet> = inputs
+        .labels
+        .iter()
+        .zip(masks)
+        .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
+        .collect();
+    let posed: Vec<Mask> = masks
+        .iter()
+        .zip(&inputs.poses)
+        .map(|(m, &p)| align::warp_mask(m, p))
+        .collect();
+    let one = SpeParams {
+        repetitions: 1,
+        ..*params
+    };
+    let PseudoOutcome::Ok { pseudo, .. } =
+        spe::pseudo_metrics_normalised(reverse, &inputs.normalised, &posed, reference, &one)?
+    else {
+        return Ok(None);
+    };
+    Ok(Some(ShiftedPoint {
+        shift: shift.label(),
+        real: MetricSet::mean(&real),
+        pseudo,
+        agreement: Some(MetricSet::mean(&spe::agreement(&inputs.atlas, &posed))),
+    }))
 }

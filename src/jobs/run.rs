@@ -307,11 +307,13 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             inputs.threshold,
         )?;
         let count = sources.len();
+        let shifted = pipeline::shifted_sets(&cal_set);
         let masks = sources
             .into_iter()
             .map(|(name, sha256, onnx, masks)| match masks {
                 Some(set) => Ok(CheckpointMasks {
                     masks: decode_masks(&set.images, &set.names, max_pixels)?,
+                    shifted: Vec::new(),
                     sha256,
                     name,
                 }),
@@ -319,6 +321,10 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
                     let model = SegModel::load(&runtime, &onnx, &name, &inputs.spec)?;
                     Ok(CheckpointMasks {
                         masks: model.predict(&cal_set.images)?,
+                        shifted: shifted
+                            .iter()
+                            .map(|s| model.predict(&s.set.images))
+                            .collect::<Result<_, _>>()?,
                         sha256,
                         name,
                     })
@@ -332,6 +338,7 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             count,
             &reference,
             &cal_set,
+            &shifted,
             reverse.as_ref(),
             &params,
             &mut report,
