@@ -12,6 +12,8 @@ use crate::store::blobs::Staged;
 use crate::store::estimates::{self, ListQuery};
 use crate::store::image_sets::{self, SetKind};
 use crate::store::keys::{Principal, Role};
+use crate::engine::fit::CALIBRATION_FORMAT;
+use crate::store::calibrations;
 use crate::store::models;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -139,7 +141,7 @@ async fn submit(
             Json(view(&state, existing).await?),
         ));
     }
-    let calibration_id = active_calibration(&model)?;
+    let calibration_id = active_calibration(&state, &model).await?;
     check_queue(&state).await?;
     let axis = form.take_axis()?;
     let files = upload::images(&mut form, &state.limits, "the batch")?;
@@ -161,14 +163,30 @@ async fn submit(
     ))
 }
 
-/// The calibration a new estimate uses: the model's active one (409 without one).
-pub(crate) fn active_calibration(model: &models::ModelRow) -> Result<Uuid, ApiError> {
+/// The calibration a new estimate uses: the model's active one (409 without one, or when an older spe
+/// made it and this one cannot read it).
+pub(crate) async fn active_calibration(
+    state: &AppState,
+    model: &models::ModelRow,
+) -> Result<Uuid, ApiError> {
     let id = model.id;
-    model.active_calibration_id.ok_or_else(|| {
+    let calibration_id = model.active_calibration_id.ok_or_else(|| {
         ApiError::Conflict(format!(
             "model {id} has no active calibration yet; calibrate it first (POST /v1/models/{id}/calibrations)"
         ))
-    })
+    })?;
+    let format = calibrations::get(&state.pool, calibration_id)
+        .await?
+        .and_then(|row| row.result)
+        .and_then(|r| r.get("format").and_then(|f| f.as_str()).map(str::to_owned));
+    match format {
+        Some(f) if f != CALIBRATION_FORMAT => Err(ApiError::Conflict(format!(
+            "model {id}'s active calibration {calibration_id} has format {f:?}, made by an older spe; this one \
+             reads {CALIBRATION_FORMAT:?} (a mapping per batch size): calibrate again (POST \
+             /v1/models/{id}/calibrations)"
+        ))),
+        _ => Ok(calibration_id),
+    }
 }
 
 /// Stores a validated batch and queues its estimate, in one transaction. A concurrent retry with the same

@@ -296,7 +296,7 @@ async fn store_instances(
             &Outcome::default(),
         ));
     }
-    let calibration_id = active_calibration(&model)?;
+    let calibration_id = active_calibration(&state, &model).await?;
     check_queue(&state).await?;
     let opts = expand_options(&state, None, 0);
     let out = tokio::task::spawn_blocking(move || sort_parts(&parts, &opts)).await?;
