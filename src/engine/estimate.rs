@@ -90,7 +90,7 @@ pub fn estimate(
         .filter_map(|metric| {
             let shifted = shift_variance(top, calibration, metric, anchor);
             let at = |level: &Level| -> Option<(f64, f64)> {
-                let fit = level.fits.get(&metric)?;
+                let fit = fit_for(level, metric, anchor.is_some())?;
                 let offset = anchor.map_or(0.0, |a| anchor_offset(fit, a, level.size));
                 let value = fit.predict(pseudo, agreement) + offset;
                 let mapped: Vec<f64> = per_repetition
@@ -127,6 +127,12 @@ pub fn estimate(
         anchor: anchor.map(|a| a.name.clone()),
         warnings: warnings(signals, calibration, anchor),
     }
+}
+
+/// The mapping of one metric at one level: the one chosen for anchored estimates when anchored.
+fn fit_for(level: &Level, metric: Metric, anchored: bool) -> Option<&Fit> {
+    let anchored_fit = anchored.then(|| level.anchored_fits.get(&metric)).flatten();
+    anchored_fit.or_else(|| level.fits.get(&metric))
 }
 
 /// The two levels around `key` and the log-scale position of `key` between them.
@@ -185,7 +191,7 @@ fn residual_variance(
         .rev()
         .filter(|l| l.size <= level.size && (l.size as f64) < total)
         .find_map(|l| {
-            let w = l.fits.get(&fit.input)?.within_rmse;
+            let w = fit_for(l, fit.input, true)?.within_rmse;
             (w > 0.0).then(|| w * w * l.size as f64 * (total - 1.0) / (total - l.size as f64))
         })
         .unwrap_or(fit.loo_rmse.powi(2));
@@ -205,7 +211,7 @@ fn shift_variance(
     metric: Metric,
     anchor: Option<&CheckpointPoint>,
 ) -> f64 {
-    let Some(fit) = top.fits.get(&metric) else {
+    let Some(fit) = fit_for(top, metric, anchor.is_some()) else {
         return 0.0;
     };
     let mut usable: Vec<&CheckpointPoint> = calibration

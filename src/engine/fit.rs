@@ -127,6 +127,19 @@ pub struct Observation {
     pub real: f64,
     /// The checkpoint it came from (held out together).
     pub group: usize,
+    /// Fitted on (a draw from the calibration set) or only judged by (a shifted copy of it: how the
+    /// estimate anchored at this checkpoint follows a change of images).
+    pub fitted: bool,
+}
+
+/// What a candidate mapping is chosen by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Criterion {
+    /// Leave-one-checkpoint-out error of the curve itself (estimates of models that are no checkpoint).
+    Curve,
+    /// Leave-one-checkpoint-out error once each checkpoint's own mean residual is removed: how well the
+    /// mapping's changes follow the real changes within a checkpoint (anchored estimates).
+    Anchored,
 }
 
 /// Fits one metric over one point per checkpoint (`x` pseudo values, `y` real values).
@@ -140,15 +153,20 @@ pub fn fit_metric(metric: Metric, x: &[f64], y: &[f64]) -> Result<Fit, EngineErr
             agreement: None,
             real,
             group,
+            fitted: true,
         })
         .collect();
-    fit_observations(metric, &obs)
+    fit_observations(metric, &obs, Criterion::Curve)
 }
 
 /// Fits one metric: tries every applicable candidate and keeps the lowest leave-one-checkpoint-out MAE
 /// (ties go to the simpler candidate, which is tried first).
-pub fn fit_observations(metric: Metric, obs: &[Observation]) -> Result<Fit, EngineError> {
-    let groups: BTreeSet<usize> = obs.iter().map(|o| o.group).collect();
+pub fn fit_observations(
+    metric: Metric,
+    obs: &[Observation],
+    criterion: Criterion,
+) -> Result<Fit, EngineError> {
+    let groups: BTreeSet<usize> = obs.iter().filter(|o| o.fitted).map(|o| o.group).collect();
     let n_groups = groups.len();
     if n_groups < MIN_POINTS {
         return Err(EngineError::Calibration(format!(
@@ -190,7 +208,17 @@ pub fn fit_observations(metric: Metric, obs: &[Observation]) -> Result<Fit, Engi
             let Some(loo) = leave_one_group_out(form, &x, &y, obs) else {
                 continue;
             };
-            let mae = mean(loo.iter().zip(&y).map(|(p, t)| (p - t).abs()));
+            let residuals: Vec<f64> = y.iter().zip(&loo).map(|(t, p)| t - p).collect();
+            let mae = match criterion {
+                Criterion::Curve => mean(
+                    residuals
+                        .iter()
+                        .zip(obs)
+                        .filter(|(_, o)| o.fitted)
+                        .map(|(r, _)| r.abs()),
+                ),
+                Criterion::Anchored => anchored_mae(&residuals, obs),
+            };
             let name = if weight > 0.0 {
                 format!("{}@{weight}", form.name())
             } else {
@@ -202,7 +230,7 @@ pub fn fit_observations(metric: Metric, obs: &[Observation]) -> Result<Fit, Engi
             }
         }
     }
-    let (form, weight, loo_mae, loo) = best.ok_or_else(|| {
+    let (form, weight, _, loo) = best.ok_or_else(|| {
         EngineError::Calibration(format!(
             "{}: the pseudo values do not vary across checkpoints, so no mapping can be fitted",
             metric.name()
@@ -216,16 +244,19 @@ pub fn fit_observations(metric: Metric, obs: &[Observation]) -> Result<Fit, Engi
         EngineError::Calibration(format!("{}: the {} fit failed", metric.name(), form.name()))
     })?;
     let residuals: Vec<f64> = y.iter().zip(&loo).map(|(t, p)| t - p).collect();
+    let fitted: Vec<usize> = (0..obs.len()).filter(|&i| obs[i].fitted).collect();
+    let pick = |v: &[f64]| fitted.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    let (xf, yf, lf) = (pick(&x), pick(&y), pick(&loo));
     Ok(Fit {
         input: metric,
         agreement_weight: weight,
         mapping,
-        loo_mae,
-        loo_rmse: mean(residuals.iter().map(|r| r * r)).sqrt(),
+        loo_mae: mean(yf.iter().zip(&lf).map(|(t, p)| (t - p).abs())),
+        loo_rmse: mean(yf.iter().zip(&lf).map(|(t, p)| (t - p).powi(2))).sqrt(),
         within_rmse: within_rmse(&residuals, obs),
-        pearson_r: pearson(&x, &y),
-        loo_pearson_r: pearson(&loo, &y),
-        n_points: obs.len(),
+        pearson_r: pearson(&xf, &yf),
+        loo_pearson_r: pearson(&lf, &yf),
+        n_points: fitted.len(),
         candidates,
     })
 }
@@ -239,10 +270,33 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// RMS of the residuals around their checkpoint's mean (degrees of freedom corrected per checkpoint).
+/// Mean absolute residual once each checkpoint's mean residual over its fitted observations (the anchor
+/// offset) is removed, over checkpoints with more than one observation; 0 when there are none.
+fn anchored_mae(residuals: &[f64], obs: &[Observation]) -> f64 {
+    let mut offsets: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    for (r, o) in residuals.iter().zip(obs).filter(|(_, o)| o.fitted) {
+        let e = offsets.entry(o.group).or_default();
+        e.0 += r;
+        e.1 += 1;
+    }
+    let mut count: BTreeMap<usize, usize> = BTreeMap::new();
+    for o in obs {
+        *count.entry(o.group).or_default() += 1;
+    }
+    mean(
+        residuals
+            .iter()
+            .zip(obs)
+            .filter(|(_, o)| count[&o.group] >= 2)
+            .filter_map(|(r, o)| offsets.get(&o.group).map(|&(s, n)| (r - s / n as f64).abs())),
+    )
+}
+
+/// RMS of the fitted residuals around their checkpoint's mean (degrees of freedom corrected per
+/// checkpoint).
 fn within_rmse(residuals: &[f64], obs: &[Observation]) -> f64 {
     let mut by_group: BTreeMap<usize, Vec<f64>> = BTreeMap::new();
-    for (r, o) in residuals.iter().zip(obs) {
+    for (r, o) in residuals.iter().zip(obs).filter(|(_, o)| o.fitted) {
         by_group.entry(o.group).or_default().push(*r);
     }
     let (mut ss, mut dof) = (0.0, 0usize);
@@ -267,7 +321,7 @@ fn leave_one_group_out(form: Form, x: &[f64], y: &[f64], obs: &[Observation]) ->
         let (xs, ys): (Vec<f64>, Vec<f64>) = obs
             .iter()
             .zip(x.iter().zip(y))
-            .filter(|(o, _)| o.group != g)
+            .filter(|(o, _)| o.fitted && o.group != g)
             .map(|(_, (a, b))| (*a, *b))
             .unzip();
         let mapping = form.fit(&xs, &ys)?;
@@ -360,6 +414,10 @@ pub struct Level {
     /// Images per draw (supports per repetition, before the `min_area` rule).
     pub size: usize,
     pub fits: BTreeMap<Metric, Fit>,
+    /// The mappings chosen for anchored estimates ([`Criterion::Anchored`]); empty when no checkpoint has
+    /// more than one observation (then `fits` serve).
+    #[serde(default)]
+    pub anchored_fits: BTreeMap<Metric, Fit>,
 }
 
 /// What `spe calibrate` writes and `spe estimate` reads (CAL.json).
@@ -447,19 +505,51 @@ impl Calibration {
                 continue;
             }
             let mut fits = BTreeMap::new();
+            let mut anchored_fits = BTreeMap::new();
+            let is_top = size == top;
             for metric in Metric::ALL {
-                let obs: Vec<Observation> = draws
+                let mut obs: Vec<Observation> = draws
                     .iter()
                     .map(|(group, d)| Observation {
                         pseudo: d.pseudo.get(metric),
                         agreement: d.agreement.map(|a| a.get(metric)),
                         real: d.real.get(metric),
                         group: *group,
+                        fitted: true,
                     })
                     .collect();
-                fits.insert(metric, fit_observations(metric, &obs)?);
+                if is_top {
+                    // The shifted copies were measured like the whole set: they judge the top level.
+                    for (group, cp) in checkpoints.iter().enumerate() {
+                        if !groups.contains(&group) {
+                            continue;
+                        }
+                        obs.extend(cp.shifted.iter().map(|s| Observation {
+                            pseudo: s.pseudo.get(metric),
+                            agreement: s.agreement.map(|a| a.get(metric)),
+                            real: s.real.get(metric),
+                            group,
+                            fitted: false,
+                        }));
+                    }
+                }
+                fits.insert(metric, fit_observations(metric, &obs, Criterion::Curve)?);
+                let mut count: BTreeMap<usize, usize> = BTreeMap::new();
+                for o in &obs {
+                    *count.entry(o.group).or_default() += 1;
+                }
+                if count.values().any(|&c| c >= 2) {
+                    anchored_fits.insert(
+                        metric,
+                        fit_observations(metric, &obs, Criterion::Anchored)?,
+                    );
+                }
             }
-            levels.push(Level { size, fits });
+            levels.push(Level {
+                size,
+                fits,
+                anchored_fits,
+            });
         }
         let fits = levels
             .last()
