@@ -338,6 +338,15 @@ fn print_fits(calibration: &Calibration) {
             fit.n_points
         );
     }
+    let sizes: Vec<String> = calibration
+        .levels
+        .iter()
+        .map(|l| l.size.to_string())
+        .collect();
+    eprintln!(
+        "  mappings per batch size (supports per draw): {}",
+        sizes.join(", ")
+    );
     if !calibration.excluded.is_empty() {
         eprintln!(
             "  left out (no support set): {}",
@@ -391,6 +400,17 @@ fn estimate(args: EstimateArgs) -> Result<()> {
         fields.insert("hd95_mm".into(), serde_json::to_value(hd95_mm)?);
     }
     write_json(&args.out, &out)?;
+    if let spe::Estimate::Ok {
+        anchor, warnings, ..
+    } = &estimate
+    {
+        if let Some(name) = anchor {
+            eprintln!("the model is calibration checkpoint {name}: anchored there");
+        }
+        for w in warnings {
+            eprintln!("warning ({}): {}", w.code, w.message);
+        }
+    }
     eprintln!("estimate written to {}", args.out.display());
     Ok(())
 }

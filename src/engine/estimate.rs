@@ -88,7 +88,8 @@ pub fn estimate(
     let metrics = Metric::ALL
         .into_iter()
         .filter_map(|metric| {
-            let shifted = shift_variance(top, calibration, metric, anchor);
+            // Shift-augmented calibration: the top level's error on the shifted copies.
+            let shifted = fit_for(top, metric, anchor.is_some()).map_or(0.0, |f| f.shift_rmse.powi(2));
             let at = |level: &Level| -> Option<(f64, f64)> {
                 let fit = fit_for(level, metric, anchor.is_some())?;
                 let offset = anchor.map_or(0.0, |a| anchor_offset(fit, a, level.size));
@@ -196,56 +197,6 @@ fn residual_variance(
         })
         .unwrap_or(fit.loo_rmse.powi(2));
     per_image * (1.0 / n as f64 + 1.0 / total)
-}
-
-/// Checkpoints whose shift-augmented errors stand for the anchor's: itself and its neighbours by real value.
-const SHIFT_NEIGHBOURS: usize = 2;
-
-/// Mean squared error of the estimate on the shift-augmented calibration points (the whole calibration
-/// set under each calibration shift): what an interval must add for batches whose images changed.
-/// Anchored, the anchor and its nearest checkpoints by real value count, each estimated as anchored at
-/// itself; otherwise every checkpoint, read off the curve.
-fn shift_variance(
-    top: &Level,
-    calibration: &Calibration,
-    metric: Metric,
-    anchor: Option<&CheckpointPoint>,
-) -> f64 {
-    let Some(fit) = fit_for(top, metric, anchor.is_some()) else {
-        return 0.0;
-    };
-    let mut usable: Vec<&CheckpointPoint> = calibration
-        .checkpoints
-        .iter()
-        .filter(|cp| !cp.shifted.is_empty() && matches!(cp.outcome, PseudoOutcome::Ok { .. }))
-        .collect();
-    if let Some(a) = anchor {
-        let at = a.real.get(metric);
-        usable.sort_by(|x, y| {
-            (x.real.get(metric) - at)
-                .abs()
-                .total_cmp(&(y.real.get(metric) - at).abs())
-        });
-        usable.truncate(1 + 2 * SHIFT_NEIGHBOURS);
-    }
-    let errors: Vec<f64> = usable
-        .iter()
-        .flat_map(|cp| {
-            let offset = if anchor.is_some() {
-                anchor_offset(fit, cp, top.size)
-            } else {
-                0.0
-            };
-            cp.shifted.iter().map(move |s| {
-                s.real.get(metric) - fit.predict(&s.pseudo, s.agreement.as_ref()) - offset
-            })
-        })
-        .collect();
-    if errors.is_empty() {
-        0.0
-    } else {
-        errors.iter().map(|e| e * e).sum::<f64>() / errors.len() as f64
-    }
 }
 
 fn warnings(

@@ -90,6 +90,10 @@ pub struct Fit {
     /// residual: the error left once a checkpoint's own offset is known (anchored estimates).
     #[serde(default)]
     pub within_rmse: f64,
+    /// Root mean square leave-one-checkpoint-out error on the shift-augmented copies (after each
+    /// checkpoint's own offset, for anchored fits): what a changed batch adds to the error.
+    #[serde(default)]
+    pub shift_rmse: f64,
     /// Pearson r between the score and the real values over the fitted points (the paper's figure).
     pub pearson_r: f64,
     /// Pearson r between leave-one-out predictions and the real values.
@@ -254,6 +258,7 @@ pub fn fit_observations(
         loo_mae: mean(yf.iter().zip(&lf).map(|(t, p)| (t - p).abs())),
         loo_rmse: mean(yf.iter().zip(&lf).map(|(t, p)| (t - p).powi(2))).sqrt(),
         within_rmse: within_rmse(&residuals, obs),
+        shift_rmse: shift_rmse(&residuals, obs, criterion),
         pearson_r: pearson(&xf, &yf),
         loo_pearson_r: pearson(&lf, &yf),
         n_points: fitted.len(),
@@ -290,6 +295,25 @@ fn anchored_mae(residuals: &[f64], obs: &[Observation]) -> f64 {
             .filter(|(_, o)| count[&o.group] >= 2)
             .filter_map(|(r, o)| offsets.get(&o.group).map(|&(s, n)| (r - s / n as f64).abs())),
     )
+}
+
+/// RMS of the residuals of the observations only judged by (shifted copies), after their checkpoint's
+/// offset when the fit is for anchored estimates.
+fn shift_rmse(residuals: &[f64], obs: &[Observation], criterion: Criterion) -> f64 {
+    let mut offsets: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+    for (r, o) in residuals.iter().zip(obs).filter(|(_, o)| o.fitted) {
+        let e = offsets.entry(o.group).or_default();
+        e.0 += r;
+        e.1 += 1;
+    }
+    let errors = residuals.iter().zip(obs).filter(|(_, o)| !o.fitted).map(|(r, o)| {
+        let offset = match (criterion, offsets.get(&o.group)) {
+            (Criterion::Anchored, Some(&(s, n))) => s / n as f64,
+            _ => 0.0,
+        };
+        (r - offset).powi(2)
+    });
+    mean(errors).sqrt()
 }
 
 /// RMS of the fitted residuals around their checkpoint's mean (degrees of freedom corrected per
