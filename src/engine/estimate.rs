@@ -98,7 +98,7 @@ pub fn estimate(
                     .iter()
                     .map(|p| fit.predict(p, agreement))
                     .collect();
-                let residual = residual_variance(fit, level, calibration, n, anchor.is_some());
+                let residual = residual_variance(fit, calibration, n, anchor.is_some());
                 let half = Z95 * (residual + shifted + std_dev(&mapped).powi(2)).sqrt();
                 Some((value, half))
             };
@@ -170,14 +170,14 @@ fn anchor_offset(fit: &Fit, anchor: &CheckpointPoint, size: usize) -> f64 {
 
 /// Variance of the estimate's error at one level for a batch of `n` images.
 ///
-/// Anchored: the within-checkpoint residuals of draws of `size` images, turned into a per-image variance
-/// (draws without replacement from N images vary by (N - size)/(N - 1) less than independent batches),
-/// then scaled to n images plus the anchor's own uncertainty (its offset comes from N images). The top
-/// level (the whole set, one draw per checkpoint) borrows the per-image variance of the largest level
-/// below it. Not anchored: the leave-one-checkpoint-out error at this size.
+/// Anchored: a per-image residual variance, times (1/n + 1/N) for the batch's own images and the anchor's
+/// N calibration images its offset comes from. The per-image variance is read off the within-checkpoint
+/// residuals of the draws (a draw of L of N images without replacement varies (N - L)/(N - 1) times less
+/// than an independent batch of L); the largest over the sizes up to N/2 is taken, since a reverse
+/// segmenter's noise differs between sizes and the overlap of larger draws hides it. Not anchored: the
+/// leave-one-checkpoint-out error at this size.
 fn residual_variance(
     fit: &Fit,
-    level: &Level,
     calibration: &Calibration,
     n: usize,
     anchored: bool,
@@ -189,12 +189,12 @@ fn residual_variance(
     let per_image = calibration
         .levels
         .iter()
-        .rev()
-        .filter(|l| l.size <= level.size && (l.size as f64) < total)
-        .find_map(|l| {
+        .filter(|l| 2.0 * l.size as f64 <= total)
+        .filter_map(|l| {
             let w = fit_for(l, fit.input, true)?.within_rmse;
             (w > 0.0).then(|| w * w * l.size as f64 * (total - 1.0) / (total - l.size as f64))
         })
+        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
         .unwrap_or(fit.loo_rmse.powi(2));
     per_image * (1.0 / n as f64 + 1.0 / total)
 }
