@@ -99,6 +99,54 @@ fn calibrate_on_the_jsrt_family_meets_the_accuracy_bar() {
     for m in ["hd95", "precision", "recall"] {
         assert!(cal["fits"][m]["loo_mae"].as_f64().unwrap().is_finite());
     }
+    batches_of_every_size_agree(&shared, &cal_path, out.path());
+}
+
+/// The deployed (last) checkpoint on batches of 6, 12, 25 and 49 test images: each is anchored at its
+/// checkpoint and their intervals overlap (with one mapping for every size, small batches read lower).
+fn batches_of_every_size_agree(shared: &std::path::Path, cal: &std::path::Path, dir: &std::path::Path) {
+    let test = shared.join("datasets/jsrt/test");
+    let mut names: Vec<String> = std::fs::read_dir(test.join("images"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    let mut intervals = Vec::new();
+    for size in [6usize, 12, 25, 49] {
+        let batch = dir.join(format!("batch{size}"));
+        std::fs::create_dir_all(&batch).unwrap();
+        // Every k-th image, so each batch spreads over the split.
+        for name in names.iter().step_by(names.len() / size).take(size) {
+            std::fs::copy(test.join("images").join(name), batch.join(name)).unwrap();
+        }
+        let out = dir.join(format!("est{size}.json"));
+        spe(&[
+            "estimate",
+            "--model",
+            s(&shared.join("models/jsrt-heart-unet/epoch_060.onnx")),
+            "--spec",
+            s(&repo().join("tests/fixtures/jsrt_spec.json")),
+            "--calibration",
+            s(cal),
+            "--reference",
+            s(&shared.join("datasets/jsrt/train")),
+            "--images",
+            s(&batch),
+            "--out",
+            s(&out),
+        ]);
+        let est = read_json(&out);
+        assert_eq!(est["anchor"], "epoch_060", "{est}");
+        let dice = &est["metrics"]["dice"];
+        let iv = [dice["interval"][0].as_f64().unwrap(), dice["interval"][1].as_f64().unwrap()];
+        eprintln!("{size} images: dice {} {iv:?}", dice["estimate"]);
+        intervals.push((size, iv));
+    }
+    for (a, ia) in &intervals {
+        for (b, ib) in &intervals {
+            assert!(ia[0] <= ib[1] && ib[0] <= ia[1], "{a} vs {b} images: {intervals:?}");
+        }
+    }
 }
 
 fn report(cal: &serde_json::Value) {
