@@ -97,8 +97,7 @@ fn label_of(set: &LabelledSet, i: usize) -> Mask {
 /// Stage 1 from predicted masks: real and pseudo metrics per checkpoint, then the fits.
 /// `progress` is told each finished checkpoint (index, count, point).
 pub fn calibrate_from_masks(
-    checkpoints: impl IntoIterator<Item = Result<CheckpointMasks, PipelineError>>,
-    count: usize,
+    checkpoints: impl ExactSizeIterator<Item = Result<CheckpointMasks, PipelineError>>,
     reference: &ReferenceSet,
     calibration: &LabelledSet,
     shifted: &[ShiftedSet],
@@ -107,6 +106,7 @@ pub fn calibrate_from_masks(
     progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
 ) -> Result<Calibration, PipelineError> {
     params.validate()?;
+    let count = checkpoints.len();
     let inputs =
         CalibrationInputs::new(reverse, &calibration.images, &calibration.labels, reference)?;
     let shifted_inputs = shifted
@@ -114,7 +114,7 @@ pub fn calibrate_from_masks(
         .map(|s| CalibrationInputs::new(reverse, &s.set.images, &s.set.labels, reference))
         .collect::<Result<Vec<_>, _>>()?;
     let mut points = Vec::with_capacity(count);
-    for (i, checkpoint) in checkpoints.into_iter().enumerate() {
+    for (i, checkpoint) in checkpoints.enumerate() {
         let CheckpointMasks {
             name,
             sha256,
@@ -124,10 +124,12 @@ pub fn calibrate_from_masks(
         let mut point =
             levels::checkpoint_point(reverse, reference, &inputs, &masks, params, name, sha256)?;
         if matches!(point.outcome, PseudoOutcome::Ok { .. }) {
-            for ((set, set_inputs), masks) in shifted.iter().zip(&shifted_inputs).zip(&shifted_masks)
+            for ((set, set_inputs), masks) in
+                shifted.iter().zip(&shifted_inputs).zip(&shifted_masks)
             {
-                let p =
-                    levels::shifted_point(reverse, reference, set_inputs, masks, params, &set.shift)?;
+                let p = levels::shifted_point(
+                    reverse, reference, set_inputs, masks, params, &set.shift,
+                )?;
                 point.shifted.extend(p);
             }
         }
@@ -167,7 +169,6 @@ pub fn calibrate(
     });
     calibrate_from_masks(
         masks,
-        checkpoints.len(),
         reference,
         calibration,
         &shifted,

@@ -104,7 +104,11 @@ fn calibrate_on_the_jsrt_family_meets_the_accuracy_bar() {
 
 /// The deployed (last) checkpoint on batches of 6, 12, 25 and 49 test images: each is anchored at its
 /// checkpoint and their intervals overlap (with one mapping for every size, small batches read lower).
-fn batches_of_every_size_agree(shared: &std::path::Path, cal: &std::path::Path, dir: &std::path::Path) {
+fn batches_of_every_size_agree(
+    shared: &std::path::Path,
+    cal: &std::path::Path,
+    dir: &std::path::Path,
+) {
     let test = shared.join("datasets/jsrt/test");
     let mut names: Vec<String> = std::fs::read_dir(test.join("images"))
         .unwrap()
@@ -138,13 +142,19 @@ fn batches_of_every_size_agree(shared: &std::path::Path, cal: &std::path::Path, 
         let est = read_json(&out);
         assert_eq!(est["anchor"], "epoch_060", "{est}");
         let dice = &est["metrics"]["dice"];
-        let iv = [dice["interval"][0].as_f64().unwrap(), dice["interval"][1].as_f64().unwrap()];
+        let iv = [
+            dice["interval"][0].as_f64().unwrap(),
+            dice["interval"][1].as_f64().unwrap(),
+        ];
         eprintln!("{size} images: dice {} {iv:?}", dice["estimate"]);
         intervals.push((size, iv));
     }
     for (a, ia) in &intervals {
         for (b, ib) in &intervals {
-            assert!(ia[0] <= ib[1] && ib[0] <= ia[1], "{a} vs {b} images: {intervals:?}");
+            assert!(
+                ia[0] <= ib[1] && ib[0] <= ia[1],
+                "{a} vs {b} images: {intervals:?}"
+            );
         }
     }
 }

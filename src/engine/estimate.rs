@@ -39,14 +39,7 @@ pub fn measure(
     reference: &ReferenceSet,
     params: &SpeParams,
 ) -> Result<BatchSignals, EngineError> {
-    params.validate()?;
-    if images.len() != masks.len() {
-        return Err(EngineError::Invalid(format!(
-            "{} images but {} predicted masks",
-            images.len(),
-            masks.len()
-        )));
-    }
+    spe::check_batch(images, masks, params)?;
     let normalised: Vec<Gray> = images.iter().map(spe::normalise).collect();
     let (normalised, masks) = spe::posed(&normalised, masks, reference);
     let outcome = spe::pseudo_metrics_normalised(reverse, &normalised, &masks, reference, params)?;
@@ -89,7 +82,8 @@ pub fn estimate(
         .into_iter()
         .filter_map(|metric| {
             // Shift-augmented calibration: the top level's error on the shifted copies.
-            let shifted = fit_for(top, metric, anchor.is_some()).map_or(0.0, |f| f.shift_rmse.powi(2));
+            let shifted =
+                fit_for(top, metric, anchor.is_some()).map_or(0.0, |f| f.shift_rmse.powi(2));
             let at = |level: &Level| -> Option<(f64, f64)> {
                 let fit = fit_for(level, metric, anchor.is_some())?;
                 let offset = anchor.map_or(0.0, |a| anchor_offset(fit, a, level.size));
@@ -176,12 +170,7 @@ fn anchor_offset(fit: &Fit, anchor: &CheckpointPoint, size: usize) -> f64 {
 /// than an independent batch of L); the largest over the sizes up to N/2 is taken, since a reverse
 /// segmenter's noise differs between sizes and the overlap of larger draws hides it. Not anchored: the
 /// leave-one-checkpoint-out error at this size.
-fn residual_variance(
-    fit: &Fit,
-    calibration: &Calibration,
-    n: usize,
-    anchored: bool,
-) -> f64 {
+fn residual_variance(fit: &Fit, calibration: &Calibration, n: usize, anchored: bool) -> f64 {
     if !anchored {
         return fit.loo_rmse.powi(2);
     }
@@ -194,7 +183,9 @@ fn residual_variance(
             let w = fit_for(l, fit.input, true)?.within_rmse;
             (w > 0.0).then(|| w * w * l.size as f64 * (total - 1.0) / (total - l.size as f64))
         })
-        .fold(None, |acc: Option<f64>, v| Some(acc.map_or(v, |a| a.max(v))))
+        .fold(None, |acc: Option<f64>, v| {
+            Some(acc.map_or(v, |a| a.max(v)))
+        })
         .unwrap_or(fit.loo_rmse.powi(2));
     per_image * (1.0 / n as f64 + 1.0 / total)
 }

@@ -293,7 +293,11 @@ fn anchored_mae(residuals: &[f64], obs: &[Observation]) -> f64 {
             .iter()
             .zip(obs)
             .filter(|(_, o)| count[&o.group] >= 2)
-            .filter_map(|(r, o)| offsets.get(&o.group).map(|&(s, n)| (r - s / n as f64).abs())),
+            .filter_map(|(r, o)| {
+                offsets
+                    .get(&o.group)
+                    .map(|&(s, n)| (r - s / n as f64).abs())
+            }),
     )
 }
 
@@ -306,13 +310,17 @@ fn shift_rmse(residuals: &[f64], obs: &[Observation], criterion: Criterion) -> f
         e.0 += r;
         e.1 += 1;
     }
-    let errors = residuals.iter().zip(obs).filter(|(_, o)| !o.fitted).map(|(r, o)| {
-        let offset = match (criterion, offsets.get(&o.group)) {
-            (Criterion::Anchored, Some(&(s, n))) => s / n as f64,
-            _ => 0.0,
-        };
-        (r - offset).powi(2)
-    });
+    let errors = residuals
+        .iter()
+        .zip(obs)
+        .filter(|(_, o)| !o.fitted)
+        .map(|(r, o)| {
+            let offset = match (criterion, offsets.get(&o.group)) {
+                (Criterion::Anchored, Some(&(s, n))) => s / n as f64,
+                _ => 0.0,
+            };
+            (r - offset).powi(2)
+        });
     mean(errors).sqrt()
 }
 
@@ -563,10 +571,8 @@ impl Calibration {
                     *count.entry(o.group).or_default() += 1;
                 }
                 if count.values().any(|&c| c >= 2) {
-                    anchored_fits.insert(
-                        metric,
-                        fit_observations(metric, &obs, Criterion::Anchored)?,
-                    );
+                    anchored_fits
+                        .insert(metric, fit_observations(metric, &obs, Criterion::Anchored)?);
                 }
             }
             levels.push(Level {

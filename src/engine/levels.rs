@@ -5,8 +5,8 @@
 
 use super::align::{self, Pose};
 use super::fit::{top_level, CheckpointPoint, Draw, MaskStats, ShiftedPoint};
-use super::shift::Shift;
 use super::metrics::{self, MetricSet};
+use super::shift::Shift;
 use super::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
 use super::{EngineError, Gray, Mask, ReverseSegmenter};
 use rand::seq::index::sample;
@@ -101,6 +101,23 @@ impl<'a> CalibrationInputs<'a> {
         })
     }
 
+    /// Per image, the real metrics of the masks as predicted, and the masks moved to the reference pose
+    /// (everything the estimate sees is in that pose).
+    fn real_and_posed(&self, masks: &[Mask]) -> (Vec<MetricSet>, Vec<Mask>) {
+        let real = self
+            .labels
+            .par_iter()
+            .zip(masks.par_iter())
+            .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
+            .collect();
+        let posed = masks
+            .iter()
+            .zip(&self.poses)
+            .map(|(m, &p)| align::warp_mask(m, p))
+            .collect();
+        (real, posed)
+    }
+
     /// Mean and standard deviation of the calibration images' distances to the reference set.
     pub fn distance_summary(&self) -> [f64; 2] {
         mean_sd(&self.distances)
@@ -150,18 +167,7 @@ pub fn checkpoint_point(
             masks.len()
         )));
     }
-    // Real metrics of the masks as predicted; everything the estimate sees, in the reference pose.
-    let real_per_image: Vec<MetricSet> = inputs
-        .labels
-        .iter()
-        .zip(masks)
-        .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
-        .collect();
-    let masks: Vec<Mask> = masks
-        .iter()
-        .zip(&inputs.poses)
-        .map(|(m, &p)| align::warp_mask(m, p))
-        .collect();
+    let (real_per_image, masks) = inputs.real_and_posed(masks);
     let masks = masks.as_slice();
     let agreement_per_image = spe::agreement(&inputs.atlas, masks);
     let real = MetricSet::mean(&real_per_image);
@@ -238,17 +244,7 @@ pub fn shifted_point(
             inputs.normalised.len()
         )));
     }
-    let real: Vec<MetricSet> = inputs
-        .labels
-        .iter()
-        .zip(masks)
-        .map(|(g, p)| metrics::compute(g.view(), p.view(), None))
-        .collect();
-    let posed: Vec<Mask> = masks
-        .iter()
-        .zip(&inputs.poses)
-        .map(|(m, &p)| align::warp_mask(m, p))
-        .collect();
+    let (real, posed) = inputs.real_and_posed(masks);
     let one = SpeParams {
         repetitions: 1,
         ..*params

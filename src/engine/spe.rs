@@ -156,6 +156,19 @@ pub fn draw_supports(masks: &[Mask], params: &SpeParams) -> (Vec<Vec<usize>>, Su
     (draws, SupportCount { used, rejected })
 }
 
+/// Valid parameters and one predicted mask per image.
+pub fn check_batch(images: &[Gray], masks: &[Mask], params: &SpeParams) -> Result<(), EngineError> {
+    params.validate()?;
+    if images.len() != masks.len() {
+        return Err(EngineError::Invalid(format!(
+            "{} images but {} predicted masks",
+            images.len(),
+            masks.len()
+        )));
+    }
+    Ok(())
+}
+
 /// Stages 2-5: the pseudo metrics of a batch whose images (as loaded, 0..255) the model predicted
 /// `masks` for, measured by reverse-segmenting the reference set.
 pub fn pseudo_metrics(
@@ -165,14 +178,7 @@ pub fn pseudo_metrics(
     reference: &ReferenceSet,
     params: &SpeParams,
 ) -> Result<PseudoOutcome, EngineError> {
-    params.validate()?;
-    if images.len() != masks.len() {
-        return Err(EngineError::Invalid(format!(
-            "{} images but {} predicted masks",
-            images.len(),
-            masks.len()
-        )));
-    }
+    check_batch(images, masks, params)?;
     let normalised: Vec<Gray> = images.iter().map(normalise).collect();
     pseudo_metrics_normalised(reverse, &normalised, masks, reference, params)
 }

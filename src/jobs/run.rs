@@ -306,7 +306,6 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
                 .map(|(s, b)| (s.as_str(), b.as_ref())),
             inputs.threshold,
         )?;
-        let count = sources.len();
         let shifted = pipeline::shifted_sets(&cal_set);
         let masks = sources
             .into_iter()
@@ -335,7 +334,6 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
         };
         let fitted = pipeline::calibrate_from_masks(
             masks,
-            count,
             &reference,
             &cal_set,
             &shifted,
