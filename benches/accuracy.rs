@@ -330,6 +330,10 @@ fn run_dataset(
             insufficient_support: read.is_none(),
             baseline,
             estimate_seconds: seconds,
+            warnings: match &estimate {
+                Estimate::Ok { warnings, .. } => warnings.iter().map(|w| w.code.clone()).collect(),
+                Estimate::InsufficientSupport { .. } => Vec::new(),
+            },
         };
         row.print();
         batches.push(row);

@@ -25,6 +25,8 @@ pub struct BatchRow {
     /// The deployed checkpoint's calibration-half Dice.
     pub baseline: f64,
     pub estimate_seconds: f64,
+    /// Codes of the estimate's warnings.
+    pub warnings: Vec<String>,
 }
 
 impl BatchRow {
@@ -70,6 +72,9 @@ impl BatchRow {
             self.baseline_error(),
             if self.covered() { "covered" } else { "MISSED" },
         );
+        if !self.warnings.is_empty() {
+            println!("    warnings: {}", self.warnings.join(", "));
+        }
     }
 }
 
@@ -148,6 +153,9 @@ pub struct Summary {
     pub insufficient_support: Count,
     pub false_alarms: Count,
     pub missed_drops: Count,
+    /// Batches with at least one warning: clean and small ones, and shifted ones.
+    pub warned_unshifted: Count,
+    pub warned_shifted: Count,
     pub checkpoint_dice: Mae,
     pub checkpoint_hd95: Mae,
     pub skipped_checkpoints: usize,
@@ -189,6 +197,8 @@ impl Summary {
             insufficient_support: count(&|b| b.insufficient_support, &|_| true),
             false_alarms: count(&BatchRow::false_alarm, &BatchRow::unchanged),
             missed_drops: count(&BatchRow::missed_drop, &BatchRow::dropped),
+            warned_unshifted: count(&|b| !b.warnings.is_empty(), &|b| b.kind != "shifted"),
+            warned_shifted: count(&|b| !b.warnings.is_empty(), &|b| b.kind == "shifted"),
             checkpoint_dice: Mae::of(scored.iter().map(|c| {
                 (
                     (c.estimate_dice.unwrap_or(0.0) - c.real_dice).abs(),
@@ -243,6 +253,13 @@ pub fn table(columns: &[(String, Summary)]) -> String {
     });
     row("missed drops (of dropped batches)", &|s| {
         s.missed_drops.cell()
+    });
+    row("batches with a warning: clean and small / shifted", &|s| {
+        format!(
+            "{} / {}",
+            s.warned_unshifted.cell(),
+            s.warned_shifted.cell()
+        )
     });
     row("every checkpoint Dice MAE (baseline)", &|s| {
         format!(
