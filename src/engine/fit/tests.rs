@@ -1,5 +1,6 @@
 use super::forms::{fit_isotonic, fit_monotone_quadratic};
 use super::*;
+use super::{fit_observations, Criterion, Observation};
 use crate::engine::spe::SupportCount;
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
@@ -176,4 +177,64 @@ fn calibration_needs_three_usable_checkpoints() {
     ];
     let err = Calibration::fit("test".into(), SpeParams::default(), 0, points).unwrap_err();
     assert!(err.to_string().contains("2 of 3 checkpoints"), "{err}");
+}
+
+/// Draws of eight checkpoints: the pseudo metric places each checkpoint exactly but does not see which of
+/// its draws are harder; the agreement sees that but carries an offset per checkpoint.
+fn two_signal_draws() -> Vec<Observation> {
+    let mut obs = Vec::new();
+    for g in 0..8 {
+        let level = 0.5 + 0.05 * g as f64;
+        let offset = 0.03 * ((g * 7) as f64).sin();
+        for r in 0..10 {
+            let hard = 0.02 * ((r as f64) * 1.3).cos();
+            obs.push(Observation {
+                pseudo: level,
+                agreement: Some(level + hard + offset),
+                real: level + hard,
+                group: g,
+                fitted: true,
+            });
+        }
+    }
+    obs
+}
+
+#[test]
+fn anchored_mappings_are_chosen_by_how_they_follow_changes_within_a_checkpoint() {
+    let obs = two_signal_draws();
+    let curve = fit_observations(Metric::Dice, &obs, Criterion::Curve).unwrap();
+    let anchored = fit_observations(Metric::Dice, &obs, Criterion::Anchored).unwrap();
+    assert!(
+        anchored.agreement_weight > curve.agreement_weight,
+        "curve {} anchored {}",
+        curve.agreement_weight,
+        anchored.agreement_weight
+    );
+    assert!(
+        anchored.within_rmse < 0.5 * curve.within_rmse,
+        "{anchored:?} {curve:?}"
+    );
+    assert!(curve.loo_mae < anchored.loo_mae, "{anchored:?} {curve:?}");
+}
+
+#[test]
+fn shifted_copies_judge_but_are_not_fitted() {
+    let mut obs = two_signal_draws();
+    let fitted = fit_observations(Metric::Dice, &obs, Criterion::Anchored).unwrap();
+    assert_eq!(fitted.shift_rmse, 0.0, "no shifted copies yet");
+    // A shifted copy of checkpoint 3 whose real value fell by 0.1 while its signals fell by 0.05.
+    obs.push(Observation {
+        pseudo: 0.6,
+        agreement: Some(0.6 + 0.03 * 21f64.sin()),
+        real: 0.55,
+        group: 3,
+        fitted: false,
+    });
+    let judged = fit_observations(Metric::Dice, &obs, Criterion::Anchored).unwrap();
+    assert_eq!(
+        judged.n_points, fitted.n_points,
+        "the copy is not a fitted point"
+    );
+    assert!(judged.shift_rmse > 0.02, "{judged:?}");
 }
