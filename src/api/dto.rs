@@ -256,6 +256,8 @@ pub struct FitSummary {
     /// The fitted mapping's parameters.
     #[schema(value_type = Object)]
     pub parameters: serde_json::Value,
+    /// Weight w of the atlas agreement in the mapping's input `(1 - w) pseudo + w agreement`.
+    pub agreement_weight: f64,
     pub loo_mae: f64,
     pub loo_rmse: f64,
     pub pearson_r: f64,
@@ -270,6 +272,7 @@ impl From<&Fit> for FitSummary {
         FitSummary {
             mapping: f.mapping.name().to_string(),
             parameters: serde_json::to_value(&f.mapping).unwrap_or_default(),
+            agreement_weight: f.agreement_weight,
             loo_mae: f.loo_mae,
             loo_rmse: f.loo_rmse,
             pearson_r: f.pearson_r,
@@ -299,6 +302,8 @@ pub struct CalibrationResult {
     pub checkpoints: Vec<CheckpointSummary>,
     /// Checkpoints left out of the fit (no support set).
     pub excluded: Vec<String>,
+    /// Batch sizes (images per calibration draw) with a mapping of their own; estimates interpolate.
+    pub level_sizes: Vec<usize>,
 }
 
 impl From<&Calibration> for CalibrationResult {
@@ -329,6 +334,7 @@ impl From<&Calibration> for CalibrationResult {
                 })
                 .collect(),
             excluded: c.excluded.clone(),
+            level_sizes: c.levels.iter().map(|l| l.size).collect(),
         }
     }
 }

@@ -33,6 +33,21 @@ async fn flow_register_calibrate_estimate_poll() {
             "{metric}: {cal}"
         );
     }
+    // A mapping per batch size, smallest first; the atlas agreement's weight is reported with each fit.
+    let sizes: Vec<u64> = result["level_sizes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .collect();
+    assert!(
+        sizes.len() >= 3 && sizes.windows(2).all(|w| w[0] < w[1]),
+        "{sizes:?}"
+    );
+    assert!(
+        result["fits"]["dice"]["agreement_weight"].is_number(),
+        "{cal}"
+    );
     let model = app.get_json(&format!("/v1/models/{id}"), &app.reader).await;
     assert_eq!(model["active_calibration_id"], cal["id"]);
     assert_eq!(model["reference_set"]["images"], 24);
@@ -71,6 +86,10 @@ async fn flow_register_calibrate_estimate_poll() {
         dice["interval"][1].as_f64().unwrap(),
     ];
     assert!(lo <= estimate && estimate <= hi && hi <= 1.0);
+    // The registered model is ckpt_07, one of the calibration checkpoints: the estimate is anchored there.
+    assert_eq!(est["result"]["anchor"], "ckpt_07", "{est}");
+    assert!(est["result"]["warnings"].is_array(), "{est}");
+    assert!(dice["agreement"].is_number(), "{est}");
     assert_eq!(
         est["result"]["pseudo_per_repetition"]
             .as_array()
