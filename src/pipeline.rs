@@ -74,8 +74,8 @@ pub fn shifted_sets(calibration: &LabelledSet) -> Vec<ShiftedSet> {
                 .zip(calibration.labels.par_iter())
                 .enumerate()
                 .map(|(i, (image, label))| {
-                    let (image, label) = shift.apply(image, Some(label), i as u64);
-                    (image, label.unwrap_or_else(|| label_of(calibration, i)))
+                    let (moved, moved_label) = shift.apply(image, Some(label), i as u64);
+                    (moved, moved_label.unwrap_or_else(|| label.clone()))
                 })
                 .unzip();
             ShiftedSet {
@@ -88,10 +88,6 @@ pub fn shifted_sets(calibration: &LabelledSet) -> Vec<ShiftedSet> {
             }
         })
         .collect()
-}
-
-fn label_of(set: &LabelledSet, i: usize) -> Mask {
-    set.labels[i].clone()
 }
 
 /// Stage 1 from predicted masks: real and pseudo metrics per checkpoint, then the fits.

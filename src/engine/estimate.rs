@@ -93,7 +93,7 @@ pub fn estimate(
                     .map(|p| fit.predict(p, agreement))
                     .collect();
                 let residual = residual_variance(fit, calibration, n, anchor.is_some());
-                let half = Z95 * (residual + shifted + std_dev(&mapped).powi(2)).sqrt();
+                let half = Z95 * (residual + shifted + levels::mean_sd(&mapped)[1].powi(2)).sqrt();
                 Some((value, half))
             };
             let (v0, h0) = at(lower)?;
@@ -264,15 +264,6 @@ fn insufficient_support(support: SupportCount) -> Estimate {
             support.rejected
         ),
     }
-}
-
-fn std_dev(values: &[f64]) -> f64 {
-    if values.len() < 2 {
-        return 0.0;
-    }
-    let mean = values.iter().sum::<f64>() / values.len() as f64;
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (values.len() - 1) as f64;
-    var.sqrt()
 }
 
 #[cfg(test)]

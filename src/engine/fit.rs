@@ -275,15 +275,23 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Mean absolute residual once each checkpoint's mean residual over its fitted observations (the anchor
-/// offset) is removed, over checkpoints with more than one observation; 0 when there are none.
-fn anchored_mae(residuals: &[f64], obs: &[Observation]) -> f64 {
-    let mut offsets: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
+/// Each checkpoint's mean residual over its fitted observations (its anchor offset).
+fn group_offsets(residuals: &[f64], obs: &[Observation]) -> BTreeMap<usize, f64> {
+    let mut sums: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
     for (r, o) in residuals.iter().zip(obs).filter(|(_, o)| o.fitted) {
-        let e = offsets.entry(o.group).or_default();
+        let e = sums.entry(o.group).or_default();
         e.0 += r;
         e.1 += 1;
     }
+    sums.into_iter()
+        .map(|(g, (sum, n))| (g, sum / n as f64))
+        .collect()
+}
+
+/// Mean absolute residual once each checkpoint's mean residual over its fitted observations (the anchor
+/// offset) is removed, over checkpoints with more than one observation; 0 when there are none.
+fn anchored_mae(residuals: &[f64], obs: &[Observation]) -> f64 {
+    let offsets = group_offsets(residuals, obs);
     let mut count: BTreeMap<usize, usize> = BTreeMap::new();
     for o in obs {
         *count.entry(o.group).or_default() += 1;
@@ -293,30 +301,21 @@ fn anchored_mae(residuals: &[f64], obs: &[Observation]) -> f64 {
             .iter()
             .zip(obs)
             .filter(|(_, o)| count[&o.group] >= 2)
-            .filter_map(|(r, o)| {
-                offsets
-                    .get(&o.group)
-                    .map(|&(s, n)| (r - s / n as f64).abs())
-            }),
+            .filter_map(|(r, o)| offsets.get(&o.group).map(|offset| (r - offset).abs())),
     )
 }
 
 /// RMS of the residuals of the observations only judged by (shifted copies), after their checkpoint's
 /// offset when the fit is for anchored estimates.
 fn shift_rmse(residuals: &[f64], obs: &[Observation], criterion: Criterion) -> f64 {
-    let mut offsets: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
-    for (r, o) in residuals.iter().zip(obs).filter(|(_, o)| o.fitted) {
-        let e = offsets.entry(o.group).or_default();
-        e.0 += r;
-        e.1 += 1;
-    }
+    let offsets = group_offsets(residuals, obs);
     let errors = residuals
         .iter()
         .zip(obs)
         .filter(|(_, o)| !o.fitted)
         .map(|(r, o)| {
             let offset = match (criterion, offsets.get(&o.group)) {
-                (Criterion::Anchored, Some(&(s, n))) => s / n as f64,
+                (Criterion::Anchored, Some(&offset)) => offset,
                 _ => 0.0,
             };
             (r - offset).powi(2)
