@@ -6,14 +6,19 @@ use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
 use super::error::Problem;
 use super::models::{prepare_labelled, stage_set};
 use super::upload::{self, Upload};
-use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
+use super::{
+    check_queue, idempotency_key, lost_key_race, media_type, race_winner, replay, staged, ApiError,
+    AppState, IdPath,
+};
 use crate::engine::fit::{Calibration, CheckpointPoint, MIN_POINTS};
 use crate::engine::image_io;
 use crate::engine::spe::{PseudoOutcome, SpeParams, SupportCount};
 use crate::inference::{ModelSpec, SegModel};
-use crate::jobs::queue::{self, Idempotency, JobKind};
+use crate::jobs::queue::{self, JobKind};
+use crate::store::blobs::sha256_hex;
 use crate::store::blobs::Staged;
 use crate::store::calibrations::{self, CheckpointRow, NewCalibration};
+use crate::store::idempotency::{self, ScopedKey};
 use crate::store::image_sets::{self, Item, SetKind};
 use crate::store::keys::Role;
 use crate::store::{self, models};
@@ -104,7 +109,7 @@ async fn create(
     req: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<CalibrationView>), ApiError> {
     let principal = caller.require(Role::Admin)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, &principal, id, "calibrations")?;
     let model = models::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
@@ -116,7 +121,7 @@ async fn create(
     let calibration_id = match media_type(&req).as_str() {
         "application/json" => {
             let Json(body) = Json::<PairsRequest>::from_request(req, &state).await?;
-            let cal = from_pairs(&state, &model, reference_set_id, body).await?;
+            let cal = from_pairs(&state, &model, reference_set_id, body, key.as_ref()).await?;
             return Ok((StatusCode::CREATED, super::location("calibrations", cal), Json(view(&state, cal).await?)));
         }
         "multipart/form-data" => {
@@ -127,15 +132,11 @@ async fn create(
             )
             .await?;
             let digest = form.digest();
-            match replay(&state, &principal, key.as_deref(), &digest, JobKind::Calibration).await? {
-                Some(existing) => existing,
+            match replay(&state, key.as_ref(), &digest).await? {
+                Some(first) => first.resource_id,
                 None => {
                     check_queue(&state).await?;
-                    let idem = key.as_deref().map(|k| Idempotency {
-                        api_key_id: principal.id,
-                        key: k,
-                        request_sha256: &digest,
-                    });
+                    let idem = key.as_ref().map(|k| (k, digest.as_str()));
                     from_upload(&state, &model, reference_set_id, &mut form, idem).await?
                 }
             }
@@ -239,7 +240,7 @@ async fn from_upload(
     model: &models::ModelRow,
     reference_set_id: Uuid,
     form: &mut Upload,
-    idem: Option<Idempotency<'_>>,
+    idem: Option<(&ScopedKey, &str)>,
 ) -> Result<Uuid, ApiError> {
     let params = parse_params(form.take_text("params")?)?;
     let activate = parse_activate(form.take_text("activate")?)?;
@@ -347,32 +348,19 @@ async fn from_upload(
             }
             calibrations::insert_checkpoint(tx, id, position as i32, &row).await?;
         }
-        queue::enqueue(
-            tx,
-            id,
-            JobKind::Calibration,
-            state.max_attempts,
-            idem.as_ref(),
-        )
-        .await?;
+        queue::enqueue(tx, id, JobKind::Calibration, state.max_attempts).await?;
+        if let Some((key, digest)) = idem {
+            idempotency::record(tx, key, digest, id, None).await?;
+        }
         Ok(id)
     })
     .await;
     match result {
-        // A concurrent retry with the same Idempotency-Key won the race: answer with its job.
-        Err(ApiError::Store(e))
-            if e.unique_violation().as_deref() == Some("jobs_idempotency_key") =>
-        {
-            let idem = idem
-                .ok_or_else(|| ApiError::Internal("idempotency conflict without a key".into()))?;
-            queue::find_idempotent(&state.pool, idem.api_key_id, idem.key)
+        Err(e) if lost_key_race(&e) => {
+            let (key, digest) = idem.unzip();
+            Ok(race_winner(state, key, digest.unwrap_or_default())
                 .await?
-                .map(|(id, _, _)| id)
-                .ok_or_else(|| {
-                    ApiError::Conflict(
-                        "a concurrent request with this Idempotency-Key failed; retry".into(),
-                    )
-                })
+                .resource_id)
         }
         other => other,
     }
@@ -432,7 +420,17 @@ async fn from_pairs(
     model: &models::ModelRow,
     reference_set_id: Uuid,
     body: PairsRequest,
+    key: Option<&ScopedKey>,
 ) -> Result<Uuid, ApiError> {
+    // The parsed body, re-serialised: retries that differ only in JSON formatting are the same request.
+    let digest = sha256_hex(
+        serde_json::to_string(&body)
+            .map_err(|e| ApiError::Internal(format!("cannot serialise the request: {e}")))?
+            .as_bytes(),
+    );
+    if let Some(first) = replay(state, key, &digest).await? {
+        return Ok(first.resource_id);
+    }
     let params: SpeParams = body.params.into();
     params.validate()?;
     let points: Vec<CheckpointPoint> = body
@@ -475,13 +473,25 @@ async fn from_pairs(
         activate: body.activate,
         result: Some(result),
     };
-    let mut tx = state.pool.begin().await.map_err(store::StoreError::from)?;
-    calibrations::insert(&mut tx, &new).await?;
-    if body.activate {
-        calibrations::activate_for(&mut tx, model.id, id).await?;
+    let stored = async {
+        let mut tx = state.pool.begin().await?;
+        calibrations::insert(&mut tx, &new).await?;
+        if body.activate {
+            calibrations::activate_for(&mut tx, model.id, id).await?;
+        }
+        if let Some(key) = key {
+            idempotency::record(&mut tx, key, &digest, id, None).await?;
+        }
+        tx.commit().await?;
+        Ok::<_, store::StoreError>(())
     }
-    tx.commit().await.map_err(store::StoreError::from)?;
-    Ok(id)
+    .await
+    .map_err(ApiError::from);
+    match stored {
+        Err(e) if lost_key_race(&e) => Ok(race_winner(state, key, &digest).await?.resource_id),
+        Err(e) => Err(e),
+        Ok(()) => Ok(id),
+    }
 }
 
 async fn reverse_description(

@@ -395,7 +395,7 @@ pub struct CalibrationList {
 }
 
 /// One (pseudo, real) pair computed elsewhere, e.g. by `spe calibrate` on another machine.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairPoint {
     pub name: String,
@@ -405,7 +405,7 @@ pub struct PairPoint {
 }
 
 /// Calibration from (pseudo, real) pairs: fitted synchronously.
-#[derive(Deserialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairsRequest {
     pub points: Vec<PairPoint>,

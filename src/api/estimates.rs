@@ -5,15 +5,19 @@ use super::dto::{EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
 use super::models::{prepare_unlabelled, stage_set};
 use super::upload::{self, Part, Upload};
-use super::{check_queue, idempotency_key, media_type, replay, staged, ApiError, AppState, IdPath};
+use super::{
+    check_queue, idempotency_key, lost_key_race, media_type, race_winner, replay, staged, ApiError,
+    AppState, IdPath,
+};
 use crate::engine::fit::CALIBRATION_FORMAT;
 use crate::ingest::expand::NamedImage;
-use crate::jobs::queue::{self, Idempotency, JobKind};
+use crate::jobs::queue::{self, JobKind};
 use crate::store::blobs::Staged;
 use crate::store::calibrations;
 use crate::store::estimates::{self, ListQuery};
+use crate::store::idempotency::{self, ScopedKey};
 use crate::store::image_sets::{self, SetKind};
-use crate::store::keys::{Principal, Role};
+use crate::store::keys::Role;
 use crate::store::models;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -98,7 +102,7 @@ async fn submit(
     req: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<EstimateView>), ApiError> {
     let principal = caller.require(Role::Submitter)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, &principal, id, "estimates")?;
     let model = models::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
@@ -126,15 +130,8 @@ async fn submit(
         }
     };
     let digest = form.digest();
-    if let Some(existing) = replay(
-        &state,
-        &principal,
-        key.as_deref(),
-        &digest,
-        JobKind::Estimate,
-    )
-    .await?
-    {
+    if let Some(existing) = replay(&state, key.as_ref(), &digest).await? {
+        let existing = existing.resource_id;
         return Ok((
             StatusCode::ACCEPTED,
             super::location("estimates", existing),
@@ -146,14 +143,14 @@ async fn submit(
     let axis = form.take_axis()?;
     let files = upload::images(&mut form, &state.limits, "the batch")?;
     let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
-    let estimate_id = create(
+    let (estimate_id, _) = create(
         &state,
-        &principal,
-        key.as_deref(),
+        key.as_ref(),
         &digest,
         &model,
         calibration_id,
         &set,
+        |_| None,
     )
     .await?;
     Ok((
@@ -189,56 +186,44 @@ pub(crate) async fn active_calibration(
     }
 }
 
-/// Stores a validated batch and queues its estimate, in one transaction. A concurrent retry with the same
-/// Idempotency-Key that committed first wins: its estimate is returned.
+/// Stores a validated batch and queues its estimate, in one transaction, with the Idempotency-Key and
+/// the answer `response` builds for replays, if any. A concurrent request with the same key that
+/// committed first wins: its estimate and answer are returned (when it was the same request).
 pub(crate) async fn create(
     state: &AppState,
-    principal: &Principal,
-    key: Option<&str>,
+    key: Option<&ScopedKey>,
     digest: &str,
     model: &models::ModelRow,
     calibration_id: Uuid,
     set: &[NamedImage],
-) -> Result<Uuid, ApiError> {
-    let idem = key.map(|k| Idempotency {
-        api_key_id: principal.id,
-        key: k,
-        request_sha256: digest,
-    });
+    response: impl Fn(Uuid) -> Option<serde_json::Value>,
+) -> Result<(Uuid, Option<serde_json::Value>), ApiError> {
+    let estimate_id = Uuid::new_v4();
+    let answer = response(estimate_id);
     let result = staged(state, async |staged: &mut Staged| {
         let items = stage_set(state, staged, set).await?;
         let tx = staged.tx();
         let set_id = image_sets::insert(tx, SetKind::Batch, &items).await?;
-        let estimate_id = Uuid::new_v4();
         estimates::insert(tx, estimate_id, model.id, calibration_id, set_id).await?;
-        queue::enqueue(
-            tx,
-            estimate_id,
-            JobKind::Estimate,
-            state.max_attempts,
-            idem.as_ref(),
-        )
-        .await?;
-        Ok(estimate_id)
+        queue::enqueue(tx, estimate_id, JobKind::Estimate, state.max_attempts).await?;
+        if let Some(key) = key {
+            idempotency::record(tx, key, digest, estimate_id, answer.as_ref()).await?;
+        }
+        Ok(())
     })
     .await;
-    let estimate_id = match result {
-        Err(ApiError::Store(e))
-            if e.unique_violation().as_deref() == Some("jobs_idempotency_key") =>
-        {
-            queue::find_idempotent(&state.pool, principal.id, key.unwrap_or_default())
-                .await?
-                .map(|(id, _, _)| id)
-                .ok_or_else(|| {
-                    ApiError::Conflict(
-                        "a concurrent request with this Idempotency-Key failed; retry".into(),
-                    )
-                })?
+    let created = match result {
+        Err(e) if lost_key_race(&e) => {
+            let winner = race_winner(state, key, digest).await?;
+            (winner.resource_id, winner.response)
         }
-        other => other?,
+        Err(e) => return Err(e),
+        Ok(()) => {
+            metrics::counter!("spe_estimates_submitted_total").increment(1);
+            (estimate_id, answer)
+        }
     };
-    metrics::counter!("spe_estimates_submitted_total").increment(1);
-    Ok(estimate_id)
+    Ok(created)
 }
 
 /// One estimate: status (queued, running with progress, succeeded, failed with a reason) and, when done,

@@ -14,6 +14,7 @@ pub mod upload;
 pub use error::ApiError;
 
 use crate::inference::Runtime;
+use crate::store::idempotency::{self, ScopedKey};
 use crate::store::{self, BlobStore};
 use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::HeaderName;
@@ -258,8 +259,14 @@ pub(crate) fn media_type(req: &Request) -> String {
         .unwrap_or_default()
 }
 
-/// The `Idempotency-Key` header, if sent (at most 200 visible ASCII characters).
-pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<String>, ApiError> {
+/// The `Idempotency-Key` header, if sent (at most 200 visible ASCII characters), scoped to the caller and
+/// to this route with its path parameters: the same key on another model's route is another request.
+pub(crate) fn idempotency_key(
+    headers: &axum::http::HeaderMap,
+    caller: &store::keys::Principal,
+    model_id: Uuid,
+    route: &str,
+) -> Result<Option<ScopedKey>, ApiError> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };
@@ -267,31 +274,67 @@ pub(crate) fn idempotency_key(headers: &axum::http::HeaderMap) -> Result<Option<
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200);
-    key.map(|k| Some(k.to_string())).ok_or_else(|| {
-        ApiError::BadRequest("Idempotency-Key must be 1-200 visible ASCII characters".into())
-    })
+        .filter(|k| !k.is_empty() && k.len() <= 200)
+        .ok_or_else(|| {
+            ApiError::BadRequest("Idempotency-Key must be 1-200 visible ASCII characters".into())
+        })?;
+    Ok(Some(ScopedKey {
+        api_key_id: caller.id,
+        model_id,
+        scope: format!("POST /v1/models/{model_id}/{route}"),
+        key: key.to_string(),
+    }))
 }
 
-/// The job an earlier request with the same Idempotency-Key created, if that request was the same;
-/// a different request under a used key is refused.
+/// What an earlier request with the same scoped key created, if that request was the same; a different
+/// request under a used key is refused.
 pub(crate) async fn replay(
     state: &AppState,
-    caller: &store::keys::Principal,
-    key: Option<&str>,
+    key: Option<&ScopedKey>,
     digest: &str,
-    kind: crate::jobs::queue::JobKind,
-) -> Result<Option<Uuid>, ApiError> {
+) -> Result<Option<idempotency::Recorded>, ApiError> {
     let Some(key) = key else {
         return Ok(None);
     };
-    match crate::jobs::queue::find_idempotent(&state.pool, caller.id, key).await? {
+    match idempotency::find(&state.pool, key).await? {
         None => Ok(None),
-        Some((id, found_kind, found_digest)) if found_kind == kind.as_str() && found_digest == digest => Ok(Some(id)),
-        Some(_) => Err(ApiError::Unprocessable(
-            "this Idempotency-Key was already used for a different request; use a new key for a new request".into(),
-        )),
+        Some(found) => same_request(found, digest).map(Some),
     }
+}
+
+fn same_request(
+    found: idempotency::Recorded,
+    digest: &str,
+) -> Result<idempotency::Recorded, ApiError> {
+    if found.request_sha256 == digest {
+        Ok(found)
+    } else {
+        Err(ApiError::Unprocessable(
+            "this Idempotency-Key was already used for a different request; use a new key for a new request".into(),
+        ))
+    }
+}
+
+/// After a create lost the race for its key to a concurrent request: that request's result, if it was
+/// the same request (the digest is checked here too).
+pub(crate) async fn race_winner(
+    state: &AppState,
+    key: Option<&ScopedKey>,
+    digest: &str,
+) -> Result<idempotency::Recorded, ApiError> {
+    let found = match key {
+        Some(key) => idempotency::find(&state.pool, key).await?,
+        None => None,
+    };
+    let found = found.ok_or_else(|| {
+        ApiError::Conflict("a concurrent request with this Idempotency-Key failed; retry".into())
+    })?;
+    same_request(found, digest)
+}
+
+/// Whether a create failed because a concurrent request took its Idempotency-Key first.
+pub(crate) fn lost_key_race(e: &ApiError) -> bool {
+    matches!(e, ApiError::Store(e) if e.unique_violation().as_deref() == Some(idempotency::CONSTRAINT))
 }
 
 /// 429 with Retry-After when the queue is full.

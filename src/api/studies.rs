@@ -10,7 +10,6 @@ use super::{check_queue, idempotency_key, replay, ApiError, AppState, IdPath};
 use crate::ingest::expand::{self, dicom_name_of, DicomImages, NamedImage};
 use crate::ingest::multipart::{related_boundary, related_parts, RelatedPart};
 use crate::ingest::{dicom, IngestError};
-use crate::jobs::queue::JobKind;
 use crate::store::blobs::sha256_hex;
 use crate::store::keys::Role;
 use crate::store::models;
@@ -249,7 +248,7 @@ async fn store_instances(
     req: Request,
 ) -> Result<Response, ApiError> {
     let principal = caller.require(Role::Submitter)?;
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(&headers, &principal, id, "studies")?;
     let model = models::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
@@ -281,20 +280,8 @@ async fn store_instances(
         .await
         .map_err(ingest_error)?;
     let digest = parts_digest(&parts);
-    if let Some(existing) = replay(
-        &state,
-        &principal,
-        key.as_deref(),
-        &digest,
-        JobKind::Estimate,
-    )
-    .await?
-    {
-        // A replay answers with the estimate only: the instances are not decoded again.
-        return Ok(respond(
-            &format!("/v1/estimates/{existing}"),
-            &Outcome::default(),
-        ));
+    if let Some(first) = replay(&state, key.as_ref(), &digest).await? {
+        return Ok(respond_again(first.resource_id, first.response));
     }
     let calibration_id = active_calibration(&state, &model).await?;
     check_queue(&state).await?;
@@ -304,25 +291,33 @@ async fn store_instances(
         return Err(nothing_accepted(&out));
     }
     expand::check_total(&out.images, "the request", &opts)?;
-    let estimate_id = estimates::create(
+    let (estimate_id, answer) = estimates::create(
         &state,
-        &principal,
-        key.as_deref(),
+        key.as_ref(),
         &digest,
         &model,
         calibration_id,
         &out.images,
+        |id| Some(stow_response(&estimate_location(id), &out)),
     )
     .await?;
-    Ok(respond(&format!("/v1/estimates/{estimate_id}"), &out))
+    Ok(respond_again(estimate_id, answer))
 }
 
-fn respond(location: &str, out: &Outcome) -> Response {
-    let mut response = (
-        StatusCode::ACCEPTED,
-        axum::Json(stow_response(location, out)),
-    )
-        .into_response();
+fn estimate_location(id: uuid::Uuid) -> String {
+    format!("/v1/estimates/{id}")
+}
+
+/// The answer recorded when the estimate was created, verbatim, so that a replay of the request gets
+/// the same STOW-RS response (an estimate recorded without one gets its Location only).
+fn respond_again(estimate_id: uuid::Uuid, answer: Option<Value>) -> Response {
+    let location = estimate_location(estimate_id);
+    let body = answer.unwrap_or_else(|| stow_response(&location, &Outcome::default()));
+    respond(&location, body)
+}
+
+fn respond(location: &str, body: Value) -> Response {
+    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

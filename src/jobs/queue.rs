@@ -25,53 +25,24 @@ impl JobKind {
     }
 }
 
-/// Who submitted a job and under which Idempotency-Key, with the digest of what was submitted.
-pub struct Idempotency<'a> {
-    pub api_key_id: Uuid,
-    pub key: &'a str,
-    pub request_sha256: &'a str,
-}
-
 pub async fn enqueue(
     conn: &mut PgConnection,
     id: Uuid,
     kind: JobKind,
     max_attempts: i32,
-    idempotency: Option<&Idempotency<'_>>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO jobs (id, kind, state, max_attempts, api_key_id, idempotency_key, request_sha256)
-         VALUES ($1, $2, 'queued', $3, $4, $5, $6)",
-    )
-    .bind(id)
-    .bind(kind.as_str())
-    .bind(max_attempts)
-    .bind(idempotency.map(|i| i.api_key_id))
-    .bind(idempotency.map(|i| i.key))
-    .bind(idempotency.map(|i| i.request_sha256))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("INSERT INTO jobs (id, kind, state, max_attempts) VALUES ($1, $2, 'queued', $3)")
+        .bind(id)
+        .bind(kind.as_str())
+        .bind(max_attempts)
+        .execute(&mut *conn)
+        .await?;
     // Delivered on commit: wakes idle workers without waiting for their next poll.
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
         .execute(conn)
         .await?;
     Ok(())
-}
-
-/// An earlier job submitted with the same key by the same caller: (job id, kind, request digest).
-pub async fn find_idempotent(
-    pool: &PgPool,
-    api_key_id: Uuid,
-    key: &str,
-) -> Result<Option<(Uuid, String, String)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT id, kind, COALESCE(request_sha256, '') FROM jobs WHERE api_key_id = $1 AND idempotency_key = $2",
-    )
-    .bind(api_key_id)
-    .bind(key)
-    .fetch_optional(pool)
-    .await?)
 }
 
 /// Jobs waiting or running (what the queue-depth limit counts).

@@ -4,6 +4,7 @@
 pub mod blobs;
 pub mod calibrations;
 pub mod estimates;
+pub mod idempotency;
 pub mod image_sets;
 pub mod keys;
 pub mod models;

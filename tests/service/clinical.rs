@@ -214,6 +214,18 @@ async fn stow(app: &TestApp, id: &str, content_type: &str, body: Vec<u8>) -> req
         .unwrap()
 }
 
+async fn stow_with_key(app: &TestApp, id: &str, key: &str, body: Vec<u8>) -> reqwest::Response {
+    app.client
+        .post(app.at(&format!("/v1/models/{id}/studies")))
+        .bearer_auth(&app.submitter)
+        .header("content-type", related_type())
+        .header("idempotency-key", key)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 fn related_type() -> String {
     format!("multipart/related; type=\"application/dicom\"; boundary={BOUNDARY}")
 }
@@ -326,6 +338,17 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
     let est = app.wait(&location, Duration::from_secs(120)).await;
     assert_eq!(est["status"], "succeeded", "{est}");
     assert_eq!(est["result"]["metrics"], png["result"]["metrics"]);
+
+    // A replay under an Idempotency-Key gets the first answer, failures included, and no new estimate.
+    let first = stow_with_key(&app, &id, "study-1.2.3", related_body(&parts)).await;
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    let first_location = first.headers()["location"].to_str().unwrap().to_string();
+    let first_text = first.text().await.unwrap();
+    let again = stow_with_key(&app, &id, "study-1.2.3", related_body(&parts)).await;
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(again.headers()["location"], first_location.as_str());
+    assert_eq!(again.headers()["content-type"], "application/dicom+json");
+    assert_eq!(again.text().await.unwrap(), first_text);
 
     // Nothing usable: 415 when every instance is in an unsupported transfer syntax, else 422; nothing stored.
     let before = settled_footprint(&app).await;

@@ -82,3 +82,122 @@ async fn idempotent_post_creates_one_job() {
     assert_eq!(again["result"], done["result"]);
     app.stop().await;
 }
+
+async fn post_batch(app: &TestApp, model: &str, key: &str, dir: &str) -> reqwest::Response {
+    app.client
+        .post(app.at(&format!("/v1/models/{model}/estimates")))
+        .bearer_auth(&app.submitter)
+        .header("idempotency-key", key)
+        .multipart(images_form(&synthetic().join(dir)))
+        .send()
+        .await
+        .unwrap()
+}
+
+fn pairs(points: usize) -> Value {
+    let m = |d: f64| serde_json::json!({"dice": d, "jaccard": d * 0.9, "precision": d, "recall": d, "hd95": 30.0 * (1.0 - d), "pearson": d});
+    let points: Vec<Value> = (0..points)
+        .map(|i| {
+            let d = 0.3 + 0.15 * i as f64;
+            serde_json::json!({"name": format!("p{i}"), "pseudo": m(d - 0.1), "real": m(d)})
+        })
+        .collect();
+    serde_json::json!({"points": points, "params": {"support_size": 8, "repetitions": 2}})
+}
+
+async fn post_pairs(app: &TestApp, model: &str, key: &str, body: &Value) -> reqwest::Response {
+    app.client
+        .post(app.at(&format!("/v1/models/{model}/calibrations")))
+        .bearer_auth(&app.admin)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The key is scoped to the route and its model: the same key on another model is another request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_key_is_scoped_to_the_model() {
+    let app = TestApp::start().await;
+    let (a, _) = calibrated_model(&app, "model-a").await;
+    let b = model_with_reference(&app, "model-b").await;
+    let b = b["id"].as_str().unwrap().to_string();
+    let r = post_batch(&app, &a, "study-1.2.3", "batch").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let on_a: Value = r.json().await.unwrap();
+    // B has no active calibration: 409, not A's estimate.
+    let r = post_batch(&app, &b, "study-1.2.3", "batch").await;
+    expect_problem(r, StatusCode::CONFLICT).await;
+
+    // Pair calibrations honour the key: a retry is the same calibration, another body is refused.
+    let body = pairs(4);
+    let r = post_pairs(&app, &b, "cal-1", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let cal: Value = r.json().await.unwrap();
+    let r = post_pairs(&app, &b, "cal-1", &body).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let again: Value = r.json().await.unwrap();
+    assert_eq!(again["id"], cal["id"]);
+    let r = post_pairs(&app, &b, "cal-1", &pairs(5)).await;
+    expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let calibrations: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM calibrations WHERE model_id = $1::uuid")
+            .bind(&b)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(calibrations, 1);
+
+    // Now calibrated, B takes the key as a new request of its own.
+    let r = post_batch(&app, &b, "study-1.2.3", "batch").await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let on_b: Value = r.json().await.unwrap();
+    assert_ne!(on_b["id"], on_a["id"]);
+    assert_eq!(on_b["model_id"].as_str(), Some(b.as_str()));
+    app.stop().await;
+}
+
+/// Concurrent first uses of a key with different bodies: one wins, every other body is refused, including
+/// the losers of the race on the unique key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_race_losers_get_the_digest_check() {
+    let app = TestApp::start().await;
+    let (id, _) = calibrated_model(&app, "race").await;
+    for round in 0..3 {
+        let key = format!("race-{round}");
+        let posts = (0..6).map(|i| {
+            let dir = if i % 2 == 0 {
+                "batch"
+            } else {
+                "calibration/images"
+            };
+            let (app, id, key) = (&app, &id, &key);
+            async move { (dir, post_batch(app, id, key, dir).await) }
+        });
+        let answers = futures::future::join_all(posts).await;
+        let mut winners = std::collections::BTreeMap::new();
+        for (dir, r) in answers {
+            match r.status() {
+                StatusCode::ACCEPTED => {
+                    let body: Value = r.json().await.unwrap();
+                    winners
+                        .entry(dir)
+                        .or_insert_with(Vec::new)
+                        .push(body["id"].to_string());
+                }
+                StatusCode::UNPROCESSABLE_ENTITY => {}
+                other => panic!("unexpected {other}: {}", r.text().await.unwrap()),
+            }
+        }
+        assert_eq!(
+            winners.len(),
+            1,
+            "two different bodies were accepted under one key: {winners:?}"
+        );
+        let ids: std::collections::BTreeSet<_> = winners.values().flatten().collect();
+        assert_eq!(ids.len(), 1, "{winners:?}");
+    }
+    assert_eq!(job_count(&app).await, 3);
+    app.stop().await;
+}
