@@ -105,6 +105,10 @@ pub struct ServeArgs {
     /// A blob is swept only once it is this old (a margin for uploads in flight).
     #[arg(long, env = "SPE_BLOB_SWEEP_MIN_AGE_SECS", default_value_t = DEFAULT_SWEEP_MIN_AGE_SECS)]
     pub blob_sweep_min_age_secs: u64,
+    /// An admin key `spe_<id>.<secret>` installed at start-up (for containers); never re-enabled once
+    /// revoked.
+    #[arg(long, env = "SPE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
+    pub bootstrap_admin_key: Option<String>,
 }
 
 const DEFAULT_SWEEP_MIN_AGE_SECS: u64 = 3600;
@@ -307,12 +311,21 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
     let pool = database(&args.db.database_url, args.db_connections).await?;
-    if let Ok(token) = std::env::var("SPE_BOOTSTRAP_ADMIN_KEY") {
-        if !token.is_empty() {
-            keys::ensure_bootstrap(&pool, &token)
-                .await
-                .map_err(anyhow::Error::msg)?;
-            tracing::info!("bootstrap admin key from SPE_BOOTSTRAP_ADMIN_KEY installed");
+    if let Some(token) = args
+        .bootstrap_admin_key
+        .as_deref()
+        .filter(|t| !t.is_empty())
+    {
+        match keys::ensure_bootstrap(&pool, token)
+            .await
+            .map_err(anyhow::Error::msg)?
+        {
+            keys::Bootstrap::Installed => {
+                tracing::info!("bootstrap admin key from SPE_BOOTSTRAP_ADMIN_KEY installed")
+            }
+            keys::Bootstrap::Revoked => tracing::warn!(
+                "SPE_BOOTSTRAP_ADMIN_KEY names a revoked key; it stays revoked (set a new key id to rotate)"
+            ),
         }
     }
     let blobs = BlobStore::open(&args.blob_store).context("cannot open the blob store")?;

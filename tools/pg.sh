@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Private local PostgreSQL cluster for `make run` / `make test` when DATABASE_URL is unset.
 #   tools/pg.sh DATADIR PORT -- COMMAND...   start (creating on first use), run COMMAND with DATABASE_URL, stop
-# The cluster lives in DATADIR (git-ignored) and is reused on the next run.
+# The cluster lives in DATADIR (git-ignored) and is reused on the next run. It is durable (fsync on), as
+# `make run` needs; PG_FSYNC=off (what `make test` uses, for speed) trades crash safety for speed.
 set -euo pipefail
 data=$1 port=$2
 shift 2
@@ -42,8 +43,12 @@ if [ ! -f "$data/PG_VERSION" ]; then
   "${as_owner[@]}" "$bin/initdb" -D "$data" -U spe --auth=trust -E UTF8 >/dev/null
 fi
 log="$data/server.log"
+durability=""
+if [ "${PG_FSYNC:-on}" = off ]; then
+  durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+fi
 "${as_owner[@]}" "$bin/pg_ctl" -D "$data" -l "$log" -w -t 60 \
-  -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c max_connections=200 -c fsync=off" start >/dev/null \
+  -o "-p $port -k $data -c listen_addresses=127.0.0.1 -c max_connections=200 $durability" start >/dev/null \
   || { echo "pg.sh: PostgreSQL did not start (port $port in use?); log:" >&2; tail -n 20 "$log" >&2; exit 1; }
 stop() { "${as_owner[@]}" "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null 2>&1 || true; }
 trap stop EXIT INT TERM

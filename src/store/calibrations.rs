@@ -123,34 +123,48 @@ pub async fn list(pool: &PgPool, model: Uuid) -> Result<Vec<CalibrationRow>, Sto
         .await?)
 }
 
-/// Stores a fitted calibration and, when it was requested so, makes it the model's active one.
+/// Stores a fitted calibration and, when it was submitted with `activate`, makes it the model's active
+/// one, unless the active choice was requested later than this calibration was submitted (a manual
+/// activation meanwhile, or a newer calibration that finished first): the latest request wins.
 pub async fn set_result(
     conn: &mut PgConnection,
     id: Uuid,
     result: &serde_json::Value,
 ) -> Result<(), StoreError> {
-    let (model, activate): (Uuid, bool) = sqlx::query_as(
-        "UPDATE calibrations SET result = $2 WHERE id = $1 RETURNING model_id, activate",
+    let (model, activate, submitted): (Uuid, bool, DateTime<Utc>) = sqlx::query_as(
+        "UPDATE calibrations SET result = $2 WHERE id = $1 RETURNING model_id, activate, created_at",
     )
     .bind(id)
     .bind(result)
     .fetch_one(&mut *conn)
     .await?;
     if activate {
-        activate_for(conn, model, id).await?;
+        sqlx::query(
+            "UPDATE models SET active_calibration_id = $2, active_requested_at = $3
+             WHERE id = $1 AND (active_requested_at IS NULL OR active_requested_at <= $3)",
+        )
+        .bind(model)
+        .bind(id)
+        .bind(submitted)
+        .execute(conn)
+        .await?;
     }
     Ok(())
 }
 
+/// Makes `id` the model's active calibration now (an admin's choice, or a pair calibration with
+/// `activate`).
 pub async fn activate_for(
     conn: &mut PgConnection,
     model: Uuid,
     id: Uuid,
 ) -> Result<(), StoreError> {
-    sqlx::query("UPDATE models SET active_calibration_id = $2 WHERE id = $1")
-        .bind(model)
-        .bind(id)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE models SET active_calibration_id = $2, active_requested_at = clock_timestamp() WHERE id = $1",
+    )
+    .bind(model)
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }

@@ -99,9 +99,19 @@ async fn insert(
     Ok(key)
 }
 
-/// Installs (or re-enables with a new secret) the admin key given at start-up in SPE_BOOTSTRAP_ADMIN_KEY.
-/// The token must have the `spe_<key_id>.<secret>` form so it parses like any other key.
-pub async fn ensure_bootstrap(pool: &PgPool, token: &str) -> Result<(), String> {
+/// What start-up did with SPE_BOOTSTRAP_ADMIN_KEY.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The key is an admin key now (new, or its secret updated).
+    Installed,
+    /// The key was revoked (`spe keys revoke`): revocation sticks, the key stays refused.
+    Revoked,
+}
+
+/// Installs the admin key given at start-up in SPE_BOOTSTRAP_ADMIN_KEY, or updates its secret. A revoked
+/// bootstrap key is never re-enabled, so a leaked key stays revoked across restarts; rotating means a new
+/// key id. The token must have the `spe_<key_id>.<secret>` form so it parses like any other key.
+pub async fn ensure_bootstrap(pool: &PgPool, token: &str) -> Result<Bootstrap, String> {
     let (key_id, secret) = parse(token).ok_or_else(|| {
         "SPE_BOOTSTRAP_ADMIN_KEY must look like spe_<id>.<secret> (id: letters/digits, secret: 16+ characters)"
             .to_string()
@@ -109,17 +119,25 @@ pub async fn ensure_bootstrap(pool: &PgPool, token: &str) -> Result<(), String> 
     if secret.len() < 16 {
         return Err("SPE_BOOTSTRAP_ADMIN_KEY's secret must be at least 16 characters".into());
     }
-    sqlx::query(
+    let revoked: bool = sqlx::query_scalar(
         "INSERT INTO api_keys (id, key_id, secret_sha256, role, name) VALUES ($1, $2, $3, 'admin', 'bootstrap')
-         ON CONFLICT (key_id) DO UPDATE SET secret_sha256 = EXCLUDED.secret_sha256, role = 'admin', revoked_at = NULL",
+         ON CONFLICT (key_id) DO UPDATE SET secret_sha256 = EXCLUDED.secret_sha256, role = 'admin'
+             WHERE api_keys.revoked_at IS NULL
+         RETURNING revoked_at IS NOT NULL",
     )
     .bind(Uuid::new_v4())
     .bind(key_id)
     .bind(digest(secret))
-    .execute(pool)
+    .fetch_optional(pool)
     .await
-    .map_err(|e| format!("cannot install the bootstrap admin key: {e}"))?;
-    Ok(())
+    .map_err(|e| format!("cannot install the bootstrap admin key: {e}"))?
+    // No row back: the conflicting key is revoked, so the update's WHERE left it alone.
+    .unwrap_or(true);
+    Ok(if revoked {
+        Bootstrap::Revoked
+    } else {
+        Bootstrap::Installed
+    })
 }
 
 fn parse(token: &str) -> Option<(&str, &str)> {

@@ -147,6 +147,7 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         retain_batch_pixels: o.retain_batch_pixels,
         blob_sweep_interval_secs: o.blob_sweep_interval_secs,
         blob_sweep_min_age_secs: o.blob_sweep_min_age_secs,
+        bootstrap_admin_key: None,
     }
 }
 

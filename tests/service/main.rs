@@ -1,6 +1,7 @@
 //! Integration tests of the REST service over real HTTP against real Postgres (`make test` starts one
 //! and sets DATABASE_URL). Run one group with e.g. `cargo test --test service flow`.
 
+mod activation;
 mod bad_input;
 mod clinical;
 mod common;

@@ -140,3 +140,34 @@ async fn roles_protect_ops_when_configured() {
     }
     app.stop().await;
 }
+
+/// A revoked bootstrap key stays revoked when the service starts again with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_revoked_bootstrap_key_stays_revoked() {
+    use spe::store::keys::{self, Bootstrap};
+    let app = TestApp::start().await;
+    let token = "spe_boot1.0123456789abcdefXYZ";
+    assert_eq!(
+        keys::ensure_bootstrap(&app.pool, token).await.unwrap(),
+        Bootstrap::Installed
+    );
+    assert_eq!(app.get("/v1/models", token).await.status(), StatusCode::OK);
+    assert!(keys::revoke(&app.pool, "boot1").await.unwrap());
+    // What `spe serve` does at every start-up.
+    assert_eq!(
+        keys::ensure_bootstrap(&app.pool, token).await.unwrap(),
+        Bootstrap::Revoked
+    );
+    expect_problem(app.get("/v1/models", token).await, StatusCode::UNAUTHORIZED).await;
+    // Rotation: a new key id works beside the revoked one.
+    let rotated = "spe_boot2.fedcba9876543210XYZ";
+    assert_eq!(
+        keys::ensure_bootstrap(&app.pool, rotated).await.unwrap(),
+        Bootstrap::Installed
+    );
+    assert_eq!(
+        app.get("/v1/models", rotated).await.status(),
+        StatusCode::OK
+    );
+    app.stop().await;
+}

@@ -1,0 +1,120 @@
+//! Which calibration is active: the latest request wins. A queued calibration's `activate` counts as
+//! requested when it was submitted, so one that finishes after an admin's manual activation does not
+//! replace that choice; one submitted after it does.
+
+use crate::common::*;
+use reqwest::multipart::Form;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+
+fn pairs(activate: bool) -> Value {
+    let m = |d: f64| serde_json::json!({"dice": d, "jaccard": d * 0.9, "precision": d, "recall": d, "hd95": 30.0 * (1.0 - d), "pearson": d});
+    let points: Vec<Value> = (0..4)
+        .map(|i| {
+            let d = 0.3 + 0.15 * i as f64;
+            serde_json::json!({"name": format!("p{i}"), "pseudo": m(d - 0.1), "real": m(d)})
+        })
+        .collect();
+    serde_json::json!({"points": points, "params": {"support_size": 8, "repetitions": 2}, "activate": activate})
+}
+
+async fn post_pairs(app: &TestApp, model: &str, activate: bool) -> String {
+    let r = app
+        .client
+        .post(app.at(&format!("/v1/models/{model}/calibrations")))
+        .bearer_auth(&app.admin)
+        .json(&pairs(activate))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let v: Value = r.json().await.unwrap();
+    v["id"].as_str().unwrap().to_string()
+}
+
+/// Queues a checkpoint calibration (submitted with the default activate=true); returns its location.
+async fn queue_calibration(app: &TestApp, model: &str) -> String {
+    let mut form = Form::new().text("params", FAST);
+    for f in sorted_files(&synthetic().join("checkpoints")) {
+        form = form.part("checkpoint", file_part(&f));
+    }
+    let form = labelled_form(form, &synthetic().join("calibration"));
+    let r = app
+        .post_form(
+            &format!("/v1/models/{model}/calibrations"),
+            &app.admin,
+            form,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+async fn active(app: &TestApp, model: &str) -> String {
+    let m = app
+        .get_json(&format!("/v1/models/{model}"), &app.reader)
+        .await;
+    m["active_calibration_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_latest_request_wins() {
+    // No workers at first, so the checkpoint calibration waits in the queue.
+    let app = TestApp::with(Options {
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    let model = model_with_reference(&app, "activation").await;
+    let model = model["id"].as_str().unwrap().to_string();
+    let first = post_pairs(&app, &model, true).await;
+    assert_eq!(active(&app, &model).await, first);
+    let queued = queue_calibration(&app, &model).await;
+    // The admin chooses another calibration while that one waits.
+    let chosen = post_pairs(&app, &model, false).await;
+    let r = app
+        .client
+        .post(app.at(&format!("/v1/calibrations/{chosen}/activate")))
+        .bearer_auth(&app.admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(active(&app, &model).await, chosen);
+
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let worker_args = serve_args(
+        &app.database_url,
+        app.blob_dir.path(),
+        &Options {
+            role: spe::service::Role::Worker,
+            ..Options::default()
+        },
+    );
+    let worker = tokio::spawn(spe::service::run(worker_args, None, rx));
+    let done = app.wait(&queued, Duration::from_secs(300)).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["active"], false, "{done}");
+    assert_eq!(
+        active(&app, &model).await,
+        chosen,
+        "a calibration submitted before the manual choice replaced it"
+    );
+
+    // A calibration submitted after the choice is the newer request: it becomes active.
+    let newer = app
+        .wait(
+            &queue_calibration(&app, &model).await,
+            Duration::from_secs(300),
+        )
+        .await;
+    assert_eq!(newer["status"], "succeeded", "{newer}");
+    assert_eq!(active(&app, &model).await, newer["id"].as_str().unwrap());
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
+    app.stop().await;
+}
