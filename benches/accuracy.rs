@@ -267,6 +267,7 @@ fn run_dataset(
             p.real.dice,
             started.elapsed().as_secs_f64()
         );
+        std::ops::ControlFlow::Continue(())
     };
     let calibration = pipeline::calibrate(
         &models,

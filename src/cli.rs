@@ -312,6 +312,7 @@ fn calibrate(args: CalibrateArgs) -> Result<()> {
             point.real.dice,
             started.elapsed().as_secs_f64()
         );
+        std::ops::ControlFlow::Continue(())
     };
     let calibration = pipeline::calibrate(
         &models,

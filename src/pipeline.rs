@@ -13,6 +13,7 @@ use crate::inference::{InferenceError, SegModel};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::ops::ControlFlow;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -20,6 +21,9 @@ pub enum PipelineError {
     Engine(#[from] EngineError),
     #[error(transparent)]
     Inference(#[from] InferenceError),
+    /// The caller's progress callback asked to stop (a worker that lost its lease or its deadline).
+    #[error("the computation was stopped before it finished")]
+    Stopped,
 }
 
 /// Real metrics of a model on a labelled set.
@@ -91,7 +95,7 @@ pub fn shifted_sets(calibration: &LabelledSet) -> Vec<ShiftedSet> {
 }
 
 /// Stage 1 from predicted masks: real and pseudo metrics per checkpoint, then the fits.
-/// `progress` is told each finished checkpoint (index, count, point).
+/// `progress` is told each finished checkpoint (index, count, point) and may stop the rest.
 pub fn calibrate_from_masks(
     checkpoints: impl ExactSizeIterator<Item = Result<CheckpointMasks, PipelineError>>,
     reference: &ReferenceSet,
@@ -99,7 +103,7 @@ pub fn calibrate_from_masks(
     shifted: &[ShiftedSet],
     reverse: &dyn ReverseSegmenter,
     params: &SpeParams,
-    progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
+    progress: &mut dyn FnMut(usize, usize, &CheckpointPoint) -> ControlFlow<()>,
 ) -> Result<Calibration, PipelineError> {
     params.validate()?;
     let count = checkpoints.len();
@@ -129,7 +133,9 @@ pub fn calibrate_from_masks(
                 point.shifted.extend(p);
             }
         }
-        progress(i, count, &point);
+        if progress(i, count, &point).is_break() {
+            return Err(PipelineError::Stopped);
+        }
         points.push(point);
     }
     let mut fitted = Calibration::fit(
@@ -149,7 +155,7 @@ pub fn calibrate(
     calibration: &LabelledSet,
     reverse: &dyn ReverseSegmenter,
     params: &SpeParams,
-    progress: &mut dyn FnMut(usize, usize, &CheckpointPoint),
+    progress: &mut dyn FnMut(usize, usize, &CheckpointPoint) -> ControlFlow<()>,
 ) -> Result<Calibration, PipelineError> {
     let shifted = shifted_sets(calibration);
     let masks = checkpoints.iter().map(|model| {

@@ -55,6 +55,13 @@ pub struct ServeArgs {
     /// Attempts per job (crashed attempts count) before it fails for good.
     #[arg(long, env = "SPE_MAX_ATTEMPTS", default_value_t = 3)]
     pub max_attempts: i32,
+    /// How long a job's transient failures (database, blob store, runtime) are retried, with
+    /// exponential backoff, counted from the first; its inputs are kept until the final outcome.
+    #[arg(long, env = "SPE_JOB_RETRY_WINDOW_SECS", default_value_t = 900)]
+    pub job_retry_window_secs: u64,
+    /// A job still running after this many seconds is stopped and fails; 0 = no limit.
+    #[arg(long, env = "SPE_JOB_DEADLINE_SECS", default_value_t = 21600)]
+    pub job_deadline_secs: u64,
     /// On SIGTERM, how long running jobs may take to finish before they are handed back to the queue.
     #[arg(long, env = "SPE_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
     pub shutdown_grace_secs: f64,
@@ -373,6 +380,9 @@ pub async fn run(
                 poll: Duration::from_millis(args.poll_ms.max(10)),
                 max_attempts: args.max_attempts.max(1),
                 shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_secs.max(0.0)),
+                retry_window: Duration::from_secs(args.job_retry_window_secs),
+                deadline: (args.job_deadline_secs > 0)
+                    .then(|| Duration::from_secs(args.job_deadline_secs)),
             };
             Some(tokio::spawn(jobs::run_workers(
                 ctx,

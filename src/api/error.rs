@@ -57,6 +57,7 @@ impl From<PipelineError> for ApiError {
         match e {
             PipelineError::Engine(e) => ApiError::Engine(e),
             PipelineError::Inference(e) => ApiError::Inference(e),
+            PipelineError::Stopped => ApiError::Internal(e.to_string()),
         }
     }
 }

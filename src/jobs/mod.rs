@@ -4,16 +4,17 @@
 
 pub mod queue;
 pub mod run;
+pub mod supervise;
 pub mod sweep;
 
 use crate::engine::EngineError;
 use crate::inference::InferenceError;
 use crate::pipeline::PipelineError;
 use crate::store::StoreError;
-use run::{Ctx, Output};
+use run::Ctx;
 use sqlx::postgres::PgListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -25,6 +26,8 @@ pub enum JobError {
     Pipeline(#[from] PipelineError),
     #[error("the job's inputs are inconsistent: {0}")]
     Corrupt(String),
+    #[error("cannot serialise the job's result: {0}")]
+    Serialise(String),
     #[error("{0}")]
     Gone(String),
     #[error("the job crashed: {0}")]
@@ -53,7 +56,7 @@ impl JobError {
     /// Worth another attempt: the same inputs may well succeed later (database, store, runtime hiccups).
     fn transient(&self) -> bool {
         match self {
-            JobError::Store(_) | JobError::Crashed(_) => true,
+            JobError::Store(_) => true,
             JobError::Pipeline(PipelineError::Inference(e)) => {
                 matches!(
                     e,
@@ -63,7 +66,12 @@ impl JobError {
                 )
             }
             JobError::Pipeline(PipelineError::Engine(e)) => matches!(e, EngineError::Io { .. }),
-            JobError::Corrupt(_) | JobError::Gone(_) => false,
+            JobError::Pipeline(PipelineError::Stopped) => false,
+            // A panic is a bug: running it again would panic again.
+            JobError::Corrupt(_)
+            | JobError::Gone(_)
+            | JobError::Serialise(_)
+            | JobError::Crashed(_) => false,
         }
     }
 
@@ -72,18 +80,31 @@ impl JobError {
         match self {
             JobError::Pipeline(e) => e.to_string(),
             JobError::Gone(m) => m.clone(),
-            JobError::Store(_) | JobError::Corrupt(_) | JobError::Crashed(_) => {
+            JobError::Store(_)
+            | JobError::Corrupt(_)
+            | JobError::Serialise(_)
+            | JobError::Crashed(_) => {
                 "internal error while running the job (see the service logs)".into()
             }
         }
     }
 }
 
-/// Latest progress of the running job, written to the database with each heartbeat.
+/// Latest progress of the running job, written to the database with each heartbeat, and the supervisor's
+/// request to stop (lease lost, deadline passed), checked by the work between its stages.
 #[derive(Clone, Default)]
-pub struct Progress(Arc<Mutex<(f32, String)>>);
+pub struct Progress(
+    Arc<Mutex<(f32, String)>>,
+    Arc<std::sync::atomic::AtomicBool>,
+);
 
 impl Progress {
+    pub fn stop(&self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    pub fn stopped(&self) -> bool {
+        self.1.load(std::sync::atomic::Ordering::SeqCst)
+    }
     pub fn set(&self, fraction: f32, stage: &str) {
         if let Ok(mut p) = self.0.lock() {
             *p = (fraction, stage.to_string());
@@ -104,6 +125,10 @@ pub struct WorkerConfig {
     pub max_attempts: i32,
     /// At shutdown, how long a running job may take to finish before it is handed back to the queue.
     pub shutdown_grace: Duration,
+    /// How long transient failures (database, blob store, runtime) are retried, counted from the first.
+    pub retry_window: Duration,
+    /// A job still running after this long fails; None = no limit.
+    pub deadline: Option<Duration>,
 }
 
 /// Runs `config.count` workers until `shutdown` turns true; returns when they have all stopped.
@@ -168,8 +193,17 @@ async fn worker(
         match queue::claim(&ctx.pool, &name, config.lease).await {
             Ok(Some(job)) => {
                 let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
+                let work = {
+                    let (ctx, kind, id) = (ctx.clone(), job.kind.clone(), job.id);
+                    move |progress: Progress| async move {
+                        match kind.as_str() {
+                            "estimate" => run::estimate(&ctx, id, &progress).await,
+                            _ => run::calibration(&ctx, id, &progress).await,
+                        }
+                    }
+                };
                 let _ = tracing::Instrument::instrument(
-                    process(&ctx, &config, job, shutdown.clone()),
+                    supervise::supervise(&ctx, &config, job, shutdown.clone(), work),
                     span,
                 )
                 .await;
@@ -190,114 +224,13 @@ async fn worker(
     tracing::info!(worker = %name, "worker stopped");
 }
 
-async fn process(
-    ctx: &Arc<Ctx>,
-    config: &WorkerConfig,
-    job: queue::Claimed,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let (id, token) = (job.id, job.lease_token);
-    if job.attempts > job.max_attempts {
-        let reason = format!(
-            "gave up after {} attempts: the workers running it stopped before finishing",
-            job.max_attempts
-        );
-        let _ = fail(ctx, id, token, &reason).await;
-        return;
-    }
-    tracing::info!("job started");
-    let started = Instant::now();
-    let progress = Progress::default();
-    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let heartbeat = tokio::spawn(heartbeat(
-        ctx.pool.clone(),
-        id,
-        token,
-        config.lease,
-        progress.clone(),
-        lost.clone(),
-    ));
-    let work = async {
-        match job.kind.as_str() {
-            "estimate" => run::estimate(ctx, id, &progress).await,
-            _ => run::calibration(ctx, id, &progress).await,
-        }
-    };
-    tokio::pin!(work);
-    // On shutdown the job gets `shutdown_grace` to finish; then it goes back to the queue for another worker.
-    let outcome = loop {
-        tokio::select! {
-            r = &mut work => break Some(r),
-            _ = shutdown.changed(), if !*shutdown.borrow() => {}
-            _ = tokio::time::sleep(config.shutdown_grace), if *shutdown.borrow() => break None,
-        }
-    };
-    heartbeat.abort();
-    let kind = job.kind.clone();
-    let outcome_label = match outcome {
-        None => {
-            tracing::warn!("shutting down: job handed back to the queue");
-            let _ = queue::requeue(&ctx.pool, id, token, Duration::ZERO, None, true).await;
-            "released"
-        }
-        Some(_) if lost.load(std::sync::atomic::Ordering::SeqCst) => {
-            tracing::warn!("lease lost: result discarded (another worker owns the job)");
-            "lost"
-        }
-        Some(Ok(output)) => finish_ok(ctx, id, token, &output).await,
-        Some(Err(e)) if e.transient() && job.attempts < job.max_attempts => {
-            tracing::warn!(error = %e, "job failed; will retry");
-            let delay = Duration::from_secs(2u64.pow(job.attempts.clamp(0, 6) as u32));
-            let _ = queue::requeue(
-                &ctx.pool,
-                id,
-                token,
-                delay,
-                Some(&e.public_message()),
-                false,
-            )
-            .await;
-            "retry"
-        }
-        Some(Err(e)) => {
-            tracing::warn!(error = %e, "job failed");
-            let _ = fail(ctx, id, token, &e.public_message()).await;
-            "failed"
-        }
-    };
-    metrics::histogram!("spe_job_duration_seconds", "kind" => kind, "outcome" => outcome_label)
-        .record(started.elapsed().as_secs_f64());
-}
-
-async fn finish_ok(ctx: &Ctx, id: Uuid, token: Uuid, output: &Output) -> &'static str {
-    match run::finish(ctx, id, token, Ok(output)).await {
-        Ok(true) => {
-            tracing::info!("job succeeded");
-            "succeeded"
-        }
-        Ok(false) => {
-            tracing::warn!("lease lost before commit: result discarded");
-            "lost"
-        }
-        Err(e) => {
-            // Nothing was committed; the lease expires and the job runs again.
-            tracing::error!(error = %e, "cannot store the job's result");
-            "error"
-        }
-    }
-}
-
-async fn fail(ctx: &Ctx, id: Uuid, token: Uuid, reason: &str) -> Result<(), StoreError> {
-    run::finish(ctx, id, token, Err(reason)).await.map(|_| ())
-}
-
 async fn heartbeat(
     pool: sqlx::PgPool,
     id: Uuid,
     token: Uuid,
     lease: Duration,
     progress: Progress,
-    lost: Arc<std::sync::atomic::AtomicBool>,
+    lost: Arc<supervise::LeaseLost>,
 ) {
     let every = (lease / 3).max(Duration::from_millis(200));
     loop {
@@ -306,7 +239,7 @@ async fn heartbeat(
         match queue::heartbeat(&pool, id, token, lease, fraction, &stage).await {
             Ok(true) => {}
             Ok(false) => {
-                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                lost.signal();
                 return;
             }
             Err(e) => tracing::warn!(error = %e, "heartbeat failed"),

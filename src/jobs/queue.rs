@@ -161,3 +161,56 @@ pub async fn requeue(
     .await?;
     Ok(done.rows_affected() == 1)
 }
+
+/// What became of a transient failure.
+#[derive(Debug, PartialEq)]
+pub enum Retry {
+    /// Back in the queue, due after this many seconds.
+    Scheduled(f64),
+    /// The retry window, counted from the first transient failure, is over.
+    WindowSpent,
+    /// Another worker owns the job now.
+    LeaseLost,
+}
+
+/// Puts the job back in the queue after a transient failure, with exponential backoff (1 s doubling,
+/// at most 60 s), while its retry window lasts. The attempt is refunded: attempts count crashes.
+pub async fn retry_later(
+    pool: &PgPool,
+    id: Uuid,
+    token: Uuid,
+    window: Duration,
+    error: &str,
+) -> Result<Retry, StoreError> {
+    let delay: Option<f64> = sqlx::query_scalar(
+        "UPDATE jobs SET state = 'queued', lease_token = NULL, lease_expires_at = NULL, worker = NULL,
+                retry_until = COALESCE(retry_until, now() + make_interval(secs => $3)),
+                run_after = now() + make_interval(secs => LEAST(60, power(2, LEAST(transient_failures, 6)))),
+                transient_failures = transient_failures + 1, error = $4, stage = 'queued',
+                attempts = attempts - 1
+         WHERE id = $1 AND lease_token = $2 AND state = 'running'
+           AND (retry_until IS NULL OR retry_until > now())
+         RETURNING extract(epoch FROM run_after - now())::float8",
+    )
+    .bind(id)
+    .bind(token)
+    .bind(window.as_secs_f64())
+    .bind(error)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(delay) = delay {
+        return Ok(Retry::Scheduled(delay));
+    }
+    let held: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM jobs WHERE id = $1 AND lease_token = $2 AND state = 'running')",
+    )
+    .bind(id)
+    .bind(token)
+    .fetch_one(pool)
+    .await?;
+    Ok(if held {
+        Retry::WindowSpent
+    } else {
+        Retry::LeaseLost
+    })
+}

@@ -206,6 +206,9 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
     let reference = fetch_set(ctx, reference_id, true).await?;
     let batch = fetch_set(ctx, row.batch_set_id, false).await?;
     let load_s = started.elapsed().as_secs_f64();
+    if progress.stopped() {
+        return Err(crate::pipeline::PipelineError::Stopped.into());
+    }
     progress.set(0.2, "estimating");
     let runtime = ctx.runtime.clone();
     let max_pixels = ctx.max_pixels;
@@ -329,8 +332,14 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
                     })
                 }
             });
+        // Between checkpoints: report, and stop if the supervisor asks (lease lost, deadline passed).
         let mut report = |i: usize, n: usize, _: &crate::engine::fit::CheckpointPoint| {
             progress.set(0.05 + 0.95 * (i + 1) as f32 / n as f32, "calibrating");
+            if progress.stopped() {
+                std::ops::ControlFlow::Break(())
+            } else {
+                std::ops::ControlFlow::Continue(())
+            }
         };
         let fitted = pipeline::calibrate_from_masks(
             masks,
@@ -341,7 +350,7 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             &params,
             &mut report,
         )?;
-        serde_json::to_value(&fitted).map_err(|e| JobError::Corrupt(e.to_string()))
+        serde_json::to_value(&fitted).map_err(|e| JobError::Serialise(e.to_string()))
     })
     .await??;
     Ok(Output::Calibration { result })

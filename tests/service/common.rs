@@ -70,6 +70,8 @@ pub struct Options {
     /// 0 (the tests' default) = no background sweep, so no test races one it did not ask for.
     pub blob_sweep_interval_secs: u64,
     pub blob_sweep_min_age_secs: u64,
+    pub job_retry_window_secs: u64,
+    pub job_deadline_secs: u64,
 }
 
 impl Default for Options {
@@ -86,6 +88,8 @@ impl Default for Options {
             retain_batch_pixels: false,
             blob_sweep_interval_secs: 0,
             blob_sweep_min_age_secs: 3600,
+            job_retry_window_secs: 900,
+            job_deadline_secs: 0,
         }
     }
 }
@@ -131,6 +135,8 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         lease_secs: o.lease_secs,
         poll_ms: 200,
         max_attempts: 3,
+        job_retry_window_secs: o.job_retry_window_secs,
+        job_deadline_secs: o.job_deadline_secs,
         shutdown_grace_secs: 5.0,
         max_body_mb: o.max_body_mb,
         max_images: o.max_images,

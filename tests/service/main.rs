@@ -11,5 +11,6 @@ mod jsrt;
 mod openapi;
 mod roles;
 mod s3;
+mod supervise;
 mod sweep;
 mod worker_crash;
