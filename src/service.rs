@@ -7,8 +7,10 @@ use crate::jobs::{self, run::Ctx, WorkerConfig};
 use crate::store::{self, keys, BlobStore};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -83,6 +85,17 @@ pub struct ServeArgs {
     /// Retry-After (seconds) sent with 429.
     #[arg(long, env = "SPE_RETRY_AFTER_SECS", default_value_t = 10)]
     pub retry_after_secs: u64,
+    /// Longest time one request may take, body included (408 beyond).
+    #[arg(long, env = "SPE_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
+    pub request_timeout_secs: u64,
+    /// At shutdown, how long /readyz answers 503 while requests are still served, so load balancers
+    /// stop routing here before the listener closes.
+    #[arg(long, env = "SPE_DRAIN_SECS", default_value_t = 5)]
+    pub drain_secs: u64,
+    /// Skip the migrations at start-up (rolling deploys: run `spe migrate` once first); the schema must
+    /// then be exactly what this binary expects.
+    #[arg(long, env = "SPE_NO_MIGRATE")]
+    pub no_migrate: bool,
     /// Require an API key for /healthz, /readyz and /metrics too.
     #[arg(long, env = "SPE_PROTECT_OPS")]
     pub protect_ops: bool,
@@ -177,14 +190,41 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-async fn database(url: &str, connections: u32) -> Result<sqlx::PgPool> {
-    let pool = store::connect(url, connections)
+async fn connect(url: &str, connections: u32) -> Result<sqlx::PgPool> {
+    store::connect(url, connections)
         .await
-        .context("cannot connect to Postgres (is DATABASE_URL right and the server up? `make run` starts one)")?;
+        .context("cannot connect to Postgres (is DATABASE_URL right and the server up? `make run` starts one)")
+}
+
+/// Connects and brings the schema up to date; a schema newer than this binary is refused clearly.
+async fn database(url: &str, connections: u32) -> Result<sqlx::PgPool> {
+    let pool = connect(url, connections).await?;
+    if let store::Schema::Newer { applied, known } = store::schema(&pool).await? {
+        bail!(newer_schema(applied, known));
+    }
     store::migrate(&pool)
         .await
         .context("cannot apply the database migrations")?;
     Ok(pool)
+}
+
+/// For `--no-migrate`: the schema must be exactly this binary's.
+async fn schema_matches(pool: &sqlx::PgPool) -> Result<()> {
+    match store::schema(pool).await? {
+        store::Schema::Current => Ok(()),
+        store::Schema::Newer { applied, known } => bail!(newer_schema(applied, known)),
+        store::Schema::Behind { applied, known } => bail!(
+            "the database schema is at migration {applied} and this spe needs {known}; run `spe migrate` \
+             first (or start without --no-migrate)"
+        ),
+    }
+}
+
+fn newer_schema(applied: i64, known: i64) -> String {
+    format!(
+        "the database schema is at migration {applied}, newer than this spe knows (up to {known}): a newer \
+         spe migrated it; run that version (or newer), not this one"
+    )
 }
 
 /// `spe migrate`
@@ -257,6 +297,44 @@ pub fn admin_command(args: AdminArgs) -> Result<()> {
     })
 }
 
+/// Serves until `shutdown`; then /readyz answers 503 for `drain` while requests are still served, the
+/// listener closes, and requests in flight get `grace` to finish before their connections are dropped.
+async fn serve_http(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    mut shutdown: watch::Receiver<bool>,
+    drain: Duration,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let draining = state.draining.clone();
+    let (closing_tx, mut closing) = watch::channel(false);
+    let app = api::app(state);
+    let server = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = closing.wait_for(|c| *c).await;
+        })
+        .into_future();
+    tokio::pin!(server);
+    tokio::select! {
+        r = &mut server => return r,
+        _ = shutdown.wait_for(|s| *s) => {}
+    }
+    draining.store(true, Ordering::SeqCst);
+    tracing::info!(drain_s = drain.as_secs(), "draining: /readyz answers 503");
+    tokio::select! {
+        r = &mut server => return r,
+        _ = tokio::time::sleep(drain) => {}
+    }
+    let _ = closing_tx.send(true);
+    tokio::select! {
+        r = &mut server => r,
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_s = grace.as_secs_f64(), "requests still in flight after the shutdown grace; closing them");
+            Ok(())
+        }
+    }
+}
+
 /// `spe serve`
 pub fn serve(args: ServeArgs) -> Result<()> {
     if args.threads > 0 {
@@ -273,15 +351,11 @@ pub fn serve(args: ServeArgs) -> Result<()> {
             tracing::info!("shutdown requested: no new requests or jobs; finishing running ones");
             let _ = tx.send(true);
         });
-        let listener = if args.role == Role::Worker {
-            None
-        } else {
-            Some(
-                tokio::net::TcpListener::bind(args.bind)
-                    .await
-                    .with_context(|| format!("cannot listen on {}", args.bind))?,
-            )
-        };
+        // A worker-only process listens too, for /healthz, /readyz and /metrics.
+        let listener = tokio::net::TcpListener::bind(args.bind)
+            .await
+            .with_context(|| format!("cannot listen on {}", args.bind))?;
+        let listener = Some(listener);
         run(args, listener, rx).await
     });
     // A job handed back at shutdown may still be computing on a blocking thread; don't wait for it.
@@ -317,7 +391,13 @@ pub async fn run(
     listener: Option<tokio::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
-    let pool = database(&args.db.database_url, args.db_connections).await?;
+    let pool = if args.no_migrate {
+        let pool = connect(&args.db.database_url, args.db_connections).await?;
+        schema_matches(&pool).await?;
+        pool
+    } else {
+        database(&args.db.database_url, args.db_connections).await?
+    };
     if let Some(token) = args
         .bootstrap_admin_key
         .as_deref()
@@ -405,20 +485,23 @@ pub async fn run(
                     max_volume_voxels: args.max_volume_voxels,
                     max_queue: args.max_queue,
                     retry_after_s: args.retry_after_secs,
+                    request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
                 },
                 max_attempts: args.max_attempts.max(1),
                 open_ops: !args.protect_ops,
+                draining: Arc::new(AtomicBool::new(false)),
+                serves_api: args.role != Role::Worker,
             };
             tracing::info!(address = %listener.local_addr()?, role = ?args.role, "serving");
-            let mut stop = shutdown.clone();
-            let app = api::app(state);
-            Some(tokio::spawn(async move {
-                axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stop.wait_for(|s| *s).await;
-                    })
-                    .await
-            }))
+            let drain = Duration::from_secs(args.drain_secs);
+            let grace = Duration::from_secs_f64(args.shutdown_grace_secs.max(0.0));
+            Some(tokio::spawn(serve_http(
+                listener,
+                state,
+                shutdown.clone(),
+                drain,
+                grace,
+            )))
         }
         None => None,
     };

@@ -39,6 +39,8 @@ pub enum ApiError {
     TooManyRequests { detail: String, retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    RequestTimeout(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -108,6 +110,7 @@ impl ApiError {
             ApiError::Unprocessable(_) => (S::UNPROCESSABLE_ENTITY, "invalid-input"),
             ApiError::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "queue-full"),
             ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
+            ApiError::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request-timeout"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
             ApiError::Store(e) => match e {
                 StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => {

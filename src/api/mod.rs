@@ -22,7 +22,9 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use sqlx::PgPool;
-use std::time::Instant;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -46,19 +48,8 @@ pub struct Limits {
     pub max_queue: i64,
     /// Retry-After seconds sent with 429.
     pub retry_after_s: u64,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 256 * 1024 * 1024,
-            max_images: 1024,
-            max_pixels: 25_000_000,
-            max_volume_voxels: crate::ingest::expand::DEFAULT_MAX_VOLUME_VOXELS,
-            max_queue: 64,
-            retry_after_s: 10,
-        }
-    }
+    /// Longest time one request may take, body included (408 beyond); header reads have their own 30 s.
+    pub request_timeout: Duration,
 }
 
 #[derive(Clone)]
@@ -72,6 +63,10 @@ pub struct AppState {
     pub max_attempts: i32,
     /// Serve /healthz and /metrics without an API key.
     pub open_ops: bool,
+    /// Set when shutdown begins: /readyz answers 503 from then on, so load balancers stop routing here.
+    pub draining: Arc<AtomicBool>,
+    /// Whether this process runs the API (false: a worker answering only the operations routes).
+    pub serves_api: bool,
 }
 
 impl AppState {
@@ -164,18 +159,31 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     api_router().into_openapi()
 }
 
-/// The whole HTTP application.
+/// The whole HTTP application; a worker-only process (`serves_api` false) answers the operations routes
+/// only (/healthz, /readyz, /metrics).
 pub fn app(state: AppState) -> Router {
-    let (router, api) = api_router().split_for_parts();
+    let (router, api) = if state.serves_api {
+        api_router().split_for_parts()
+    } else {
+        OpenApiRouter::new().merge(ops::router()).split_for_parts()
+    };
+    let router = if state.serves_api {
+        router.merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+    } else {
+        router
+    };
     let request_id = HeaderName::from_static("x-request-id");
     let body_limit = usize::try_from(state.limits.max_body_bytes).unwrap_or(usize::MAX);
+    let request_timeout = state.limits.request_timeout;
     router
-        .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
         .fallback(|| async { ApiError::NotFound("no such route; see /docs for the API".into()) })
         .method_not_allowed_fallback(|| async {
             ApiError::MethodNotAllowed("this route does not take that method; see /docs".into())
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
+            request_deadline(req, next, request_timeout)
+        }))
         .layer(axum::middleware::from_fn_with_state(body_limit, drain::drain_unread))
         .layer(axum::middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
@@ -190,6 +198,20 @@ pub fn app(state: AppState) -> Router {
         )
         .layer(SetRequestIdLayer::new(request_id, MakeRequestUuid))
         .with_state(state)
+}
+
+/// 408 for a request (its body included) that takes longer than the limit, e.g. a client trickling its
+/// upload; what it had staged rolls back.
+async fn request_deadline(req: Request, next: Next, limit: Duration) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::RequestTimeout(format!(
+            "the request took longer than {} s (SPE_REQUEST_TIMEOUT_SECS); send the body faster or in \
+             smaller requests",
+            limit.as_secs()
+        ))
+        .into_response(),
+    }
 }
 
 /// Request count and latency per route template and status.

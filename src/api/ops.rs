@@ -57,7 +57,8 @@ async fn healthz(
     }))
 }
 
-/// Readiness: the database answers and ONNX Runtime is loaded.
+/// Readiness: the database and the blob store answer, ONNX Runtime is loaded, and the process is not
+/// shutting down.
 #[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
     responses(
         (status = 200, body = Health),
@@ -86,6 +87,21 @@ async fn readyz(
         Err(e) => e.clone(),
     };
     checks.insert("onnxruntime".to_string(), ort);
+    // A digest no blob has: the answer (false) proves the store is reachable, an error that it is not.
+    let blob_store = match state.blobs.exists(&"0".repeat(64)).await {
+        Ok(_) => "ok".to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: blob store unreachable");
+            "unreachable".to_string()
+        }
+    };
+    checks.insert("blob_store".to_string(), blob_store);
+    if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
+        checks.insert(
+            "shutdown".to_string(),
+            "draining: shutting down".to_string(),
+        );
+    }
     let ready = checks.values().all(|v| v.starts_with("ok"));
     let status = if ready {
         StatusCode::OK

@@ -56,6 +56,42 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreErr
     Ok(pool)
 }
 
+/// Where the database's schema stands against this binary's migrations.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Schema {
+    Current,
+    /// Migrations this binary has are not applied yet.
+    Behind {
+        applied: i64,
+        known: i64,
+    },
+    /// A newer binary applied migrations this one does not know.
+    Newer {
+        applied: i64,
+        known: i64,
+    },
+}
+
+pub async fn schema(pool: &PgPool) -> Result<Schema, StoreError> {
+    let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+    // Two queries: a relation name is resolved even in a CASE branch that is not taken.
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let applied: i64 = if migrated {
+        sqlx::query_scalar("SELECT COALESCE(max(version), 0) FROM _sqlx_migrations WHERE success")
+            .fetch_one(pool)
+            .await?
+    } else {
+        0
+    };
+    Ok(match applied.cmp(&known) {
+        std::cmp::Ordering::Equal => Schema::Current,
+        std::cmp::Ordering::Less => Schema::Behind { applied, known },
+        std::cmp::Ordering::Greater => Schema::Newer { applied, known },
+    })
+}
+
 /// Applies pending migrations (idempotent; concurrent callers serialise on sqlx's advisory lock).
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     MIGRATOR.run(pool).await?;

@@ -72,6 +72,10 @@ pub struct Options {
     pub blob_sweep_min_age_secs: u64,
     pub job_retry_window_secs: u64,
     pub job_deadline_secs: u64,
+    pub request_timeout_secs: u64,
+    /// 0 (the tests' default): stop at once; the drain test sets its own.
+    pub drain_secs: u64,
+    pub no_migrate: bool,
 }
 
 impl Default for Options {
@@ -90,6 +94,9 @@ impl Default for Options {
             blob_sweep_min_age_secs: 3600,
             job_retry_window_secs: 900,
             job_deadline_secs: 0,
+            request_timeout_secs: 120,
+            drain_secs: 0,
+            no_migrate: false,
         }
     }
 }
@@ -144,6 +151,9 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         max_volume_voxels: 1 << 24,
         max_queue: o.max_queue,
         retry_after_secs: 7,
+        request_timeout_secs: o.request_timeout_secs,
+        drain_secs: o.drain_secs,
+        no_migrate: o.no_migrate,
         protect_ops: o.protect_ops,
         db_connections: 8,
         threads: 0,
@@ -246,6 +256,16 @@ impl TestApp {
             shutdown: watch::channel(false).0,
             server: None,
         })
+    }
+
+    /// Begins shutdown (as SIGTERM does) without waiting for it.
+    pub fn request_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// Whether the in-process service has stopped.
+    pub fn server_finished(&self) -> bool {
+        self.server.as_ref().is_none_or(|s| s.is_finished())
     }
 
     /// Stops the service and drops the test's database (a failing test keeps its own, for a look).

@@ -8,6 +8,7 @@ mod common;
 mod flow;
 mod idempotency;
 mod jsrt;
+mod lifecycle;
 mod openapi;
 mod roles;
 mod s3;

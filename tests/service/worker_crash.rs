@@ -18,6 +18,8 @@ fn spawn_worker(app: &TestApp, grace_secs: &str) -> ChildProcess {
             "2",
             "--poll-ms",
             "200",
+            "--bind",
+            "127.0.0.1:0",
         ])
         .args(["--shutdown-grace-secs", grace_secs])
         .arg("--blob-store")
