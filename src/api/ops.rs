@@ -87,8 +87,7 @@ async fn readyz(
         Err(e) => e.clone(),
     };
     checks.insert("onnxruntime".to_string(), ort);
-    // A digest no blob has: the answer (false) proves the store is reachable, an error that it is not.
-    let blob_store = match state.blobs.exists(&"0".repeat(64)).await {
+    let blob_store = match state.blobs.check().await {
         Ok(_) => "ok".to_string(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness: blob store unreachable");

@@ -8,12 +8,18 @@ use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
     description: String,
+    /// A local store's directory: its writes are fsynced, and its temp leftovers swept.
+    local_root: Option<PathBuf>,
+    /// Directories already made durable by this process (a new blob's own directory is synced each time).
+    synced_dirs: Arc<Mutex<HashSet<PathBuf>>>,
 }
 
 impl std::fmt::Debug for BlobStore {
@@ -43,6 +49,8 @@ impl BlobStore {
             return Ok(Self {
                 inner,
                 description: format!("s3://{bucket}/{prefix}"),
+                local_root: None,
+                synced_dirs: Arc::default(),
             });
         }
         std::fs::create_dir_all(location).map_err(|e| object_store::Error::Generic {
@@ -52,6 +60,8 @@ impl BlobStore {
         Ok(Self {
             inner: Arc::new(LocalFileSystem::new_with_prefix(location)?),
             description: format!("local:{location}"),
+            local_root: Some(PathBuf::from(location)),
+            synced_dirs: Arc::default(),
         })
     }
 
@@ -67,16 +77,58 @@ impl BlobStore {
         }
     }
 
-    /// Stores `bytes` under their sha256; returns (sha, whether this call created the blob).
+    /// Whether the store answers (readiness): a local directory exists, an S3 bucket answers a HEAD.
+    pub async fn check(&self) -> Result<(), StoreError> {
+        if let Some(root) = &self.local_root {
+            if !root.is_dir() {
+                return Err(StoreError::MissingBlob(format!(
+                    "the blob directory {}",
+                    root.display()
+                )));
+            }
+        }
+        // A digest no blob has: `false` proves the store answers.
+        self.exists(&"0".repeat(64)).await.map(drop)
+    }
+
+    /// Stores `bytes` under their sha256; returns (sha, whether this call wrote the blob). A local blob is
+    /// fsynced, with its directory, before this returns, so a row committed after it never points to a
+    /// file a power loss emptied; a stored blob of the wrong size (such a file) is written again.
     pub async fn put(&self, bytes: Bytes) -> Result<(String, bool), StoreError> {
         let sha = sha256_hex(&bytes);
-        if self.exists(&sha).await? {
-            return Ok((sha, false));
+        let path = Self::path(&sha);
+        match self.inner.head(&path).await {
+            Ok(meta) if meta.size == bytes.len() as u64 => return Ok((sha, false)),
+            Ok(meta) => tracing::warn!(
+                sha = %sha,
+                stored = meta.size,
+                expected = bytes.len(),
+                "a stored blob has the wrong size; writing it again"
+            ),
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
-        self.inner
-            .put(&Self::path(&sha), PutPayload::from(bytes))
-            .await?;
+        self.inner.put(&path, PutPayload::from(bytes)).await?;
+        if let Some(root) = &self.local_root {
+            let (root, synced) = (root.clone(), self.synced_dirs.clone());
+            tokio::task::spawn_blocking(move || sync_local(&root, path.as_ref(), &synced))
+                .await
+                .map_err(|e| io_error(std::io::Error::other(e)))?
+                .map_err(io_error)?;
+        }
         Ok((sha, true))
+    }
+
+    /// Deletes a local store's temp files (`<digest>#<n>`, what an interrupted write leaves) at least
+    /// `min_age` old; returns how many. S3 has none.
+    pub async fn sweep_temp_files(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
+        let Some(root) = self.local_root.clone() else {
+            return Ok(0);
+        };
+        tokio::task::spawn_blocking(move || remove_temp_files(&root.join("sha256"), min_age))
+            .await
+            .map_err(|e| io_error(std::io::Error::other(e)))?
+            .map_err(io_error)
     }
 
     pub async fn get(&self, sha: &str) -> Result<Bytes, StoreError> {
@@ -137,6 +189,63 @@ impl BlobStore {
         let list: Vec<_> = self.inner.list(None).try_collect().await?;
         Ok(list.len())
     }
+}
+
+fn io_error(e: std::io::Error) -> StoreError {
+    StoreError::Blob(object_store::Error::Generic {
+        store: "LocalFileSystem",
+        source: Box::new(e),
+    })
+}
+
+/// fsyncs a new blob file and the directory that names it, and (once per process) the directories
+/// above it up to the store's root.
+fn sync_local(root: &Path, relative: &str, synced: &Mutex<HashSet<PathBuf>>) -> std::io::Result<()> {
+    let file = root.join(relative);
+    std::fs::File::open(&file)?.sync_all()?;
+    let mut dir = file.parent();
+    let mut first = true;
+    while let Some(d) = dir {
+        let known = synced.lock().map(|s| s.contains(d)).unwrap_or(false);
+        if !first && known {
+            break;
+        }
+        std::fs::File::open(d)?.sync_all()?;
+        if let Ok(mut s) = synced.lock() {
+            s.insert(d.to_path_buf());
+        }
+        if d == root {
+            break;
+        }
+        first = false;
+        dir = d.parent();
+    }
+    Ok(())
+}
+
+fn remove_temp_files(dir: &Path, min_age: std::time::Duration) -> std::io::Result<usize> {
+    let mut removed = 0;
+    let Ok(shards) = std::fs::read_dir(dir) else {
+        return Ok(0);
+    };
+    for shard in shards.flatten() {
+        let Ok(files) = std::fs::read_dir(shard.path()) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let is_temp = file.file_name().to_string_lossy().contains('#');
+            let old = file
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= min_age);
+            if is_temp && old && std::fs::remove_file(file.path()).is_ok() {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// The advisory-lock key of a blob (its digest's first 8 bytes). Writers hold it shared from writing the

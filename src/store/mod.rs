@@ -140,6 +140,10 @@ pub async fn sweep_orphans(
     min_age: Duration,
 ) -> Result<usize, StoreError> {
     use futures::TryStreamExt;
+    let temp = blobs.sweep_temp_files(min_age).await?;
+    if temp > 0 {
+        tracing::info!(removed = temp, "blob sweep: interrupted writes' temp files deleted");
+    }
     let mut pages = std::pin::pin!(blobs.list_older_than(min_age, SWEEP_PAGE));
     let mut removed = 0;
     while let Some(page) = pages.try_next().await? {

@@ -166,3 +166,41 @@ async fn admin_sweep_blobs_command_prints_the_count() {
     assert_present(&blobs, &kept).await;
     app.stop().await;
 }
+
+/// A local blob emptied by a power loss (what an un-fsynced rename can leave) is written again by the
+/// next upload of the same bytes instead of being trusted, and interrupted writes' temp files are swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sweep_local_blob_store_repairs_and_sweeps_what_a_crash_leaves() {
+    let app = TestApp::start().await;
+    let root = app.blob_dir.path().to_path_buf();
+    let blobs = BlobStore::open(&root.display().to_string()).unwrap();
+    let bytes = Bytes::from_static(b"the pixels of one image, more or less");
+    let (sha, created) = blobs.put(bytes.clone()).await.unwrap();
+    assert!(created);
+    let file = root.join("sha256").join(&sha[..2]).join(&sha);
+    std::fs::write(&file, b"").unwrap();
+    let (_, rewritten) = blobs.put(bytes.clone()).await.unwrap();
+    assert!(rewritten, "an emptied blob was trusted");
+    assert_eq!(std::fs::read(&file).unwrap(), bytes.as_ref());
+    assert_eq!(blobs.get(&sha).await.unwrap(), bytes);
+
+    // Temp files of interrupted writes: old ones go, a fresh one (a write in flight) stays.
+    let old = root.join("sha256").join(&sha[..2]).join(format!("{sha}#7"));
+    let fresh = root.join("sha256").join(&sha[..2]).join(format!("{sha}#8"));
+    std::fs::write(&old, b"half").unwrap();
+    std::fs::write(&fresh, b"half").unwrap();
+    let two_hours_ago = std::time::SystemTime::now() - Duration::from_secs(7200);
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(two_hours_ago)
+        .unwrap();
+    store::sweep_orphans(&app.pool, &blobs, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(!old.exists(), "an old temp file was left");
+    assert!(fresh.exists(), "a write in flight was swept");
+    assert!(file.exists(), "a young blob was swept");
+    app.stop().await;
+}
