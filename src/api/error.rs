@@ -177,7 +177,9 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
-            tracing::info!(status = status.as_u16(), error = %self, "request rejected");
+            // The detail can name the client's files (PACS exports carry patient names in them): the log
+            // keeps the problem type only; the request id links it to what the client was told.
+            tracing::info!(status = status.as_u16(), problem = slug, "request rejected");
         }
         let problem = Problem {
             kind: format!("urn:spe:problem:{slug}"),

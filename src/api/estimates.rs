@@ -19,6 +19,7 @@ use crate::store::idempotency::{self, ScopedKey};
 use crate::store::image_sets::{self, SetKind};
 use crate::store::keys::Role;
 use crate::store::models;
+use crate::store::received;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -150,6 +151,7 @@ async fn submit(
         &model,
         calibration_id,
         &set,
+        &[],
         |_| None,
     )
     .await?;
@@ -187,7 +189,8 @@ pub(crate) async fn active_calibration(
 }
 
 /// Stores a validated batch and queues its estimate, in one transaction, with the Idempotency-Key and
-/// the answer `response` builds for replays, if any. A concurrent request with the same key that
+/// the answer `response` builds for replays, if any, and the SOP Instance UIDs of DICOM instances sent
+/// through STOW-RS (so that a resent instance is recognised). A concurrent request with the same key that
 /// committed first wins: its estimate and answer are returned (when it was the same request).
 pub(crate) async fn create(
     state: &AppState,
@@ -196,6 +199,7 @@ pub(crate) async fn create(
     model: &models::ModelRow,
     calibration_id: Uuid,
     set: &[NamedImage],
+    dicom_instances: &[String],
     response: impl Fn(Uuid) -> Option<serde_json::Value>,
 ) -> Result<(Uuid, Option<serde_json::Value>), ApiError> {
     let estimate_id = Uuid::new_v4();
@@ -206,6 +210,9 @@ pub(crate) async fn create(
         let set_id = image_sets::insert(tx, SetKind::Batch, &items).await?;
         estimates::insert(tx, estimate_id, model.id, calibration_id, set_id).await?;
         queue::enqueue(tx, estimate_id, JobKind::Estimate, state.max_attempts).await?;
+        if !dicom_instances.is_empty() {
+            received::record(tx, model.id, estimate_id, dicom_instances).await?;
+        }
         if let Some(key) = key {
             idempotency::record(tx, key, digest, estimate_id, answer.as_ref()).await?;
         }

@@ -13,6 +13,7 @@ use crate::ingest::{dicom, IngestError};
 use crate::store::blobs::sha256_hex;
 use crate::store::keys::Role;
 use crate::store::models;
+use crate::store::received;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -43,8 +44,10 @@ struct Failed {
 }
 
 struct Accepted {
+    part: usize,
     sop_class_uid: Option<String>,
     sop_instance_uid: Option<String>,
+    images: Vec<NamedImage>,
 }
 
 /// What became of each part, in body order.
@@ -52,7 +55,52 @@ struct Accepted {
 struct Outcome {
     accepted: Vec<Accepted>,
     failed: Vec<Failed>,
-    images: Vec<NamedImage>,
+}
+
+impl Outcome {
+    /// The accepted instances' images, moved out (the response needs only the instances' UIDs).
+    fn take_images(&mut self) -> Vec<NamedImage> {
+        self.accepted
+            .iter_mut()
+            .flat_map(|a| std::mem::take(&mut a.images))
+            .collect()
+    }
+
+    fn instance_uids(&self) -> Vec<String> {
+        self.accepted
+            .iter()
+            .filter_map(|a| a.sop_instance_uid.clone())
+            .collect()
+    }
+
+    /// Moves instances the model received before to the failures (PS3.18's duplicate reason).
+    fn drop_received(&mut self, received: &std::collections::HashMap<String, uuid::Uuid>) {
+        let (again, new): (Vec<_>, Vec<_>) = std::mem::take(&mut self.accepted)
+            .into_iter()
+            .partition(|a| {
+                a.sop_instance_uid
+                    .as_ref()
+                    .is_some_and(|uid| received.contains_key(uid))
+            });
+        self.accepted = new;
+        for a in again {
+            let estimate = a
+                .sop_instance_uid
+                .as_ref()
+                .and_then(|uid| received.get(uid))
+                .map(|id| format!(" (estimate /v1/estimates/{id})"))
+                .unwrap_or_default();
+            self.failed.push(Failed {
+                sop_class_uid: a.sop_class_uid,
+                sop_instance_uid: a.sop_instance_uid,
+                code: reason::DUPLICATE,
+                reason: format!(
+                    "part {}: this instance was already received for this model{estimate}",
+                    a.part
+                ),
+            });
+        }
+    }
 }
 
 fn failure_code(e: &IngestError) -> u16 {
@@ -125,10 +173,11 @@ fn sort_parts(parts: &[RelatedPart], opts: &expand::Options) -> Outcome {
                     }
                 }
                 out.accepted.push(Accepted {
+                    part: n,
                     sop_class_uid,
                     sop_instance_uid,
+                    images,
                 });
-                out.images.extend(images);
             }
         }
     }
@@ -182,21 +231,11 @@ fn stow_response(location: &str, out: &Outcome) -> Value {
     Value::Object(body)
 }
 
-/// When nothing was accepted: 415 if every instance was in an unsupported transfer syntax, else 422,
-/// naming each part's problem. Parts are named by position, not SOP Instance UID: problem details are
-/// logged, and UIDs can be traced back to a patient.
-fn nothing_accepted(out: &Outcome) -> ApiError {
+/// When nothing was stored: 409, as PS3.18 has it, naming each part's problem. Parts are named by
+/// position, not SOP Instance UID: UIDs can be traced back to a patient.
+fn nothing_stored(out: &Outcome) -> ApiError {
     let reasons: Vec<String> = out.failed.iter().map(|f| f.reason.clone()).collect();
-    let detail = format!("no instance could be used: {}", reasons.join("; "));
-    if out
-        .failed
-        .iter()
-        .all(|f| f.code == reason::TRANSFER_SYNTAX_NOT_SUPPORTED)
-    {
-        ApiError::UnsupportedMediaType(detail)
-    } else {
-        ApiError::Unprocessable(detail)
-    }
+    ApiError::Conflict(format!("no instance was stored: {}", reasons.join("; ")))
 }
 
 /// A digest of the instances sent (not of the framing), for Idempotency-Key replays.
@@ -217,8 +256,9 @@ fn ingest_error(source: IngestError) -> ApiError {
 }
 
 /// Store DICOM instances (DICOMweb STOW-RS style) and estimate the model's performance on them. Every
-/// frame of every instance that decodes is one image of the batch; instances that do not decode are
-/// listed as failed. Answers 202 with the estimate's Location when at least one instance was accepted.
+/// frame of every instance that decodes is one image of the batch; instances that do not decode, and
+/// instances this model received before, are listed as failed. 200 when every instance was stored, 202
+/// when some were, 409 when none was (PS3.18), with the estimate's Location.
 #[utoipa::path(post, path = "/v1/models/{id}/studies", tag = "estimates",
     params(
         ("id" = Uuid, Path, description = "Model id"),
@@ -227,16 +267,18 @@ fn ingest_error(source: IngestError) -> ApiError {
     request_body(content = Vec<u8>, content_type = "multipart/related",
         description = "multipart/related; type=\"application/dicom\"; boundary=...: one DICOM Part 10 file per part"),
     responses(
-        (status = 202, description = "Estimate queued. Body: STOW-RS response (application/dicom+json) with RetrieveURL (0008,1190) = the estimate, ReferencedSOPSequence (0008,1199) and, if any, FailedSOPSequence (0008,1198) whose items carry FailureReason (0008,1197) and ErrorComment (0000,0902)",
+        (status = 200, description = "Every instance was stored; the estimate is queued. Body: STOW-RS response (application/dicom+json) with RetrieveURL (0008,1190) = the estimate and ReferencedSOPSequence (0008,1199)",
+            body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
+        (status = 202, description = "Some instances were stored (the estimate is queued with them), some failed: the body adds FailedSOPSequence (0008,1198) whose items carry FailureReason (0008,1197) and ErrorComment (0000,0902); an instance this model received before fails as a duplicate (0x0111)",
             body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
         (status = 400, body = Problem, content_type = "application/problem+json"),
         (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The model has no active calibration", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "No instance was stored (each part is named with its reason), or the model has no active calibration", body = Problem, content_type = "application/problem+json"),
         (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not multipart/related of application/dicom, or every instance is in an unsupported transfer syntax", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "No instance could be used (each is named with its reason)", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not multipart/related of application/dicom", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The decoded images cannot make a batch", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
             headers(("Retry-After" = u64))),
     ))]
@@ -286,18 +328,22 @@ async fn store_instances(
     let calibration_id = active_calibration(&state, &model).await?;
     check_queue(&state).await?;
     let opts = expand_options(&state, None, 0);
-    let out = tokio::task::spawn_blocking(move || sort_parts(&parts, &opts)).await?;
+    let mut out = tokio::task::spawn_blocking(move || sort_parts(&parts, &opts)).await?;
+    let received = received::known(&state.pool, model.id, &out.instance_uids()).await?;
+    out.drop_received(&received);
     if out.accepted.is_empty() {
-        return Err(nothing_accepted(&out));
+        return Err(nothing_stored(&out));
     }
-    expand::check_total(&out.images, "the request", &opts)?;
+    let images = out.take_images();
+    expand::check_total(&images, "the request", &expand_options(&state, None, 0))?;
     let (estimate_id, answer) = estimates::create(
         &state,
         key.as_ref(),
         &digest,
         &model,
         calibration_id,
-        &out.images,
+        &images,
+        &out.instance_uids(),
         |id| Some(stow_response(&estimate_location(id), &out)),
     )
     .await?;
@@ -316,8 +362,14 @@ fn respond_again(estimate_id: uuid::Uuid, answer: Option<Value>) -> Response {
     respond(&location, body)
 }
 
+/// 200 when every instance was stored, 202 when some failed (PS3.18).
 fn respond(location: &str, body: Value) -> Response {
-    let mut response = (StatusCode::ACCEPTED, axum::Json(body)).into_response();
+    let status = if body.get("00081198").is_some() {
+        StatusCode::ACCEPTED
+    } else {
+        StatusCode::OK
+    };
+    let mut response = (status, axum::Json(body)).into_response();
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,

@@ -75,6 +75,20 @@ impl JobError {
         }
     }
 
+    /// The kind of failure, for logs (never a message that could name an input).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobError::Store(_) => "store",
+            JobError::Pipeline(PipelineError::Engine(_)) => "engine",
+            JobError::Pipeline(PipelineError::Inference(_)) => "inference",
+            JobError::Pipeline(PipelineError::Stopped) => "stopped",
+            JobError::Corrupt(_) => "corrupt",
+            JobError::Serialise(_) => "serialise",
+            JobError::Gone(_) => "gone",
+            JobError::Crashed(_) => "crashed",
+        }
+    }
+
     /// What the job's owner is told: pipeline messages are written for people; internals are not exposed.
     fn public_message(&self) -> String {
         match self {

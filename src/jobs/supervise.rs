@@ -125,7 +125,11 @@ where
         Ended::Done(Ok(output)) => record(ctx, config, id, token, Ok(&output), &lost).await,
         Ended::Done(Err(e)) if e.transient() => retry_later(ctx, config, id, token, &e).await,
         Ended::Done(Err(e)) => {
-            tracing::warn!(error = %e, "job failed");
+            // A pipeline message can name an input file: the reason goes to the job's record only.
+            tracing::warn!(
+                kind = e.kind(),
+                "job failed (its reason is in the job's record)"
+            );
             record_failure(ctx, config, id, token, &e.public_message()).await
         }
     };

@@ -121,7 +121,10 @@ impl BlobStore {
 
     /// Deletes a local store's temp files (`<digest>#<n>`, what an interrupted write leaves) at least
     /// `min_age` old; returns how many. S3 has none.
-    pub async fn sweep_temp_files(&self, min_age: std::time::Duration) -> Result<usize, StoreError> {
+    pub async fn sweep_temp_files(
+        &self,
+        min_age: std::time::Duration,
+    ) -> Result<usize, StoreError> {
         let Some(root) = self.local_root.clone() else {
             return Ok(0);
         };
@@ -200,7 +203,11 @@ fn io_error(e: std::io::Error) -> StoreError {
 
 /// fsyncs a new blob file and the directory that names it, and (once per process) the directories
 /// above it up to the store's root.
-fn sync_local(root: &Path, relative: &str, synced: &Mutex<HashSet<PathBuf>>) -> std::io::Result<()> {
+fn sync_local(
+    root: &Path,
+    relative: &str,
+    synced: &Mutex<HashSet<PathBuf>>,
+) -> std::io::Result<()> {
     let file = root.join(relative);
     std::fs::File::open(&file)?.sync_all()?;
     let mut dir = file.parent();

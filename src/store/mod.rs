@@ -8,6 +8,7 @@ pub mod idempotency;
 pub mod image_sets;
 pub mod keys;
 pub mod models;
+pub mod received;
 
 pub use blobs::BlobStore;
 
@@ -142,7 +143,10 @@ pub async fn sweep_orphans(
     use futures::TryStreamExt;
     let temp = blobs.sweep_temp_files(min_age).await?;
     if temp > 0 {
-        tracing::info!(removed = temp, "blob sweep: interrupted writes' temp files deleted");
+        tracing::info!(
+            removed = temp,
+            "blob sweep: interrupted writes' temp files deleted"
+        );
     }
     let mut pages = std::pin::pin!(blobs.list_older_than(min_age, SWEEP_PAGE));
     let mut removed = 0;

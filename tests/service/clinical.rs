@@ -151,6 +151,11 @@ fn uid(i: usize) -> String {
 
 /// The batch PNGs as single-frame DICOM instances (explicit VR LE) with a patient name and 0.6 mm pixels.
 fn batch_instances() -> Vec<Vec<u8>> {
+    batch_instances_from(0)
+}
+
+/// The batch as instances whose UIDs start at `first`.
+fn batch_instances_from(first: usize) -> Vec<Vec<u8>> {
     gray_pngs(&synthetic().join("batch"))
         .iter()
         .enumerate()
@@ -160,7 +165,7 @@ fn batch_instances() -> Vec<Vec<u8>> {
                 SIDE,
                 px,
                 1,
-                &uid(i),
+                &uid(first + i),
                 dcm::EXPLICIT_VR_LE,
                 Some(SECRET),
                 Some([0.6, 0.6]),
@@ -339,18 +344,55 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
     assert_eq!(est["status"], "succeeded", "{est}");
     assert_eq!(est["result"]["metrics"], png["result"]["metrics"]);
 
-    // A replay under an Idempotency-Key gets the first answer, failures included, and no new estimate.
-    let first = stow_with_key(&app, &id, "study-1.2.3", related_body(&parts)).await;
-    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    // The same instances again (a PACS resending the study): none is stored twice, so 409 (PS3.18),
+    // naming the estimate they went into; no new estimate.
+    let estimates_before = app
+        .get_json(&format!("/v1/models/{id}/estimates"), &app.reader)
+        .await;
+    let r = stow(&app, &id, &related_type(), related_body(&parts)).await;
+    let p = expect_problem(r, StatusCode::CONFLICT).await;
+    let detail = p["detail"].as_str().unwrap();
+    assert!(detail.contains("already received for this model"), "{p}");
+    assert!(detail.contains(&location), "{p}");
+    // Partly new: the new instances are stored (202), the old ones fail as duplicates.
+    let fresh = batch_instances_from(100);
+    let mixed: Vec<(&str, &[u8])> = vec![
+        ("application/dicom", instances[0].as_slice()),
+        ("application/dicom", fresh[0].as_slice()),
+    ];
+    let r = stow(&app, &id, &related_type(), related_body(&mixed)).await;
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let answer: Value = r.json().await.unwrap();
+    assert_eq!(
+        sequence_uids(&answer, "00081199", "00081155"),
+        vec![uid(100)]
+    );
+    assert_eq!(sequence_uids(&answer, "00081198", "00081155"), vec![uid(0)]);
+    let estimates_after = app
+        .get_json(&format!("/v1/models/{id}/estimates"), &app.reader)
+        .await;
+    assert_eq!(
+        estimates_after["items"].as_array().unwrap().len(),
+        estimates_before["items"].as_array().unwrap().len() + 1
+    );
+
+    // Every instance stored: 200. A replay under an Idempotency-Key gets the first answer verbatim.
+    let clean: Vec<(&str, &[u8])> = fresh[1..]
+        .iter()
+        .map(|d| ("application/dicom", d.as_slice()))
+        .collect();
+    let first = stow_with_key(&app, &id, "study-1.2.3", related_body(&clean)).await;
+    assert_eq!(first.status(), StatusCode::OK);
     let first_location = first.headers()["location"].to_str().unwrap().to_string();
     let first_text = first.text().await.unwrap();
-    let again = stow_with_key(&app, &id, "study-1.2.3", related_body(&parts)).await;
-    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert!(!first_text.contains("00081198"), "{first_text}");
+    let again = stow_with_key(&app, &id, "study-1.2.3", related_body(&clean)).await;
+    assert_eq!(again.status(), StatusCode::OK);
     assert_eq!(again.headers()["location"], first_location.as_str());
     assert_eq!(again.headers()["content-type"], "application/dicom+json");
     assert_eq!(again.text().await.unwrap(), first_text);
 
-    // Nothing usable: 415 when every instance is in an unsupported transfer syntax, else 422; nothing stored.
+    // Nothing stored: 409, naming each part's problem (the transfer syntax, the truncation).
     let before = settled_footprint(&app).await;
     let jls = jpeg_ls_instance();
     let r = stow(
@@ -360,7 +402,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
         related_body(&[("application/dicom", &jls)]),
     )
     .await;
-    let p = expect_problem(r, StatusCode::UNSUPPORTED_MEDIA_TYPE).await;
+    let p = expect_problem(r, StatusCode::CONFLICT).await;
     assert!(
         p["detail"]
             .as_str()
@@ -375,7 +417,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
         related_body(&[("application/dicom", truncated)]),
     )
     .await;
-    expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    expect_problem(r, StatusCode::CONFLICT).await;
     let form_type = format!("multipart/form-data; boundary={BOUNDARY}");
     let r = stow(
         &app,

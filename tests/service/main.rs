@@ -9,6 +9,7 @@ mod flow;
 mod idempotency;
 mod jsrt;
 mod lifecycle;
+mod logs;
 mod openapi;
 mod roles;
 mod s3;
