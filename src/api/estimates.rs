@@ -144,17 +144,13 @@ async fn submit(
     let axis = form.take_axis()?;
     let files = upload::images(&mut form, &state.limits, "the batch")?;
     let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
-    let (estimate_id, _) = create(
-        &state,
-        key.as_ref(),
-        &digest,
-        &model,
+    let batch = NewBatch {
+        model: &model,
         calibration_id,
-        &set,
-        &[],
-        |_| None,
-    )
-    .await?;
+        set: &set,
+        dicom_instances: &[],
+    };
+    let (estimate_id, _) = create(&state, key.as_ref(), &digest, batch, |_| None).await?;
     Ok((
         StatusCode::ACCEPTED,
         super::location("estimates", estimate_id),
@@ -188,6 +184,15 @@ pub(crate) async fn active_calibration(
     }
 }
 
+/// A validated batch for a model's active calibration, with the SOP Instance UIDs of the DICOM instances
+/// it came from when they were sent through STOW-RS.
+pub(crate) struct NewBatch<'a> {
+    pub model: &'a models::ModelRow,
+    pub calibration_id: Uuid,
+    pub set: &'a [NamedImage],
+    pub dicom_instances: &'a [String],
+}
+
 /// Stores a validated batch and queues its estimate, in one transaction, with the Idempotency-Key and
 /// the answer `response` builds for replays, if any, and the SOP Instance UIDs of DICOM instances sent
 /// through STOW-RS (so that a resent instance is recognised). A concurrent request with the same key that
@@ -196,12 +201,15 @@ pub(crate) async fn create(
     state: &AppState,
     key: Option<&ScopedKey>,
     digest: &str,
-    model: &models::ModelRow,
-    calibration_id: Uuid,
-    set: &[NamedImage],
-    dicom_instances: &[String],
+    batch: NewBatch<'_>,
     response: impl Fn(Uuid) -> Option<serde_json::Value>,
 ) -> Result<(Uuid, Option<serde_json::Value>), ApiError> {
+    let NewBatch {
+        model,
+        calibration_id,
+        set,
+        dicom_instances,
+    } = batch;
     let estimate_id = Uuid::new_v4();
     let answer = response(estimate_id);
     let result = staged(state, async |staged: &mut Staged| {

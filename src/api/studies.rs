@@ -336,16 +336,16 @@ async fn store_instances(
     }
     let images = out.take_images();
     expand::check_total(&images, "the request", &expand_options(&state, None, 0))?;
-    let (estimate_id, answer) = estimates::create(
-        &state,
-        key.as_ref(),
-        &digest,
-        &model,
+    let instances = out.instance_uids();
+    let batch = estimates::NewBatch {
+        model: &model,
         calibration_id,
-        &images,
-        &out.instance_uids(),
-        |id| Some(stow_response(&estimate_location(id), &out)),
-    )
+        set: &images,
+        dicom_instances: &instances,
+    };
+    let (estimate_id, answer) = estimates::create(&state, key.as_ref(), &digest, batch, |id| {
+        Some(stow_response(&estimate_location(id), &out))
+    })
     .await?;
     Ok(respond_again(estimate_id, answer))
 }
