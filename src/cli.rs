@@ -377,6 +377,7 @@ fn estimate(args: EstimateArgs) -> Result<()> {
         max_volume_voxels: args.max_volume_voxels,
         axis: args.axis,
         min_label_area: 0,
+        max_request_pixels: u64::MAX,
     };
     let batch = load_batch(&args.images, &opts)?;
     let reverse = inference::build_reverse(

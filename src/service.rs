@@ -79,6 +79,9 @@ pub struct ServeArgs {
     /// Most voxels in one NIfTI volume or multi-frame DICOM instance, checked before decoding.
     #[arg(long, env = "SPE_MAX_VOLUME_VOXELS", default_value_t = crate::ingest::expand::DEFAULT_MAX_VOLUME_VOXELS)]
     pub max_volume_voxels: u64,
+    /// Most pixels (voxels) one request may decode in total, counted while decoding: 413 beyond.
+    #[arg(long, env = "SPE_MAX_REQUEST_PIXELS", default_value_t = 1 << 31)]
+    pub max_request_pixels: u64,
     /// Most jobs queued or running before submissions get 429.
     #[arg(long, env = "SPE_MAX_QUEUE", default_value_t = 64)]
     pub max_queue: i64,
@@ -99,9 +102,13 @@ pub struct ServeArgs {
     /// Require an API key for /healthz, /readyz and /metrics too.
     #[arg(long, env = "SPE_PROTECT_OPS")]
     pub protect_ops: bool,
-    /// Database connections held by this process.
-    #[arg(long, env = "SPE_DB_CONNECTIONS", default_value_t = 16)]
+    /// Database connections of the API (workers have their own, two per worker plus two).
+    #[arg(long, env = "SPE_DB_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
     pub db_connections: u32,
+    /// Uploads (POST/PUT with a body) handled at once; more get 429 with Retry-After before their body is
+    /// read. Keep it below --db-connections: each holds one connection while it stores its files.
+    #[arg(long, env = "SPE_MAX_CONCURRENT_UPLOADS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_uploads: u32,
     /// Rayon threads for the engine (0 = all cores).
     #[arg(long, env = "SPE_THREADS", default_value_t = 0)]
     pub threads: usize,
@@ -447,8 +454,11 @@ pub async fn run(
     });
     let workers = match (&runtime, has_workers) {
         (Ok(rt), true) => {
+            // The workers' own connections: claims, heartbeats and result writes never wait behind
+            // uploads holding the API's pool.
+            let worker_pool = connect(&args.db.database_url, args.workers as u32 * 2 + 2).await?;
             let ctx = Arc::new(Ctx {
-                pool: pool.clone(),
+                pool: worker_pool,
                 blobs: blobs.clone(),
                 runtime: rt.clone(),
                 max_pixels: args.max_pixels,
@@ -483,6 +493,7 @@ pub async fn run(
                     max_images: args.max_images,
                     max_pixels: args.max_pixels,
                     max_volume_voxels: args.max_volume_voxels,
+                    max_request_pixels: args.max_request_pixels,
                     max_queue: args.max_queue,
                     retry_after_s: args.retry_after_secs,
                     request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
@@ -490,6 +501,9 @@ pub async fn run(
                 max_attempts: args.max_attempts.max(1),
                 open_ops: !args.protect_ops,
                 draining: Arc::new(AtomicBool::new(false)),
+                uploads: Arc::new(tokio::sync::Semaphore::new(
+                    args.max_concurrent_uploads as usize,
+                )),
                 serves_api: args.role != Role::Worker,
             };
             tracing::info!(address = %listener.local_addr()?, role = ?args.role, "serving");

@@ -125,17 +125,22 @@ async fn create(
             return Ok((StatusCode::CREATED, super::location("calibrations", cal), Json(view(&state, cal).await?)));
         }
         "multipart/form-data" => {
+            // Before the body is read: a full queue costs the client no upload.
+            check_queue(&state).await?;
             let multipart = Multipart::from_request(req, &state).await?;
             let mut form = Upload::read(
                 multipart,
                 &["checkpoint", "masks", "image", "label", "archive", "params", "activate", "axis"],
             )
             .await?;
-            let digest = form.digest();
+            let digest = super::blocking({
+                let form = form.clone();
+                move || form.digest()
+            })
+            .await?;
             match replay(&state, key.as_ref(), &digest).await? {
                 Some(first) => first.resource_id,
                 None => {
-                    check_queue(&state).await?;
                     let idem = key.as_ref().map(|k| (k, digest.as_str()));
                     from_upload(&state, &model, reference_set_id, &mut form, idem).await?
                 }
@@ -187,10 +192,10 @@ enum Source {
 fn masks_by_checkpoint(
     zip: &Bytes,
     names: &[String],
-    state: &AppState,
+    limits: &super::Limits,
 ) -> Result<Vec<Source>, ApiError> {
     let mut folders: BTreeMap<String, BTreeMap<String, Bytes>> = BTreeMap::new();
-    for (path, data) in upload::unzip(zip, &state.limits)? {
+    for (path, data) in upload::unzip(zip, limits)? {
         let mut parts = path
             .split('/')
             .filter(|p| !p.is_empty())
@@ -247,7 +252,10 @@ async fn from_upload(
     let checkpoints = form.take_all("checkpoint");
     let masks = form.take_one("masks")?;
     let axis = form.take_axis()?;
-    let pairs = upload::labelled(form, &state.limits, "the calibration set")?;
+    let (mut rest, limits) = (std::mem::take(form), state.limits.clone());
+    let pairs =
+        super::blocking(move || upload::labelled(&mut rest, &limits, "the calibration set"))
+            .await??;
     let set = prepare_labelled(state, pairs, axis, params.min_area, "the calibration set").await?;
     let names: Vec<String> = set.iter().map(|i| i.name.clone()).collect();
     let sources = match (checkpoints.is_empty(), masks) {
@@ -267,7 +275,10 @@ async fn from_upload(
             sources
         }
         (true, Some(zip)) => {
-            let sources = masks_by_checkpoint(&zip.data, &names, state)?;
+            let limits = state.limits.clone();
+            let names = names.clone();
+            let sources =
+                super::blocking(move || masks_by_checkpoint(&zip.data, &names, &limits)).await??;
             validate_masks(state, &sources).await?;
             sources
         }

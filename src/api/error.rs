@@ -37,6 +37,8 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("{detail}")]
     TooManyRequests { detail: String, retry_after_s: u64 },
+    #[error("{detail}")]
+    TooManyUploads { detail: String, retry_after_s: u64 },
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -109,6 +111,7 @@ impl ApiError {
             }
             ApiError::Unprocessable(_) => (S::UNPROCESSABLE_ENTITY, "invalid-input"),
             ApiError::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "queue-full"),
+            ApiError::TooManyUploads { .. } => (S::TOO_MANY_REQUESTS, "too-many-uploads"),
             ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
             ApiError::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request-timeout"),
             ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
@@ -194,7 +197,8 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::TooManyRequests { retry_after_s, .. } => {
+            ApiError::TooManyRequests { retry_after_s, .. }
+            | ApiError::TooManyUploads { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
             }
             ApiError::Unauthenticated(_) => {

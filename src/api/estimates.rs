@@ -107,6 +107,9 @@ async fn submit(
     let model = models::get(&state.pool, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
+    // Before the body is read: a full queue or a model without calibration costs the client no upload.
+    let calibration_id = active_calibration(&state, &model).await?;
+    check_queue(&state).await?;
     let mut form = match media_type(&req).as_str() {
         "multipart/form-data" => Upload::read(Multipart::from_request(req, &state).await?, &["image", "archive", "axis"]).await?,
         "application/zip" | "application/x-zip-compressed" => {
@@ -130,7 +133,11 @@ async fn submit(
             )))
         }
     };
-    let digest = form.digest();
+    let digest = super::blocking({
+        let form = form.clone();
+        move || form.digest()
+    })
+    .await?;
     if let Some(existing) = replay(&state, key.as_ref(), &digest).await? {
         let existing = existing.resource_id;
         return Ok((
@@ -139,10 +146,9 @@ async fn submit(
             Json(view(&state, existing).await?),
         ));
     }
-    let calibration_id = active_calibration(&state, &model).await?;
-    check_queue(&state).await?;
     let axis = form.take_axis()?;
-    let files = upload::images(&mut form, &state.limits, "the batch")?;
+    let limits = state.limits.clone();
+    let files = super::blocking(move || upload::images(&mut form, &limits, "the batch")).await??;
     let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
     let batch = NewBatch {
         model: &model,

@@ -44,6 +44,8 @@ pub struct Limits {
     pub max_pixels: u64,
     /// Most voxels per NIfTI volume or multi-frame DICOM instance, checked before decoding.
     pub max_volume_voxels: u64,
+    /// Most pixels one request may decode in total (every image, frame and slice), counted while decoding.
+    pub max_request_pixels: u64,
     /// Most jobs queued or running; beyond it submissions get 429 with Retry-After.
     pub max_queue: i64,
     /// Retry-After seconds sent with 429.
@@ -67,6 +69,8 @@ pub struct AppState {
     pub draining: Arc<AtomicBool>,
     /// Whether this process runs the API (false: a worker answering only the operations routes).
     pub serves_api: bool,
+    /// Permits for uploads in progress (see [`upload_permit`]).
+    pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -181,6 +185,7 @@ pub fn app(state: AppState) -> Router {
             ApiError::MethodNotAllowed("this route does not take that method; see /docs".into())
         })
         .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), upload_permit))
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {
             request_deadline(req, next, request_timeout)
         }))
@@ -211,6 +216,33 @@ async fn request_deadline(req: Request, next: Next, limit: Duration) -> Response
             limit.as_secs()
         ))
         .into_response(),
+    }
+}
+
+/// Bounds the uploads handled at once: a POST, PUT or PATCH beyond the limit gets 429 with Retry-After
+/// before its body is read, so a burst of large uploads cannot take every database connection (each
+/// upload holds one while it stores its files) and starve authentication and polling.
+async fn upload_permit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    req: Request,
+    next: Next,
+) -> Response {
+    use axum::http::Method;
+    if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return next.run(req).await;
+    }
+    match state.uploads.clone().try_acquire_owned() {
+        Ok(_permit) => next.run(req).await,
+        Err(_) => {
+            metrics::counter!("spe_uploads_refused_total").increment(1);
+            ApiError::TooManyUploads {
+                detail: "the server is handling as many uploads as it allows (SPE_MAX_CONCURRENT_UPLOADS); \
+                         retry after the Retry-After delay"
+                    .into(),
+                retry_after_s: state.limits.retry_after_s,
+            }
+            .into_response()
+        }
     }
 }
 
@@ -257,12 +289,26 @@ where
             .await
             .map(|()| value)
             .map_err(ApiError::from),
-        Err(e) => Err(e),
+        Err(e) => {
+            // Roll back first: the cleanup's exclusive blob locks would wait on this transaction's shared
+            // ones. (If the rollback itself fails, the connection is closed, which also releases them.)
+            let _ = staged.rollback().await;
+            Err(e)
+        }
     };
+    // The transaction is over on every path here (committed, rolled back, or consumed by a failed commit).
     if result.is_err() {
         cleanup(state, &created).await;
     }
     result
+}
+
+/// Runs CPU-bound work (hashing, unzipping, decoding) on a blocking thread, off the async workers that
+/// answer every other request.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    Ok(tokio::task::spawn_blocking(f).await?)
 }
 
 /// Shared by handlers taking either JSON or multipart: the request's media type, lowercased, without

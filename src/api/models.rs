@@ -290,6 +290,7 @@ pub(crate) fn expand_options(
         max_volume_voxels: state.limits.max_volume_voxels,
         axis,
         min_label_area,
+        max_request_pixels: state.limits.max_request_pixels,
     }
 }
 
@@ -347,7 +348,9 @@ async fn put_reference(
     model_or_404(&state, id).await?;
     let mut form = Upload::read(multipart?, &["image", "label", "archive", "axis"]).await?;
     let axis = form.take_axis()?;
-    let pairs = upload::labelled(&mut form, &state.limits, "the reference set")?;
+    let limits = state.limits.clone();
+    let pairs = super::blocking(move || upload::labelled(&mut form, &limits, "the reference set"))
+        .await??;
     let min_area = crate::engine::spe::SpeParams::default().min_area;
     let set = prepare_labelled(&state, pairs, axis, min_area, "the reference set").await?;
     let (set_id, garbage) = staged(&state, async |staged: &mut Staged| {

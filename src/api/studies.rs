@@ -308,6 +308,9 @@ async fn store_instances(
             "multipart/related of type {kind:?} is not accepted; this endpoint takes type=\"application/dicom\""
         )));
     }
+    // Before the body is read: a full queue or a model without calibration costs the client no upload.
+    let calibration_id = active_calibration(&state, &model).await?;
+    check_queue(&state).await?;
     let body = Bytes::from_request(req, &state).await.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::PayloadTooLarge(
@@ -321,12 +324,14 @@ async fn store_instances(
     let parts = related_parts(&boundary, body, state.limits.max_images)
         .await
         .map_err(ingest_error)?;
-    let digest = parts_digest(&parts);
+    let (parts, digest) = super::blocking(move || {
+        let digest = parts_digest(&parts);
+        (parts, digest)
+    })
+    .await?;
     if let Some(first) = replay(&state, key.as_ref(), &digest).await? {
         return Ok(respond_again(first.resource_id, first.response));
     }
-    let calibration_id = active_calibration(&state, &model).await?;
-    check_queue(&state).await?;
     let opts = expand_options(&state, None, 0);
     let mut out = tokio::task::spawn_blocking(move || sort_parts(&parts, &opts)).await?;
     let received = received::known(&state.pool, model.id, &out.instance_uids()).await?;

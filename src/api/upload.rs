@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::io::Read;
 
+#[derive(Clone)]
 pub struct Part {
     pub name: String,
     pub file_name: Option<String>,
@@ -18,6 +19,7 @@ pub struct Part {
 }
 
 /// A multipart body, read completely.
+#[derive(Clone, Default)]
 pub struct Upload {
     parts: Vec<Part>,
 }
@@ -67,10 +69,6 @@ impl Upload {
             h.update(format!("{a}\0{b}\0{c}\n"));
         }
         hex::encode(h.finalize())
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.parts.iter().any(|p| p.name == name)
     }
 
     /// All parts with this name, removed from the upload.

@@ -228,6 +228,19 @@ fn has_image_extension(path: &Path) -> bool {
 }
 
 /// Decode to a gray image at the source resolution, values 0..=255.
+/// The pixel count a PNG or JPEG header declares (None when it is neither, or unreadable): a budget check
+/// before anything is decoded.
+pub fn declared_pixels(bytes: &[u8]) -> Option<u64> {
+    let format = match image::guess_format(bytes) {
+        Ok(f @ (ImageFormat::Png | ImageFormat::Jpeg)) => f,
+        _ => return None,
+    };
+    let (w, h) = ImageReader::with_format(Cursor::new(bytes), format)
+        .into_dimensions()
+        .ok()?;
+    Some(u64::from(w) * u64::from(h))
+}
+
 fn decode_source(bytes: &[u8], name: &str, max_pixels: u64) -> Result<Array2<f32>, EngineError> {
     let data_err = |reason: String| EngineError::ImageData {
         name: name.to_string(),

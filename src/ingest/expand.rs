@@ -11,6 +11,8 @@ use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};
 use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 /// Why files cannot become images. The service maps these to problem responses; the CLI prints them.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +103,59 @@ pub struct Options {
     pub axis: Option<usize>,
     /// Slices of labelled volumes with fewer label pixels (on the working grid) are left out.
     pub min_label_area: usize,
+    /// Most pixels (voxels, for volumes) one request may decode in total.
+    pub max_request_pixels: u64,
+}
+
+/// What one request may still decode, counted while it decodes so that it stops as soon as it is over:
+/// images (every frame and slice) against `max_images`, pixels against `max_request_pixels`. PNG and
+/// JPEG files are counted from their headers before decoding; volumes (NIfTI, multi-frame DICOM), the
+/// large ones, are decoded one at a time and counted as they come out, so memory holds one at most.
+struct Budget<'a> {
+    images: AtomicUsize,
+    pixels: AtomicU64,
+    one_volume_at_a_time: Mutex<()>,
+    opts: &'a Options,
+    what: &'a str,
+}
+
+impl<'a> Budget<'a> {
+    fn new(opts: &'a Options, what: &'a str) -> Self {
+        Self {
+            images: AtomicUsize::new(0),
+            pixels: AtomicU64::new(0),
+            one_volume_at_a_time: Mutex::new(()),
+            opts,
+            what,
+        }
+    }
+
+    fn take(&self, images: usize, pixels: u64) -> Result<(), ExpandError> {
+        let (opts, what) = (self.opts, self.what);
+        let total_images = self.images.fetch_add(images, Ordering::SeqCst) + images;
+        if total_images > opts.max_images {
+            return Err(ExpandError::TooMany(format!(
+                "{what} holds more than {} images (counting every DICOM frame and NIfTI slice), the most \
+                 accepted per request; send fewer",
+                opts.max_images
+            )));
+        }
+        let total_pixels = self.pixels.fetch_add(pixels, Ordering::SeqCst) + pixels;
+        if total_pixels > opts.max_request_pixels {
+            return Err(ExpandError::TooMany(format!(
+                "{what} decodes to more than {} pixels in total, the most accepted per request \
+                 (SPE_MAX_REQUEST_PIXELS); send fewer or smaller images per request",
+                opts.max_request_pixels
+            )));
+        }
+        Ok(())
+    }
+
+    /// Decodes a volume while no other volume of this request is being decoded.
+    fn volume<T>(&self, decode: impl FnOnce() -> T) -> T {
+        let _one = self.one_volume_at_a_time.lock();
+        decode()
+    }
 }
 
 impl Options {
@@ -224,15 +279,37 @@ fn passthrough(name: &str, data: &Bytes, format: Format, label: Option<Bytes>) -
     }
 }
 
-fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
+fn pixels_of(images: &[NamedImage]) -> u64 {
+    images
+        .iter()
+        .map(|i| image_io::declared_pixels(&i.image).unwrap_or(0))
+        .sum()
+}
+
+fn expand_one(file: &InputFile, budget: &Budget) -> Result<Vec<NamedImage>, ExpandError> {
+    let opts = budget.opts;
     let format = Format::sniff(&file.data);
     match format {
-        Format::Dicom => dicom_images(&file.name, &file.data, &sha256_hex(&file.data), opts)
-            .map(|d| d.images)
-            .map_err(|f| ingest_error(&format!("DICOM instance {}", file.name), f.error)),
+        Format::Dicom => {
+            let images = budget
+                .volume(|| dicom_images(&file.name, &file.data, &sha256_hex(&file.data), opts))
+                .map(|d| d.images)
+                .map_err(|f| ingest_error(&format!("DICOM instance {}", file.name), f.error))?;
+            budget.take(images.len(), pixels_of(&images))?;
+            Ok(images)
+        }
         Format::Nifti => {
-            let planes = nifti::decode_volume(&file.data, opts.axis, &opts.nifti_limits())
+            let planes = budget
+                .volume(|| nifti::decode_volume(&file.data, opts.axis, &opts.nifti_limits()))
                 .map_err(|e| ingest_error(&format!("NIfTI volume {:?}", file.name), e))?;
+            let voxels = planes
+                .iter()
+                .map(|p| {
+                    let (h, w) = p.pixels.dim();
+                    (h * w) as u64
+                })
+                .sum();
+            budget.take(planes.len(), voxels)?;
             let sha = sha256_hex(&file.data);
             Ok(planes
                 .iter()
@@ -250,6 +327,7 @@ fn expand_one(file: &InputFile, opts: &Options) -> Result<Vec<NamedImage>, Expan
         }
         // Unknown bytes go to the image decoder too, whose error says what it could not read.
         Format::Png | Format::Jpeg | Format::Unknown => {
+            budget.take(1, image_io::declared_pixels(&file.data).unwrap_or(0))?;
             image_io::decode_gray(&file.data, &file.name, opts.max_pixels)?;
             Ok(vec![passthrough(&file.name, &file.data, format, None)])
         }
@@ -273,16 +351,18 @@ pub fn unlabelled(
     opts: &Options,
     what: &str,
 ) -> Result<Vec<NamedImage>, ExpandError> {
+    let budget = Budget::new(opts, what);
     let nested = files
         .par_iter()
-        .map(|f| expand_one(f, opts))
+        .map(|f| expand_one(f, &budget))
         .collect::<Result<Vec<_>, _>>()?;
     let images: Vec<NamedImage> = nested.into_iter().flatten().collect();
     check_total(&images, what, opts)?;
     Ok(images)
 }
 
-fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
+fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, ExpandError> {
+    let opts = budget.opts;
     let name = &pair.name;
     match (Format::sniff(&pair.image), Format::sniff(&pair.label)) {
         (Format::Dicom, _) | (_, Format::Dicom) => Err(ingest_error(
@@ -293,7 +373,11 @@ fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, Expa
                     .into(),
             ),
         )),
-        (Format::Nifti, Format::Nifti) => nifti_pair(pair, opts),
+        (Format::Nifti, Format::Nifti) => {
+            let kept = budget.volume(|| nifti_pair(pair, opts))?;
+            budget.take(kept.len(), pixels_of(&kept))?;
+            Ok(kept)
+        }
         (Format::Nifti, _) | (_, Format::Nifti) => Err(ingest_error(
             &format!("image {name:?}"),
             IngestError::Unsupported(
@@ -302,6 +386,8 @@ fn expand_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, Expa
             ),
         )),
         (format, _) => {
+            let declared = |b: &[u8]| image_io::declared_pixels(b).unwrap_or(0);
+            budget.take(1, declared(&pair.image) + declared(&pair.label))?;
             image_io::decode_gray(&pair.image, name, opts.max_pixels)?;
             image_io::decode_label(&pair.label, &format!("label {name}"), opts.max_pixels)?;
             Ok(vec![passthrough(
@@ -380,11 +466,92 @@ pub fn labelled(
     opts: &Options,
     what: &str,
 ) -> Result<Vec<NamedImage>, ExpandError> {
+    let budget = Budget::new(opts, what);
     let nested = pairs
         .par_iter()
-        .map(|p| expand_pair(p, opts))
+        .map(|p| expand_pair(p, &budget))
         .collect::<Result<Vec<_>, _>>()?;
     let images: Vec<NamedImage> = nested.into_iter().flatten().collect();
     check_total(&images, what, opts)?;
     Ok(images)
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use super::*;
+
+    fn opts(max_images: usize, max_request_pixels: u64) -> Options {
+        Options {
+            max_pixels: 50_000_000,
+            max_images,
+            max_volume_voxels: 1 << 24,
+            axis: None,
+            min_label_area: 0,
+            max_request_pixels,
+        }
+    }
+
+    /// A valid gray PNG that decodes to `side` x `side` zeros: tiny on the wire, large decoded.
+    fn zeros_png(side: u32) -> Bytes {
+        let raw = vec![0u8; (side * side) as usize];
+        png_bytes(&raw, side as usize, side as usize, ExtendedColorType::L8)
+    }
+
+    #[test]
+    fn large_declared_pngs_are_refused_by_the_request_total() {
+        let png = zeros_png(5000);
+        assert!(png.len() < 200_000, "{} bytes", png.len());
+        let files: Vec<InputFile> = (0..1000)
+            .map(|i| InputFile {
+                name: format!("p{i}"),
+                data: png.clone(),
+            })
+            .collect();
+        // 1000 x 25 Mpx against a 100 Mpx budget: refused after a handful, not after decoding all.
+        let started = std::time::Instant::now();
+        let e = unlabelled(&files, &opts(2000, 100_000_000), "the batch")
+            .err()
+            .unwrap();
+        assert!(matches!(e, ExpandError::TooMany(_)), "{e}");
+        assert!(e.to_string().contains("SPE_MAX_REQUEST_PIXELS"), "{e}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "took {:?}: the budget did not stop the decoding",
+            started.elapsed()
+        );
+        // Under the budget the same files are fine.
+        assert_eq!(
+            unlabelled(&files[..3], &opts(2000, 100_000_000), "x")
+                .unwrap()
+                .len(),
+            3
+        );
+    }
+
+    #[test]
+    fn volumes_count_their_slices_while_decoding() {
+        let dims = [16, 16, 64];
+        let data = vec![7u8; dims.iter().product()];
+        let nii = Bytes::from(crate::ingest::nifti::testdata::nifti_u8(
+            dims, &data, [1.0; 3], true,
+        ));
+        let files: Vec<InputFile> = (0..16)
+            .map(|i| InputFile {
+                name: format!("v{i}"),
+                data: nii.clone(),
+            })
+            .collect();
+        // 16 volumes of 64 slices against 100 images: the third volume is over.
+        let e = unlabelled(&files, &opts(100, u64::MAX), "the batch")
+            .err()
+            .unwrap();
+        assert!(matches!(e, ExpandError::TooMany(_)), "{e}");
+        assert!(e.to_string().contains("more than 100 images"), "{e}");
+        assert_eq!(
+            unlabelled(&files[..1], &opts(100, u64::MAX), "x")
+                .unwrap()
+                .len(),
+            64
+        );
+    }
 }

@@ -32,6 +32,17 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// [`sha256_hex`] on a blocking thread for large blobs (an ONNX model takes a while), inline for small.
+pub async fn digest_off_thread(bytes: &Bytes) -> Result<String, StoreError> {
+    if bytes.len() < 1 << 20 {
+        return Ok(sha256_hex(bytes));
+    }
+    let bytes = bytes.clone();
+    tokio::task::spawn_blocking(move || sha256_hex(&bytes))
+        .await
+        .map_err(|e| io_error(std::io::Error::other(e)))
+}
+
 impl BlobStore {
     /// `location`: a local directory (created if missing), or `s3://bucket[/prefix]` configured from the
     /// usual AWS_* environment variables (AWS_ENDPOINT for S3-compatible stores).
@@ -95,7 +106,11 @@ impl BlobStore {
     /// fsynced, with its directory, before this returns, so a row committed after it never points to a
     /// file a power loss emptied; a stored blob of the wrong size (such a file) is written again.
     pub async fn put(&self, bytes: Bytes) -> Result<(String, bool), StoreError> {
-        let sha = sha256_hex(&bytes);
+        let sha = digest_off_thread(&bytes).await?;
+        self.put_digested(sha, bytes).await
+    }
+
+    async fn put_digested(&self, sha: String, bytes: Bytes) -> Result<(String, bool), StoreError> {
         let path = Self::path(&sha);
         match self.inner.head(&path).await {
             Ok(meta) if meta.size == bytes.len() as u64 => return Ok((sha, false)),
@@ -255,12 +270,18 @@ fn remove_temp_files(dir: &Path, min_age: std::time::Duration) -> std::io::Resul
     Ok(removed)
 }
 
-/// The advisory-lock key of a blob (its digest's first 8 bytes). Writers hold it shared from writing the
-/// blob until their rows commit; garbage collection holds it exclusively from its reference check to the
-/// delete. So a blob is never deleted between a writer finding it present and its rows referencing it.
+/// The advisory-lock key of a blob: one of 256 buckets (its digest's first byte). Writers hold it shared
+/// from writing the blob until their rows commit; garbage collection holds it exclusively from its
+/// reference check to the delete. So a blob is never deleted between a writer finding it present and its
+/// rows referencing it. Buckets, not one lock per blob, so that a 1000-image upload holds at most 256 locks
+/// and a few of them cannot fill PostgreSQL's lock table (max_locks_per_transaction x max_connections).
 fn lock_key(sha: &str) -> i64 {
-    let prefix = sha.get(..16).unwrap_or(sha);
-    u64::from_str_radix(prefix, 16).unwrap_or(0) as i64
+    const BASE: i64 = 0x5350_4500_0000;
+    let bucket = sha
+        .get(..2)
+        .and_then(|b| i64::from_str_radix(b, 16).ok())
+        .unwrap_or(0);
+    BASE + bucket
 }
 
 /// Takes the exclusive lock on a blob for the rest of `conn`'s transaction.
@@ -277,6 +298,7 @@ pub async fn lock_exclusive(conn: &mut PgConnection, sha: &str) -> Result<(), St
 pub struct Staged {
     pub created: Vec<String>,
     tx: Transaction<'static, Postgres>,
+    locked: HashSet<i64>,
 }
 
 impl Staged {
@@ -284,17 +306,21 @@ impl Staged {
         Ok(Self {
             created: Vec::new(),
             tx: pool.begin().await?,
+            locked: HashSet::new(),
         })
     }
 
     /// Stores a blob for rows this transaction will insert.
     pub async fn put(&mut self, store: &BlobStore, bytes: Bytes) -> Result<String, StoreError> {
-        let sha = sha256_hex(&bytes);
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
-            .bind(lock_key(&sha))
-            .execute(&mut *self.tx)
-            .await?;
-        let (sha, created) = store.put(bytes).await?;
+        let sha = digest_off_thread(&bytes).await?;
+        let key = lock_key(&sha);
+        if self.locked.insert(key) {
+            sqlx::query("SELECT pg_advisory_xact_lock_shared($1)")
+                .bind(key)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        let (sha, created) = store.put_digested(sha, bytes).await?;
         if created {
             self.created.push(sha.clone());
         }
@@ -308,6 +334,13 @@ impl Staged {
 
     pub async fn commit(self) -> Result<(), StoreError> {
         self.tx.commit().await?;
+        Ok(())
+    }
+
+    /// Ends the transaction, releasing its shared blob locks: call before deleting what it staged, whose
+    /// exclusive locks would otherwise wait on this very transaction.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
         Ok(())
     }
 }

@@ -405,6 +405,62 @@ async fn bad_input_queue_full_is_429_with_retry_after() {
     assert_eq!(r.headers()["retry-after"], "7");
     expect_problem(r, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(app.footprint().await, before);
+    // The queue is checked before the body is read: a body that is not even multipart still gets 429.
+    let r = app
+        .client
+        .post(app.at(&path))
+        .bearer_auth(&app.submitter)
+        .header("content-type", "multipart/form-data; boundary=XYZ")
+        .body("this is not a multipart body")
+        .send()
+        .await
+        .unwrap();
+    expect_problem(r, StatusCode::TOO_MANY_REQUESTS).await;
+    app.stop().await;
+}
+
+/// Uploads beyond the concurrency limit get 429 with Retry-After at once, while reads keep working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_concurrent_uploads_are_bounded() {
+    let app = TestApp::with(Options {
+        max_concurrent_uploads: 2,
+        ..Options::default()
+    })
+    .await;
+    let _first = crate::lifecycle::trickling_upload(&app).await;
+    let _second = crate::lifecycle::trickling_upload(&app).await;
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let r = app
+        .post_form(
+            "/v1/models",
+            &app.admin,
+            images_form(&synthetic().join("batch")),
+        )
+        .await;
+    assert_eq!(r.headers()["retry-after"], "7");
+    let p = expect_problem(r, StatusCode::TOO_MANY_REQUESTS).await;
+    assert_eq!(p["type"], "urn:spe:problem:too-many-uploads");
+    assert_eq!(
+        app.get("/v1/models", &app.reader).await.status(),
+        StatusCode::OK
+    );
+    // Once the stuck uploads are gone, uploads are taken again.
+    drop(_first);
+    drop(_second);
+    let started = std::time::Instant::now();
+    loop {
+        let form = reqwest::multipart::Form::new().text("name", "x");
+        let r = app.post_form("/v1/models", &app.admin, form).await;
+        if r.status() != StatusCode::TOO_MANY_REQUESTS {
+            expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the permits never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     app.stop().await;
 }
 

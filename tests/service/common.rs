@@ -76,6 +76,8 @@ pub struct Options {
     /// 0 (the tests' default): stop at once; the drain test sets its own.
     pub drain_secs: u64,
     pub no_migrate: bool,
+    pub max_concurrent_uploads: u32,
+    pub max_request_pixels: u64,
 }
 
 impl Default for Options {
@@ -97,6 +99,8 @@ impl Default for Options {
             request_timeout_secs: 120,
             drain_secs: 0,
             no_migrate: false,
+            max_concurrent_uploads: 6,
+            max_request_pixels: 1 << 31,
         }
     }
 }
@@ -149,6 +153,7 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         max_images: o.max_images,
         max_pixels: o.max_pixels,
         max_volume_voxels: 1 << 24,
+        max_request_pixels: o.max_request_pixels,
         max_queue: o.max_queue,
         retry_after_secs: 7,
         request_timeout_secs: o.request_timeout_secs,
@@ -156,6 +161,7 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         no_migrate: o.no_migrate,
         protect_ops: o.protect_ops,
         db_connections: 8,
+        max_concurrent_uploads: o.max_concurrent_uploads,
         threads: 0,
         provider: spe::inference::ExecutionProvider::Cpu,
         provider_required: false,

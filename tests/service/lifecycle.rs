@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Starts a multipart model registration whose body never completes: the handler waits on it.
-async fn trickling_upload(app: &TestApp) -> TcpStream {
+pub async fn trickling_upload(app: &TestApp) -> TcpStream {
     let addr = app.url.trim_start_matches("http://");
     let mut conn = TcpStream::connect(addr).await.unwrap();
     let head = format!(

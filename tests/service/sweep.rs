@@ -204,3 +204,31 @@ async fn sweep_local_blob_store_repairs_and_sweeps_what_a_crash_leaves() {
     assert!(file.exists(), "a young blob was swept");
     app.stop().await;
 }
+
+/// A large upload holds at most 256 blob locks, however many blobs it writes, so a few 1000-image sets
+/// cannot exhaust PostgreSQL's lock table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn staged_uploads_hold_a_bounded_number_of_blob_locks() {
+    let app = TestApp::start().await;
+    let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
+    let mut staged = spe::store::blobs::Staged::begin(&app.pool).await.unwrap();
+    for i in 0..1500u32 {
+        staged
+            .put(&blobs, Bytes::from(format!("blob number {i}").into_bytes()))
+            .await
+            .unwrap();
+    }
+    let held: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()",
+    )
+    .fetch_one(staged.tx())
+    .await
+    .unwrap();
+    assert!(held <= 256, "one upload holds {held} advisory locks");
+    assert!(
+        held > 100,
+        "the blobs should spread over the buckets: {held}"
+    );
+    staged.rollback().await.unwrap();
+    app.stop().await;
+}
