@@ -9,7 +9,7 @@ export SPE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
 S3S_FS_VERSION := 0.14.1
 S3S_FS := .tools/bin/s3s-fs
 
-.PHONY: run test ort lint bench bench-accuracy fuzz fixtures clean-db
+.PHONY: run test ort lint bench bench-accuracy bench-load fuzz fixtures clean-db
 
 run: ort
 	cargo build --release --locked
@@ -30,6 +30,11 @@ bench: ort
 # images, every checkpoint; `make bench-accuracy ARGS="--quick"` or ARGS="--dataset jsrt". JSON: target/accuracy.json.
 bench-accuracy: ort
 	cargo bench --locked --bench accuracy -- $(ARGS)
+
+# Load on loopback (32 large uploads, 200 GET/s, 50 slow clients) against the release binary and a private
+# PostgreSQL (.pgdata-load); `make bench-load ARGS="--seconds 60"`. JSON: target/load.json.
+bench-load: ort
+	PG_FSYNC=off tools/pg.sh .pgdata-load 54342 -- cargo bench --locked --bench load -- $(ARGS)
 
 # `make fuzz TARGET=dicom SECONDS=300`: one cargo-fuzz target (image, dicom, nifti, multipart) for SECONDS
 # seconds, from its seeds (tools/fuzz/corpus/, git-ignored, generated on first use; new inputs go there),

@@ -279,6 +279,14 @@ fn passthrough(name: &str, data: &Bytes, format: Format, label: Option<Bytes>) -
     }
 }
 
+/// What a PNG or JPEG header declares, when within the per-image limit (a larger one is refused by the
+/// decoder with its own message, naming the image).
+fn declared_within(bytes: &[u8], opts: &Options) -> u64 {
+    image_io::declared_pixels(bytes)
+        .filter(|&p| p <= opts.max_pixels)
+        .unwrap_or(0)
+}
+
 fn pixels_of(images: &[NamedImage]) -> u64 {
     images
         .iter()
@@ -327,7 +335,7 @@ fn expand_one(file: &InputFile, budget: &Budget) -> Result<Vec<NamedImage>, Expa
         }
         // Unknown bytes go to the image decoder too, whose error says what it could not read.
         Format::Png | Format::Jpeg | Format::Unknown => {
-            budget.take(1, image_io::declared_pixels(&file.data).unwrap_or(0))?;
+            budget.take(1, declared_within(&file.data, opts))?;
             image_io::decode_gray(&file.data, &file.name, opts.max_pixels)?;
             Ok(vec![passthrough(&file.name, &file.data, format, None)])
         }
@@ -386,8 +394,7 @@ fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, Exp
             ),
         )),
         (format, _) => {
-            let declared = |b: &[u8]| image_io::declared_pixels(b).unwrap_or(0);
-            budget.take(1, declared(&pair.image) + declared(&pair.label))?;
+            budget.take(1, declared_within(&pair.image, opts) + declared_within(&pair.label, opts))?;
             image_io::decode_gray(&pair.image, name, opts.max_pixels)?;
             image_io::decode_label(&pair.label, &format!("label {name}"), opts.max_pixels)?;
             Ok(vec![passthrough(
