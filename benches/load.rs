@@ -259,17 +259,18 @@ async fn main() {
                     Ok(r) => r.json().await.unwrap_or(Value::Null),
                     Err(_) => Value::Null,
                 };
-                let mut c = codes.lock().unwrap();
-                match status {
-                    202 => c.accepted += 1,
-                    429 if body["type"] == "urn:spe:problem:too-many-uploads" => {
-                        c.too_many_uploads += 1
+                {
+                    let mut c = codes.lock().unwrap();
+                    match status {
+                        202 => c.accepted += 1,
+                        429 if body["type"] == "urn:spe:problem:too-many-uploads" => {
+                            c.too_many_uploads += 1
+                        }
+                        429 => c.queue_full += 1,
+                        500..=599 => c.server_errors += 1,
+                        s => c.other.push(s),
                     }
-                    429 => c.queue_full += 1,
-                    500..=599 => c.server_errors += 1,
-                    s => c.other.push(s),
                 }
-                drop(c);
                 if status == 429 {
                     tokio::time::sleep(Duration::from_millis(500)).await;
                 }
@@ -397,7 +398,7 @@ async fn main() {
     let mut lat = latencies.lock().unwrap().clone();
     lat.sort_by(f64::total_cmp);
     cut_after.sort_by(f64::total_cmp);
-    let c = codes.lock().unwrap();
+    let c = std::mem::take(&mut *codes.lock().unwrap());
     let p99 = percentile(&lat, 0.99);
     let rss = *peak_rss.lock().unwrap();
     let get_err = *get_errors.lock().unwrap();
@@ -450,7 +451,6 @@ async fn main() {
     if twice > 0 {
         missed.push("a job ran twice");
     }
-    drop(c);
     drop(server);
     pool.close().await;
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
