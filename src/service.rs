@@ -7,7 +7,6 @@ use crate::jobs::{self, run::Ctx, WorkerConfig};
 use crate::store::{self, keys, BlobStore};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -314,13 +313,9 @@ async fn serve_http(
     grace: Duration,
 ) -> std::io::Result<()> {
     let draining = state.draining.clone();
-    let (closing_tx, mut closing) = watch::channel(false);
+    let (closing_tx, closing) = watch::channel(false);
     let app = api::app(state);
-    let server = axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            let _ = closing.wait_for(|c| *c).await;
-        })
-        .into_future();
+    let server = serve_connections(listener, app, closing);
     tokio::pin!(server);
     tokio::select! {
         r = &mut server => return r,
@@ -340,6 +335,60 @@ async fn serve_http(
             Ok(())
         }
     }
+}
+
+/// Longest time a client may take to send its request line and headers; then the connection is closed.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Accepts connections until `closing`, then waits for the open ones to finish (the caller bounds that).
+/// HTTP/1 header reads time out after [`HEADER_READ_TIMEOUT`], so a client trickling its headers cannot
+/// hold a connection (axum::serve sets no timer, without which hyper never enforces its timeout).
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    mut closing: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    let closed = async move {
+        let _ = closing.wait_for(|c| *c).await;
+    };
+    tokio::pin!(closed);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait a little rather than spin.
+                        tracing::warn!(error = %e, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let service = hyper_util::service::TowerToHyperService::new(app.clone());
+                let conn = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = &mut closed => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// `spe serve`

@@ -202,3 +202,32 @@ async fn lifecycle_a_schema_from_another_version_is_refused_clearly() {
     }
     pool.close().await;
 }
+
+/// A client sending its headers one byte per second is cut after the 30 s header-read timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_a_slow_header_client_is_cut() {
+    let app = TestApp::start().await;
+    let addr = app.url.trim_start_matches("http://").to_string();
+    let mut conn = TcpStream::connect(&addr).await.unwrap();
+    let started = Instant::now();
+    let head = b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: ";
+    let mut bytes = head.iter().chain(std::iter::repeat(&b'a'));
+    let cut = loop {
+        if started.elapsed() > Duration::from_secs(45) {
+            break None;
+        }
+        if conn.write_all(&[*bytes.next().unwrap()]).await.is_err() {
+            break Some(started.elapsed());
+        }
+        let mut buf = [0u8; 512];
+        match tokio::time::timeout(Duration::from_secs(1), conn.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break Some(started.elapsed()),
+            // hyper answers 408 before closing.
+            Ok(Ok(_)) => break Some(started.elapsed()),
+            Err(_) => {}
+        }
+    };
+    let cut = cut.expect("the slow client was not cut within 45 s");
+    assert!(cut >= Duration::from_secs(25), "cut too early: {cut:?}");
+    app.stop().await;
+}
