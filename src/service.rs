@@ -337,6 +337,17 @@ async fn serve_http(
     }
 }
 
+/// The engine's threads (label fusion, decoding) run at nice 10, below the threads answering requests,
+/// so that on a small machine a busy worker does not slow polling, health checks and heartbeats.
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: setpriority takes plain integers; on Linux, PRIO_PROCESS with who = 0 is the calling thread.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+    }
+}
+
 /// Longest time a client may take to send its request line and headers; then the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -393,12 +404,12 @@ async fn serve_connections(
 
 /// `spe serve`
 pub fn serve(args: ServeArgs) -> Result<()> {
-    if args.threads > 0 {
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(args.threads)
-            .build_global()
-            .context("cannot size the thread pool")?;
-    }
+    // 0 threads = rayon's default (one per core).
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(args.threads)
+        .start_handler(|_| lower_priority())
+        .build_global()
+        .context("cannot size the thread pool")?;
     let runtime = tokio_runtime()?;
     let result = runtime.block_on(async {
         let (tx, rx) = watch::channel(false);

@@ -27,11 +27,13 @@ pub struct CalibrationRow {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-const COLUMNS: &str = "c.id, c.model_id, c.source, c.params, c.reference_set_id, c.calibration_set_id, c.activate, \
+const COLUMNS: &str =
+    "c.id, c.model_id, c.source, c.params, c.reference_set_id, c.calibration_set_id, c.activate, \
      c.result, c.created_at, (m.active_calibration_id IS NOT DISTINCT FROM c.id) AS active, \
      COALESCE(j.state, 'succeeded') AS state, COALESCE(j.progress, 1) AS progress, \
      COALESCE(j.stage, 'succeeded') AS stage, j.error, COALESCE(j.attempts, 0) AS attempts, \
-     COALESCE(j.started_at, c.created_at) AS started_at, COALESCE(j.finished_at, c.created_at) AS finished_at";
+     CASE WHEN j.id IS NULL THEN c.created_at ELSE j.started_at END AS started_at, \
+     CASE WHEN j.id IS NULL THEN c.created_at ELSE j.finished_at END AS finished_at";
 
 pub struct NewCalibration {
     pub id: Uuid,

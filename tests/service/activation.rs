@@ -74,6 +74,12 @@ async fn activation_latest_request_wins() {
     let first = post_pairs(&app, &model, true).await;
     assert_eq!(active(&app, &model).await, first);
     let queued = queue_calibration(&app, &model).await;
+    let waiting = app.get_json(&queued, &app.reader).await;
+    assert_eq!(waiting["status"], "queued", "{waiting}");
+    assert!(
+        waiting["finished_at"].is_null(),
+        "a queued calibration has finished_at: {waiting}"
+    );
     // The admin chooses another calibration while that one waits.
     let chosen = post_pairs(&app, &model, false).await;
     let r = app
