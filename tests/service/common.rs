@@ -42,6 +42,15 @@ fn with_database(url: &str, name: &str) -> String {
     out
 }
 
+/// A loopback port nothing listens on right now (for a child `spe serve`).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 /// Creates an empty database for one test and returns its URL.
 pub async fn fresh_database() -> String {
     let admin = base_url();

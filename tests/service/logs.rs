@@ -9,14 +9,6 @@ use std::process::{Command, Stdio};
 
 const PATIENTS: [&str; 3] = ["DOE^JOHN", "SMITH^JANE", "ROE^RICHARD"];
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 fn named(data: Vec<u8>, name: &str) -> Part {
     Part::bytes(data).file_name(name.to_string())
 }

@@ -27,14 +27,6 @@ fn s3s_fs() -> PathBuf {
     path
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// The AWS_* settings `spe` reads for an s3:// blob store (object_store's `from_env`).
 fn with_s3_env(cmd: &mut Command, s3_port: u16) -> &mut Command {
     cmd.env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
