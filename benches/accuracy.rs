@@ -122,6 +122,18 @@ fn batch_plan(n: usize, quick: bool) -> Vec<(String, String, Option<Shift>, Vec<
             Shift::Zoom { factor: 1.12 },
             Shift::Translate { dy: 6, dx: -6 },
             Shift::FlipHorizontal,
+            // Stronger versions of the kinds above, and kinds the calibration never simulates.
+            Shift::Gamma { gamma: 0.45 },
+            Shift::Gamma { gamma: 2.0 },
+            Shift::Rotate { degrees: 15.0 },
+            Shift::Zoom { factor: 0.8 },
+            Shift::Speckle {
+                sigma: 0.25,
+                seed: 3,
+            },
+            Shift::BiasField { strength: 0.3 },
+            Shift::Sharpen { amount: 1.5 },
+            Shift::Posterize { levels: 12 },
         ]
     };
     for s in shifts {
@@ -278,6 +290,10 @@ fn run_dataset(
         &mut progress,
     )?;
     let calibrate_seconds = started.elapsed().as_secs_f64();
+    // The calibration as `spe calibrate` would write it, for looking into the fits.
+    let cal_path = target_dir()?.join(format!("accuracy-{dataset}-calibration.json"));
+    std::fs::write(&cal_path, serde_json::to_string(&calibration)?)
+        .with_context(|| format!("cannot write {}", cal_path.display()))?;
     let calibration_real = |model: &SegModel| -> Result<MetricSet> {
         match calibration
             .checkpoints
@@ -390,6 +406,14 @@ fn run_dataset(
     })
 }
 
+fn target_dir() -> Result<PathBuf> {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    std::fs::create_dir_all(&target)?;
+    Ok(target)
+}
+
 fn run() -> Result<()> {
     let args = parse_args()?;
     let shared = shared_dir()?;
@@ -418,11 +442,7 @@ fn run() -> Result<()> {
     let seconds = started.elapsed().as_secs_f64();
     println!("\ntotal {seconds:.1}s");
 
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
-    std::fs::create_dir_all(&target)?;
-    let out = target.join("accuracy.json");
+    let out = target_dir()?.join("accuracy.json");
     let json = serde_json::json!({
         "quick": args.quick,
         "total_seconds": seconds,

@@ -33,6 +33,15 @@ pub enum Shift {
     Translate { dy: i32, dx: i32 },
     /// Mirror left-right.
     FlipHorizontal,
+    /// Multiplicative (speckle) noise `v * (1 + sigma z)`, as ultrasound shows; per-image stream of `seed`.
+    Speckle { sigma: f32, seed: u64 },
+    /// A smooth multiplicative gain across the image (coil or detector non-uniformity): the gain runs
+    /// linearly from `1 - strength` to `1 + strength` along a diagonal.
+    BiasField { strength: f32 },
+    /// Unsharp masking: `v + amount * (v - blur(v, 1))`.
+    Sharpen { amount: f32 },
+    /// Quantisation to `levels` grey levels (a lower bit depth or a lossy export).
+    Posterize { levels: u32 },
 }
 
 impl Shift {
@@ -78,6 +87,32 @@ impl Shift {
                 warp(image, mask, |y, x| (y - ty, x - tx))
             }
             Shift::FlipHorizontal => warp(image, mask, |dy, dx| (dy, -dx)),
+            Shift::Speckle { sigma, seed } => {
+                let mut rng = ChaCha8Rng::seed_from_u64(seed);
+                rng.set_stream(index);
+                photometric(image.mapv(|v| {
+                    let (z, _) = box_muller(&mut rng);
+                    clamp(v * (1.0 + sigma * z as f32))
+                }))
+            }
+            Shift::BiasField { strength } => {
+                let (h, w) = image.dim();
+                let span = (h + w).saturating_sub(2).max(1) as f32;
+                photometric(Array2::from_shape_fn((h, w), |(y, x)| {
+                    let t = (y + x) as f32 / span;
+                    clamp(image[(y, x)] * (1.0 - strength + 2.0 * strength * t))
+                }))
+            }
+            Shift::Sharpen { amount } => {
+                let smooth = blur(image, 1.0);
+                photometric(Array2::from_shape_fn(image.dim(), |i| {
+                    clamp(image[i] + amount * (image[i] - smooth[i]))
+                }))
+            }
+            Shift::Posterize { levels } => {
+                let step = 255.0 / levels.max(2).saturating_sub(1) as f32;
+                photometric(image.mapv(|v| (clamp(v) / step).round() * step))
+            }
         }
     }
 
@@ -105,6 +140,10 @@ impl Shift {
             Shift::Zoom { factor } => format!("zoom {factor}"),
             Shift::Translate { dy, dx } => format!("translate ({dy},{dx})"),
             Shift::FlipHorizontal => "flip horizontal".to_string(),
+            Shift::Speckle { sigma, .. } => format!("speckle σ{sigma}"),
+            Shift::BiasField { strength } => format!("bias field ±{strength}"),
+            Shift::Sharpen { amount } => format!("sharpen {amount}"),
+            Shift::Posterize { levels } => format!("posterize {levels}"),
         }
     }
 }

@@ -62,7 +62,7 @@ pub struct ReferenceSet {
 }
 
 impl ReferenceSet {
-    /// `images` as loaded (0..255); they are min-max normalised here.
+    /// `images` as loaded (0..255); they are rank-normalised here (see [`normalise`]).
     pub fn new(images: &[Gray], labels: Vec<Mask>) -> Result<Self, EngineError> {
         if images.is_empty() {
             return Err(EngineError::Invalid("the reference set is empty".into()));

@@ -50,6 +50,12 @@ fn identity_parameters_return_the_input() {
         Shift::Rotate { degrees: 0.0 },
         Shift::Zoom { factor: 1.0 },
         Shift::Translate { dy: 0, dx: 0 },
+        Shift::Speckle {
+            sigma: 0.0,
+            seed: 3,
+        },
+        Shift::BiasField { strength: 0.0 },
+        Shift::Sharpen { amount: 0.0 },
     ] {
         let (out, m) = shift.apply(&img, Some(&mask), 0);
         assert!(max_abs_diff(&out, &img) <= 1e-4, "{}", shift.label());
@@ -152,6 +158,13 @@ fn values_stay_in_range_and_photometric_shifts_keep_the_mask() {
         Shift::Zoom { factor: 1.12 },
         Shift::Translate { dy: 6, dx: -6 },
         Shift::FlipHorizontal,
+        Shift::Speckle {
+            sigma: 0.4,
+            seed: 1,
+        },
+        Shift::BiasField { strength: 0.5 },
+        Shift::Sharpen { amount: 3.0 },
+        Shift::Posterize { levels: 8 },
     ] {
         let (out, m) = shift.apply(&img, Some(&mask), 7);
         assert_eq!(out.dim(), img.dim());
@@ -193,4 +206,45 @@ fn labels_and_serde_names() {
     );
     let back: Shift = serde_json::from_str(r#"{"kind":"flip_horizontal"}"#).unwrap();
     assert_eq!(back, Shift::FlipHorizontal);
+}
+
+#[test]
+fn bias_field_sharpen_and_posterize_do_what_they_say() {
+    let flat = Array2::from_elem((SIDE, SIDE), 100.0f32);
+    let (biased, _) = Shift::BiasField { strength: 0.3 }.apply(&flat, None, 0);
+    assert!((biased[(0, 0)] - 70.0).abs() < 1e-3);
+    assert!((biased[(SIDE - 1, SIDE - 1)] - 130.0).abs() < 1e-3);
+    let (sharp, _) = Shift::Sharpen { amount: 2.0 }.apply(&flat, None, 0);
+    assert!(max_abs_diff(&sharp, &flat) <= 1e-3);
+    let step = Array2::from_shape_fn((SIDE, SIDE), |(_, x)| if x < 64 { 50.0 } else { 200.0 });
+    let (edge, _) = Shift::Sharpen { amount: 1.0 }.apply(&step, None, 0);
+    assert!(
+        edge[(5, 63)] < 50.0 && edge[(5, 64)] > 200.0,
+        "overshoot at the edge"
+    );
+    let (poster, _) = Shift::Posterize { levels: 4 }.apply(&test_image(), None, 0);
+    let mut values: Vec<u32> = poster.iter().map(|v| v.round() as u32).collect();
+    values.sort_unstable();
+    values.dedup();
+    assert!(values.len() <= 4, "{values:?}");
+    let (a, _) = Shift::Speckle {
+        sigma: 0.2,
+        seed: 5,
+    }
+    .apply(&flat, None, 0);
+    let (b, _) = Shift::Speckle {
+        sigma: 0.2,
+        seed: 5,
+    }
+    .apply(&flat, None, 1);
+    assert_ne!(a, b, "images of a batch get different speckle");
+    assert_eq!(
+        a,
+        Shift::Speckle {
+            sigma: 0.2,
+            seed: 5
+        }
+        .apply(&flat, None, 0)
+        .0
+    );
 }
