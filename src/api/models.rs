@@ -30,52 +30,66 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_reverse))
 }
 
-/// multipart/form-data body of POST /v1/models.
+/// multipart/form-data body of POST /v1/models; no other part is accepted.
 #[derive(ToSchema)]
+// Read by utoipa (additionalProperties: false): the server refuses parts it does not know.
+#[serde(deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents a multipart form for OpenAPI; never built"
 )]
 pub struct RegisterModelForm {
     /// Unique name: letters, digits, `.`, `_`, `-` (at most 100).
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", min_length = 1, max_length = 100)]
     name: String,
-    /// The model spec JSON, e.g. {"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}.
-    spec: String,
+    /// The model spec (a JSON part), e.g.
+    /// {"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}.
+    spec: ModelSpec,
     /// The ONNX model.
     #[schema(format = Binary, content_media_type = "application/octet-stream")]
     onnx: String,
-    /// Optional reverse segmenter JSON: {"kind":"label_fusion"} (default) or {"kind":"onnx","id":"<uuid>","threshold":0.4}.
-    reverse: Option<String>,
+    /// The reverse segmenter (a JSON part): {"kind":"label_fusion"} (the default) or
+    /// {"kind":"onnx","id":"<uuid>","threshold":0.4} (a registered one).
+    #[schema(value_type = ReverseSpec, required = false)]
+    reverse: Option<ReverseSpec>,
 }
 
-/// multipart/form-data body carrying a labelled image set.
+/// multipart/form-data body carrying a labelled image set: `image` and `label` parts paired by file name,
+/// and/or `archive` zips with images/ and labels/ folders; at least one image in all.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents a multipart form for OpenAPI; never built"
 )]
 pub struct LabelledSetForm {
-    /// Images (repeat the part); paired with labels by file name.
-    #[schema(format = Binary)]
+    /// Images (PNG, JPEG, DICOM, NIfTI; repeat the part); paired with labels by file name.
+    #[schema(format = Binary, required = false)]
     image: Vec<String>,
-    /// Label masks, 0/255 (foreground > 127).
-    #[schema(format = Binary)]
+    /// Label masks, 0/255 (foreground > 127), one per image, with the image's file name.
+    #[schema(format = Binary, required = false)]
     label: Vec<String>,
     /// Or: zip archives with images/ and labels/ folders.
-    #[schema(format = Binary)]
+    #[schema(format = Binary, required = false)]
     archive: Vec<String>,
+    /// The NIfTI axis volumes are sliced along (default the last).
+    #[schema(value_type = u8, minimum = 0, maximum = 2, required = false)]
+    axis: Option<u8>,
 }
 
 /// multipart/form-data body of POST /v1/reverse-segmenters.
 #[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
 #[expect(
     dead_code,
     reason = "documents a multipart form for OpenAPI; never built"
 )]
 pub struct RegisterReverseForm {
+    /// Unique name: letters, digits, `.`, `_`, `-` (at most 100).
+    #[schema(pattern = r"^[A-Za-z0-9._-]+$", min_length = 1, max_length = 100)]
     name: String,
     /// A UniverSeg-contract ONNX model.
-    #[schema(format = Binary)]
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
     onnx: String,
 }
 
@@ -109,7 +123,7 @@ async fn model_or_404(state: &AppState, id: Uuid) -> Result<models::ModelRow, Ap
 }
 
 /// Register a segmentation model: the ONNX file and its spec, validated against each other now.
-#[utoipa::path(post, path = "/v1/models", tag = "models",
+#[utoipa::path(post, path = "/v1/models", operation_id = "registerModel", tag = "models",
     request_body(content = RegisterModelForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Registered", body = Model, headers(("Location" = String))),
@@ -196,7 +210,7 @@ async fn register(
 }
 
 /// List registered models.
-#[utoipa::path(get, path = "/v1/models", tag = "models",
+#[utoipa::path(get, path = "/v1/models", operation_id = "listModels", tag = "models",
     responses(
         (status = 200, body = ModelList),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -212,7 +226,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Mode
 }
 
 /// One model.
-#[utoipa::path(get, path = "/v1/models/{id}", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{id}", operation_id = "getModel", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = Model),
@@ -229,7 +243,7 @@ async fn get_model(
 }
 
 /// Delete a model with its reference set, calibrations and estimates.
-#[utoipa::path(delete, path = "/v1/models/{id}", tag = "models",
+#[utoipa::path(delete, path = "/v1/models/{id}", operation_id = "deleteModel", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -325,7 +339,7 @@ pub(crate) async fn prepare_labelled(
 
 /// Attach (or replace) the model's reference set: its labelled training images. Later calibrations use
 /// it; existing calibrations keep the set they were made with.
-#[utoipa::path(put, path = "/v1/models/{id}/reference-set", tag = "models",
+#[utoipa::path(put, path = "/v1/models/{id}/reference-set", operation_id = "putReferenceSet", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     request_body(content = LabelledSetForm, content_type = "multipart/form-data"),
     responses(
@@ -387,7 +401,7 @@ async fn reference_view(state: &AppState, set_id: Uuid) -> Result<ReferenceSet, 
 }
 
 /// The model's current reference set.
-#[utoipa::path(get, path = "/v1/models/{id}/reference-set", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{id}/reference-set", operation_id = "getReferenceSet", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = ReferenceSet),
@@ -410,7 +424,7 @@ async fn get_reference(
 }
 
 /// Register a UniverSeg-contract ONNX model as a reverse segmenter (validated against the contract now).
-#[utoipa::path(post, path = "/v1/reverse-segmenters", tag = "models",
+#[utoipa::path(post, path = "/v1/reverse-segmenters", operation_id = "registerReverseSegmenter", tag = "reverse-segmenters",
     request_body(content = RegisterReverseForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, body = ReverseSegmenter, headers(("Location" = String))),
@@ -468,7 +482,7 @@ async fn register_reverse(
 }
 
 /// List registered reverse segmenters.
-#[utoipa::path(get, path = "/v1/reverse-segmenters", tag = "models",
+#[utoipa::path(get, path = "/v1/reverse-segmenters", operation_id = "listReverseSegmenters", tag = "reverse-segmenters",
     responses(
         (status = 200, body = ReverseSegmenterList),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -487,7 +501,7 @@ async fn list_reverse(
 }
 
 /// One reverse segmenter.
-#[utoipa::path(get, path = "/v1/reverse-segmenters/{id}", tag = "models",
+#[utoipa::path(get, path = "/v1/reverse-segmenters/{id}", operation_id = "getReverseSegmenter", tag = "reverse-segmenters",
     params(("id" = Uuid, Path, description = "Reverse segmenter id")),
     responses(
         (status = 200, body = ReverseSegmenter),
