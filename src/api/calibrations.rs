@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
 use super::error::Problem;
+use super::forms::CalibrationForm;
 use super::models::{prepare_labelled, stage_set};
 use super::upload::{self, Upload};
 use super::{
@@ -27,7 +28,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -36,51 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list))
         .routes(routes!(get_calibration))
         .routes(routes!(activate))
-}
-
-/// multipart/form-data body of a calibration job: `checkpoint` files (at least 3) or a `masks` zip, not
-/// both, plus the labelled calibration set (`image` + `label` parts and/or `archive` zips).
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct CalibrationForm {
-    /// Checkpoint ONNX files (repeat the part; name = file name without extension, letters, digits, `.`,
-    /// `_`, `-`, unique). They must match the model's spec. At least 3.
-    #[schema(format = Binary, required = false)]
-    checkpoint: Vec<String>,
-    /// Or: a zip of predicted masks, `<checkpoint>/<image name>.png` (0/255), one folder per checkpoint,
-    /// one mask per calibration image.
-    #[schema(format = Binary, required = false)]
-    masks: String,
-    /// Calibration images (the held-out labelled split); paired with labels by file name.
-    #[schema(format = Binary, required = false)]
-    image: Vec<String>,
-    /// Label masks, 0/255, one per image, with the image's file name.
-    #[schema(format = Binary, required = false)]
-    label: Vec<String>,
-    /// Or: zip archives with images/ and labels/ folders.
-    #[schema(format = Binary, required = false)]
-    archive: Vec<String>,
-    /// Protocol parameters (a JSON part), e.g. {"support_size":64,"repetitions":6,"min_area":20,"seed":0}.
-    #[schema(value_type = Params, required = false)]
-    params: Option<Params>,
-    /// "false" to keep the current active calibration (default "true").
-    #[schema(value_type = ActivateFlag, required = false)]
-    activate: Option<String>,
-    /// The NIfTI axis volumes are sliced along (default the last).
-    #[schema(value_type = u8, minimum = 0, maximum = 2, required = false)]
-    axis: Option<u8>,
-}
-
-/// A form part that is "true" or "false".
-#[derive(ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum ActivateFlag {
-    True,
-    False,
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {

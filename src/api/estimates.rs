@@ -3,6 +3,7 @@
 use super::auth::Caller;
 use super::dto::{Binary, EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
+use super::forms::BatchForm;
 use super::models::{prepare_unlabelled, stage_set};
 use super::upload::{self, Part, Upload};
 use super::{
@@ -27,7 +28,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -35,26 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(submit, list))
         .routes(routes!(get_estimate))
-}
-
-/// multipart/form-data body of POST /v1/models/{id}/estimates: `image` parts and/or `archive` zips, at
-/// least one image in all.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct BatchForm {
-    /// Unlabeled images: PNG, JPEG, DICOM or NIfTI (repeat the part).
-    #[schema(format = Binary, required = false)]
-    image: Vec<String>,
-    /// Or: zip archives of images.
-    #[schema(format = Binary, required = false)]
-    archive: Vec<String>,
-    /// The NIfTI axis volumes are sliced along (default the last).
-    #[schema(value_type = u8, minimum = 0, maximum = 2, required = false)]
-    axis: Option<u8>,
 }
 
 pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {

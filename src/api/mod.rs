@@ -6,6 +6,7 @@ pub mod drain;
 pub mod dto;
 pub mod error;
 pub mod estimates;
+pub mod forms;
 pub mod models;
 pub mod ops;
 pub mod studies;

@@ -5,6 +5,7 @@ use super::dto::{
     Model, ModelList, ReferenceSet, ReverseSegmenter, ReverseSegmenterList, ReverseSpec,
 };
 use super::error::Problem;
+use super::forms::{LabelledSetForm, RegisterModelForm, RegisterReverseForm};
 use super::upload::{self, Upload};
 use super::{staged, ApiError, AppState, IdPath};
 use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, SegModel};
@@ -17,7 +18,6 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -28,69 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(put_reference, get_reference))
         .routes(routes!(register_reverse, list_reverse))
         .routes(routes!(get_reverse))
-}
-
-/// multipart/form-data body of POST /v1/models; no other part is accepted.
-#[derive(ToSchema)]
-// Read by utoipa (additionalProperties: false): the server refuses parts it does not know.
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct RegisterModelForm {
-    /// Unique name: letters, digits, `.`, `_`, `-` (at most 100).
-    #[schema(pattern = r"^[A-Za-z0-9._-]+$", min_length = 1, max_length = 100)]
-    name: String,
-    /// The model spec (a JSON part), e.g.
-    /// {"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}.
-    spec: ModelSpec,
-    /// The ONNX model.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
-    onnx: String,
-    /// The reverse segmenter (a JSON part): {"kind":"label_fusion"} (the default) or
-    /// {"kind":"onnx","id":"<uuid>","threshold":0.4} (a registered one).
-    #[schema(value_type = ReverseSpec, required = false)]
-    reverse: Option<ReverseSpec>,
-}
-
-/// multipart/form-data body carrying a labelled image set: `image` and `label` parts paired by file name,
-/// and/or `archive` zips with images/ and labels/ folders; at least one image in all.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct LabelledSetForm {
-    /// Images (PNG, JPEG, DICOM, NIfTI; repeat the part); paired with labels by file name.
-    #[schema(format = Binary, required = false)]
-    image: Vec<String>,
-    /// Label masks, 0/255 (foreground > 127), one per image, with the image's file name.
-    #[schema(format = Binary, required = false)]
-    label: Vec<String>,
-    /// Or: zip archives with images/ and labels/ folders.
-    #[schema(format = Binary, required = false)]
-    archive: Vec<String>,
-    /// The NIfTI axis volumes are sliced along (default the last).
-    #[schema(value_type = u8, minimum = 0, maximum = 2, required = false)]
-    axis: Option<u8>,
-}
-
-/// multipart/form-data body of POST /v1/reverse-segmenters.
-#[derive(ToSchema)]
-#[serde(deny_unknown_fields)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct RegisterReverseForm {
-    /// Unique name: letters, digits, `.`, `_`, `-` (at most 100).
-    #[schema(pattern = r"^[A-Za-z0-9._-]+$", min_length = 1, max_length = 100)]
-    name: String,
-    /// A UniverSeg-contract ONNX model.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
-    onnx: String,
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), ApiError> {
