@@ -9,7 +9,7 @@ export SPE_ORT_LIB ?= $(CURDIR)/$(ORT_LIB)
 S3S_FS_VERSION := 0.14.1
 S3S_FS := .tools/bin/s3s-fs
 
-.PHONY: run test ort lint bench bench-accuracy bench-load fuzz fixtures clean-db
+.PHONY: run test ort lint bench bench-accuracy bench-load fuzz api-fuzz fixtures clean-db
 
 run: ort
 	cargo build --release --locked
@@ -52,6 +52,12 @@ fuzz:
 	RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir tools/fuzz -O $(TARGET) tools/fuzz/corpus/$(TARGET) \
 		tests/fixtures/corrupt/$(TARGET) $(FUZZ_SEEDS_$(TARGET)) -- -max_total_time=$(SECONDS) \
 		-rss_limit_mb=2048 -timeout=10 -print_final_stats=1 $(if $(MAXLEN),-max_len=$(MAXLEN))
+
+# `make api-fuzz SECONDS=300`: schemathesis (default checks) against a test server holding a calibrated model,
+# its calibration and an estimate, for SECONDS seconds (tests/service/api_clients.rs; `make test` runs 60 s).
+api-fuzz: ort
+	PG_FSYNC=off SPE_API_FUZZ_SECONDS=$(SECONDS) tools/pg.sh .pgdata-test 54330 -- \
+		cargo test --locked --test service schemathesis -- --nocapture
 
 # ONNX Runtime from the PyPI wheel (installed into a project-local venv, used by tools/ too).
 ort: $(ORT_LIB)

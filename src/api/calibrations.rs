@@ -4,6 +4,7 @@
 use super::auth::Caller;
 use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
 use super::error::Problem;
+use super::forms::CalibrationForm;
 use super::models::{prepare_labelled, stage_set};
 use super::upload::{self, Upload};
 use super::{
@@ -27,7 +28,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
 use std::collections::BTreeMap;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -36,36 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(create, list))
         .routes(routes!(get_calibration))
         .routes(routes!(activate))
-}
-
-/// multipart/form-data body of a calibration job: `checkpoint` files or a `masks` zip, plus the labelled
-/// calibration set.
-#[derive(ToSchema)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct CalibrationForm {
-    /// Checkpoint ONNX files (repeat the part; name = file name without extension). They must match the
-    /// model's spec. At least 3.
-    #[schema(format = Binary)]
-    checkpoint: Vec<String>,
-    /// Or: a zip of predicted masks, `<checkpoint>/<image name>.png` (0/255), one folder per checkpoint,
-    /// one mask per calibration image.
-    #[schema(format = Binary)]
-    masks: Option<String>,
-    /// Calibration images (the held-out labelled split); paired with labels by file name.
-    #[schema(format = Binary)]
-    image: Vec<String>,
-    #[schema(format = Binary)]
-    label: Vec<String>,
-    /// Or: zip archives with images/ and labels/ folders.
-    #[schema(format = Binary)]
-    archive: Vec<String>,
-    /// Protocol parameters JSON, e.g. {"support_size":64,"repetitions":6,"min_area":20,"seed":0}.
-    params: Option<String>,
-    /// "false" to keep the current active calibration (default "true").
-    activate: Option<String>,
 }
 
 async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {
@@ -77,10 +47,11 @@ async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {
 
 /// Calibrate a model. multipart/form-data: a job from checkpoints or predicted masks (202; poll the
 /// Location). application/json: a fit of (pseudo, real) pairs computed elsewhere (201, done).
-#[utoipa::path(post, path = "/v1/models/{id}/calibrations", tag = "calibrations",
+#[utoipa::path(post, path = "/v1/models/{id}/calibrations", operation_id = "createCalibration", tag = "calibrations",
     params(
         ("id" = Uuid, Path, description = "Model id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first job"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first job. 1-200 visible ASCII characters (spaces inside allowed)",
+            nullable = false, min_length = 1, max_length = 200, pattern = r"^[!-~]([ -~]{0,198}[!-~])?$"),
     ),
     request_body(content(
         (CalibrationForm = "multipart/form-data"),
@@ -433,6 +404,13 @@ async fn from_pairs(
     body: PairsRequest,
     key: Option<&ScopedKey>,
 ) -> Result<Uuid, ApiError> {
+    // PostgreSQL cannot store NUL in text or jsonb: refused here rather than failing the insert (a 500).
+    if let Some(p) = body.points.iter().find(|p| p.name.contains('\0')) {
+        return Err(ApiError::Unprocessable(format!(
+            "point name {:?} contains a NUL character",
+            p.name
+        )));
+    }
     // The parsed body, re-serialised: retries that differ only in JSON formatting are the same request.
     let digest = sha256_hex(
         serde_json::to_string(&body)
@@ -534,7 +512,7 @@ async fn reverse_description(
 }
 
 /// A model's calibrations, newest first.
-#[utoipa::path(get, path = "/v1/models/{id}/calibrations", tag = "calibrations",
+#[utoipa::path(get, path = "/v1/models/{id}/calibrations", operation_id = "listCalibrations", tag = "calibrations",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = CalibrationList),
@@ -559,7 +537,7 @@ async fn list(
 }
 
 /// One calibration: status, progress and, when done, the fits and points.
-#[utoipa::path(get, path = "/v1/calibrations/{id}", tag = "calibrations",
+#[utoipa::path(get, path = "/v1/calibrations/{id}", operation_id = "getCalibration", tag = "calibrations",
     params(("id" = Uuid, Path, description = "Calibration id")),
     responses(
         (status = 200, body = CalibrationView),
@@ -576,7 +554,7 @@ async fn get_calibration(
 }
 
 /// Make a succeeded calibration the model's active one.
-#[utoipa::path(post, path = "/v1/calibrations/{id}/activate", tag = "calibrations",
+#[utoipa::path(post, path = "/v1/calibrations/{id}/activate", operation_id = "activateCalibration", tag = "calibrations",
     params(("id" = Uuid, Path, description = "Calibration id")),
     responses(
         (status = 200, body = CalibrationView),

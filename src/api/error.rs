@@ -1,6 +1,6 @@
-//! The API's error type and its RFC 9457 problem+json rendering. `ApiError::status` is the one place that
-//! maps errors to HTTP statuses; it matches every variant of every layer's error (no `_` arm), so a new
-//! variant cannot silently become a 500.
+//! The API's error type and its RFC 9457 problem+json rendering. `ApiError::problem` is the one place that
+//! maps errors to problem kinds (each with its HTTP status); it matches every variant of every layer's
+//! error (no `_` arm), so a new variant cannot silently become a 500.
 
 use crate::engine::EngineError;
 use crate::inference::InferenceError;
@@ -82,78 +82,146 @@ impl From<tokio::task::JoinError> for ApiError {
     }
 }
 
-/// RFC 9457 problem details.
+/// Declares [`ProblemType`]: each variant with its `type` URI and status, so that the URIs the code can send and the
+/// enum in the OpenAPI document are one list.
+macro_rules! problem_types {
+    ($($variant:ident = $uri:literal => $status:ident,)*) => {
+        /// The kinds of problem (`type` of a problem response); README "Problem types" says what to do
+        /// about each.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+        pub enum ProblemType {
+            $(#[serde(rename = $uri)] $variant,)*
+        }
+
+        impl ProblemType {
+            pub const ALL: &'static [ProblemType] = &[$(ProblemType::$variant,)*];
+
+            /// The `type` URI, `urn:spe:problem:<slug>`.
+            pub fn uri(self) -> &'static str {
+                match self {
+                    $(ProblemType::$variant => $uri,)*
+                }
+            }
+
+            /// Every problem of a kind has the same status.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ProblemType::$variant => StatusCode::$status,)*
+                }
+            }
+        }
+    };
+}
+
+problem_types! {
+    BadRequest = "urn:spe:problem:bad-request" => BAD_REQUEST,
+    Unauthenticated = "urn:spe:problem:unauthenticated" => UNAUTHORIZED,
+    Forbidden = "urn:spe:problem:forbidden" => FORBIDDEN,
+    NotFound = "urn:spe:problem:not-found" => NOT_FOUND,
+    MethodNotAllowed = "urn:spe:problem:method-not-allowed" => METHOD_NOT_ALLOWED,
+    RequestTimeout = "urn:spe:problem:request-timeout" => REQUEST_TIMEOUT,
+    Conflict = "urn:spe:problem:conflict" => CONFLICT,
+    PayloadTooLarge = "urn:spe:problem:payload-too-large" => PAYLOAD_TOO_LARGE,
+    UnsupportedMediaType = "urn:spe:problem:unsupported-media-type" => UNSUPPORTED_MEDIA_TYPE,
+    UnsupportedTransferSyntax = "urn:spe:problem:unsupported-transfer-syntax" => UNSUPPORTED_MEDIA_TYPE,
+    InvalidInput = "urn:spe:problem:invalid-input" => UNPROCESSABLE_ENTITY,
+    InvalidImage = "urn:spe:problem:invalid-image" => UNPROCESSABLE_ENTITY,
+    ImageTooLarge = "urn:spe:problem:image-too-large" => UNPROCESSABLE_ENTITY,
+    UnsupportedImage = "urn:spe:problem:unsupported-image" => UNPROCESSABLE_ENTITY,
+    InvalidSpec = "urn:spe:problem:invalid-spec" => UNPROCESSABLE_ENTITY,
+    InvalidModel = "urn:spe:problem:invalid-model" => UNPROCESSABLE_ENTITY,
+    ModelSignatureMismatch = "urn:spe:problem:model-signature-mismatch" => UNPROCESSABLE_ENTITY,
+    ModelFailed = "urn:spe:problem:model-failed" => UNPROCESSABLE_ENTITY,
+    QueueFull = "urn:spe:problem:queue-full" => TOO_MANY_REQUESTS,
+    TooManyUploads = "urn:spe:problem:too-many-uploads" => TOO_MANY_REQUESTS,
+    Internal = "urn:spe:problem:internal" => INTERNAL_SERVER_ERROR,
+    Unavailable = "urn:spe:problem:unavailable" => SERVICE_UNAVAILABLE,
+    RuntimeUnavailable = "urn:spe:problem:runtime-unavailable" => SERVICE_UNAVAILABLE,
+}
+
+// By hand: utoipa's derive does not see a `serde(rename)` given by a macro, and would document the
+// variant names instead of the URIs serde sends.
+impl utoipa::PartialSchema for ProblemType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The kind of problem (`urn:spe:problem:<slug>`); README \"Problem types\" says what to do \
+                 about each.",
+            ))
+            .enum_values(Some(Self::ALL.iter().map(|p| p.uri())))
+            .into()
+    }
+}
+
+impl ToSchema for ProblemType {}
+
+impl ProblemType {
+    /// The URI's last part (what the logs record).
+    pub fn slug(self) -> &'static str {
+        self.uri().trim_start_matches("urn:spe:problem:")
+    }
+}
+
+/// RFC 9457 problem details: the body of every error response (`application/problem+json`).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Problem {
-    /// A URI naming the kind of problem (`urn:spe:problem:<slug>`).
+    /// The kind of problem; see README "Problem types" for what to do about each.
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: ProblemType,
+    /// The HTTP reason phrase of `status`.
     pub title: String,
+    #[schema(minimum = 400, maximum = 599)]
     pub status: u16,
     /// What went wrong and what to do about it.
     pub detail: String,
 }
 
 impl ApiError {
-    /// The HTTP status and a short problem slug.
-    pub fn status(&self) -> (StatusCode, &'static str) {
-        use StatusCode as S;
+    /// The kind of problem (which fixes the HTTP status).
+    pub fn problem(&self) -> ProblemType {
+        use ProblemType as P;
         match self {
-            ApiError::BadRequest(_) => (S::BAD_REQUEST, "bad-request"),
-            ApiError::Unauthenticated(_) => (S::UNAUTHORIZED, "unauthenticated"),
-            ApiError::Forbidden(_) => (S::FORBIDDEN, "forbidden"),
-            ApiError::NotFound(_) => (S::NOT_FOUND, "not-found"),
-            ApiError::MethodNotAllowed(_) => (S::METHOD_NOT_ALLOWED, "method-not-allowed"),
-            ApiError::Conflict(_) => (S::CONFLICT, "conflict"),
-            ApiError::PayloadTooLarge(_) => (S::PAYLOAD_TOO_LARGE, "payload-too-large"),
-            ApiError::UnsupportedMediaType(_) => {
-                (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-media-type")
-            }
-            ApiError::Unprocessable(_) => (S::UNPROCESSABLE_ENTITY, "invalid-input"),
-            ApiError::TooManyRequests { .. } => (S::TOO_MANY_REQUESTS, "queue-full"),
-            ApiError::TooManyUploads { .. } => (S::TOO_MANY_REQUESTS, "too-many-uploads"),
-            ApiError::Unavailable(_) => (S::SERVICE_UNAVAILABLE, "unavailable"),
-            ApiError::RequestTimeout(_) => (S::REQUEST_TIMEOUT, "request-timeout"),
-            ApiError::Internal(_) => (S::INTERNAL_SERVER_ERROR, "internal"),
+            ApiError::BadRequest(_) => P::BadRequest,
+            ApiError::Unauthenticated(_) => P::Unauthenticated,
+            ApiError::Forbidden(_) => P::Forbidden,
+            ApiError::NotFound(_) => P::NotFound,
+            ApiError::MethodNotAllowed(_) => P::MethodNotAllowed,
+            ApiError::Conflict(_) => P::Conflict,
+            ApiError::PayloadTooLarge(_) => P::PayloadTooLarge,
+            ApiError::UnsupportedMediaType(_) => P::UnsupportedMediaType,
+            ApiError::Unprocessable(_) => P::InvalidInput,
+            ApiError::TooManyRequests { .. } => P::QueueFull,
+            ApiError::TooManyUploads { .. } => P::TooManyUploads,
+            ApiError::Unavailable(_) => P::Unavailable,
+            ApiError::RequestTimeout(_) => P::RequestTimeout,
+            ApiError::Internal(_) => P::Internal,
             ApiError::Store(e) => match e {
-                StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => {
-                    (S::INTERNAL_SERVER_ERROR, "internal")
-                }
-                StoreError::MissingBlob(_) | StoreError::Corrupt(_) => {
-                    (S::INTERNAL_SERVER_ERROR, "internal")
-                }
+                StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => P::Internal,
+                StoreError::MissingBlob(_) | StoreError::Corrupt(_) => P::Internal,
             },
             ApiError::Engine(e) => match e {
-                EngineError::Image { .. } | EngineError::ImageData { .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "invalid-image")
-                }
-                EngineError::ImageTooLarge { .. } => (S::UNPROCESSABLE_ENTITY, "image-too-large"),
-                EngineError::Invalid(_) | EngineError::Calibration(_) => {
-                    (S::UNPROCESSABLE_ENTITY, "invalid-input")
-                }
-                EngineError::Reverse(_) | EngineError::Io { .. } => {
-                    (S::INTERNAL_SERVER_ERROR, "internal")
-                }
+                EngineError::Image { .. } | EngineError::ImageData { .. } => P::InvalidImage,
+                EngineError::ImageTooLarge { .. } => P::ImageTooLarge,
+                EngineError::Invalid(_) | EngineError::Calibration(_) => P::InvalidInput,
+                EngineError::Reverse(_) | EngineError::Io { .. } => P::Internal,
             },
             ApiError::Inference(e) => match e {
-                InferenceError::Spec(_) => (S::UNPROCESSABLE_ENTITY, "invalid-spec"),
-                InferenceError::Signature { .. } => {
-                    (S::UNPROCESSABLE_ENTITY, "model-signature-mismatch")
-                }
-                InferenceError::Load { .. } => (S::UNPROCESSABLE_ENTITY, "invalid-model"),
-                InferenceError::Run { .. } => (S::UNPROCESSABLE_ENTITY, "model-failed"),
+                InferenceError::Spec(_) => P::InvalidSpec,
+                InferenceError::Signature { .. } => P::ModelSignatureMismatch,
+                InferenceError::Load { .. } => P::InvalidModel,
+                InferenceError::Run { .. } => P::ModelFailed,
                 InferenceError::RuntimeMissing(_) | InferenceError::Provider { .. } => {
-                    (S::SERVICE_UNAVAILABLE, "runtime-unavailable")
+                    P::RuntimeUnavailable
                 }
-                InferenceError::Io { .. } => (S::INTERNAL_SERVER_ERROR, "internal"),
+                InferenceError::Io { .. } => P::Internal,
             },
             ApiError::Ingest { source, .. } => match source {
-                IngestError::UnsupportedTransferSyntax { .. } => {
-                    (S::UNSUPPORTED_MEDIA_TYPE, "unsupported-transfer-syntax")
-                }
-                IngestError::Unsupported(_) => (S::UNPROCESSABLE_ENTITY, "unsupported-image"),
-                IngestError::Malformed(_) => (S::UNPROCESSABLE_ENTITY, "invalid-image"),
-                IngestError::TooLarge(_) => (S::UNPROCESSABLE_ENTITY, "image-too-large"),
+                IngestError::UnsupportedTransferSyntax { .. } => P::UnsupportedTransferSyntax,
+                IngestError::Unsupported(_) => P::UnsupportedImage,
+                IngestError::Malformed(_) => P::InvalidImage,
+                IngestError::TooLarge(_) => P::ImageTooLarge,
             },
         }
     }
@@ -176,16 +244,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let (status, slug) = self.status();
+        let kind = self.problem();
+        let status = kind.status();
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         } else {
             // The detail can name the client's files (PACS exports carry patient names in them): the log
             // keeps the problem type only; the request id links it to what the client was told.
-            tracing::info!(status = status.as_u16(), problem = slug, "request rejected");
+            tracing::info!(
+                status = status.as_u16(),
+                problem = kind.slug(),
+                "request rejected"
+            );
         }
         let problem = Problem {
-            kind: format!("urn:spe:problem:{slug}"),
+            kind,
             title: status.canonical_reason().unwrap_or("Error").to_string(),
             status: status.as_u16(),
             detail: self.detail(status),

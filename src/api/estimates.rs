@@ -1,8 +1,9 @@
 //! Estimates: submit an unlabeled batch (202 + Location), poll it, list a model's estimates.
 
 use super::auth::Caller;
-use super::dto::{EstimatePage, EstimateView, InputFileView, JobStatus};
+use super::dto::{Binary, EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
+use super::forms::BatchForm;
 use super::models::{prepare_unlabelled, stage_set};
 use super::upload::{self, Part, Upload};
 use super::{
@@ -27,7 +28,7 @@ use base64::Engine as _;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use utoipa::{IntoParams, ToSchema};
+use utoipa::IntoParams;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -35,21 +36,6 @@ pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(submit, list))
         .routes(routes!(get_estimate))
-}
-
-/// multipart/form-data body of POST /v1/models/{id}/estimates.
-#[derive(ToSchema)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct BatchForm {
-    /// Unlabeled PNG/JPEG images (repeat the part).
-    #[schema(format = Binary)]
-    image: Vec<String>,
-    /// Or: zip archives of images.
-    #[schema(format = Binary)]
-    archive: Vec<String>,
 }
 
 pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
@@ -72,14 +58,15 @@ pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, Api
 
 /// Submit an unlabeled batch for an estimate with the model's active calibration. The job runs in the
 /// background: poll the Location.
-#[utoipa::path(post, path = "/v1/models/{id}/estimates", tag = "estimates",
+#[utoipa::path(post, path = "/v1/models/{id}/estimates", operation_id = "submitEstimate", tag = "estimates",
     params(
         ("id" = Uuid, Path, description = "Model id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first estimate instead of a new one"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first estimate instead of a new one. 1-200 visible ASCII characters (spaces inside allowed)",
+            nullable = false, min_length = 1, max_length = 200, pattern = r"^[!-~]([ -~]{0,198}[!-~])?$"),
     ),
     request_body(content(
         (BatchForm = "multipart/form-data"),
-        (Vec<u8> = "application/zip"),
+        (Binary = "application/zip"),
     )),
     responses(
         (status = 202, description = "Queued (or, for a replayed Idempotency-Key, the existing estimate)", body = EstimateView,
@@ -249,7 +236,7 @@ pub(crate) async fn create(
 
 /// One estimate: status (queued, running with progress, succeeded, failed with a reason) and, when done,
 /// the estimates with intervals, pseudo metrics, support counts and timings.
-#[utoipa::path(get, path = "/v1/estimates/{id}", tag = "estimates",
+#[utoipa::path(get, path = "/v1/estimates/{id}", operation_id = "getEstimate", tag = "estimates",
     params(("id" = Uuid, Path, description = "Estimate id")),
     responses(
         (status = 200, body = EstimateView),
@@ -276,8 +263,9 @@ pub struct ListParams {
     /// Only estimates in this state.
     status: Option<JobStatus>,
     /// Page size, 1-500 (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
-    /// `next_cursor` of the previous page.
+    /// `next_cursor` of the previous page (opaque; any other value is a 400).
     cursor: Option<String>,
 }
 
@@ -305,7 +293,7 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
 }
 
 /// A model's estimates, newest first, with a time range and cursor pagination (for dashboards).
-#[utoipa::path(get, path = "/v1/models/{id}/estimates", tag = "estimates",
+#[utoipa::path(get, path = "/v1/models/{id}/estimates", operation_id = "listEstimates", tag = "estimates",
     params(("id" = Uuid, Path, description = "Model id"), ListParams),
     responses(
         (status = 200, body = EstimatePage),

@@ -6,6 +6,7 @@ pub mod drain;
 pub mod dto;
 pub mod error;
 pub mod estimates;
+pub mod forms;
 pub mod models;
 pub mod ops;
 pub mod studies;
@@ -131,10 +132,13 @@ impl utoipa::Modify for SecurityAddon {
     ),
     modifiers(&SecurityAddon),
     security(("api_key" = [])),
+    // The groups of README "API": models with their reference sets, reverse segmenters, the two stages
+    // (estimates include DICOMweb intake), operations.
     tags(
-        (name = "models", description = "Segmentation models, their reference sets and reverse segmenters"),
+        (name = "models", description = "Segmentation models and their reference sets"),
+        (name = "reverse-segmenters", description = "UniverSeg-contract ONNX reverse segmenters"),
         (name = "calibrations", description = "Stage 1: the pseudo -> real mapping per model"),
-        (name = "estimates", description = "Stage 2: estimates for unlabeled batches"),
+        (name = "estimates", description = "Stage 2: estimates for unlabeled batches (multipart, zip or DICOMweb STOW-RS)"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -342,7 +346,8 @@ pub(crate) fn idempotency_key(
         .to_str()
         .ok()
         .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 200)
+        // to_str() lets tabs through; they are not visible characters (nor allowed by the documented pattern).
+        .filter(|k| !k.is_empty() && k.len() <= 200 && !k.contains('\t'))
         .ok_or_else(|| {
             ApiError::BadRequest("Idempotency-Key must be 1-200 visible ASCII characters".into())
         })?;

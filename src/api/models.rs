@@ -5,6 +5,7 @@ use super::dto::{
     Model, ModelList, ReferenceSet, ReverseSegmenter, ReverseSegmenterList, ReverseSpec,
 };
 use super::error::Problem;
+use super::forms::{LabelledSetForm, RegisterModelForm, RegisterReverseForm};
 use super::upload::{self, Upload};
 use super::{staged, ApiError, AppState, IdPath};
 use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, SegModel};
@@ -17,7 +18,6 @@ use axum::extract::multipart::MultipartRejection;
 use axum::extract::{Multipart, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
-use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
@@ -28,55 +28,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(put_reference, get_reference))
         .routes(routes!(register_reverse, list_reverse))
         .routes(routes!(get_reverse))
-}
-
-/// multipart/form-data body of POST /v1/models.
-#[derive(ToSchema)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct RegisterModelForm {
-    /// Unique name: letters, digits, `.`, `_`, `-` (at most 100).
-    name: String,
-    /// The model spec JSON, e.g. {"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}.
-    spec: String,
-    /// The ONNX model.
-    #[schema(format = Binary, content_media_type = "application/octet-stream")]
-    onnx: String,
-    /// Optional reverse segmenter JSON: {"kind":"label_fusion"} (default) or {"kind":"onnx","id":"<uuid>","threshold":0.4}.
-    reverse: Option<String>,
-}
-
-/// multipart/form-data body carrying a labelled image set.
-#[derive(ToSchema)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct LabelledSetForm {
-    /// Images (repeat the part); paired with labels by file name.
-    #[schema(format = Binary)]
-    image: Vec<String>,
-    /// Label masks, 0/255 (foreground > 127).
-    #[schema(format = Binary)]
-    label: Vec<String>,
-    /// Or: zip archives with images/ and labels/ folders.
-    #[schema(format = Binary)]
-    archive: Vec<String>,
-}
-
-/// multipart/form-data body of POST /v1/reverse-segmenters.
-#[derive(ToSchema)]
-#[expect(
-    dead_code,
-    reason = "documents a multipart form for OpenAPI; never built"
-)]
-pub struct RegisterReverseForm {
-    name: String,
-    /// A UniverSeg-contract ONNX model.
-    #[schema(format = Binary)]
-    onnx: String,
 }
 
 pub(crate) fn validate_name(name: &str) -> Result<(), ApiError> {
@@ -109,7 +60,7 @@ async fn model_or_404(state: &AppState, id: Uuid) -> Result<models::ModelRow, Ap
 }
 
 /// Register a segmentation model: the ONNX file and its spec, validated against each other now.
-#[utoipa::path(post, path = "/v1/models", tag = "models",
+#[utoipa::path(post, path = "/v1/models", operation_id = "registerModel", tag = "models",
     request_body(content = RegisterModelForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Registered", body = Model, headers(("Location" = String))),
@@ -196,7 +147,7 @@ async fn register(
 }
 
 /// List registered models.
-#[utoipa::path(get, path = "/v1/models", tag = "models",
+#[utoipa::path(get, path = "/v1/models", operation_id = "listModels", tag = "models",
     responses(
         (status = 200, body = ModelList),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -212,7 +163,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Mode
 }
 
 /// One model.
-#[utoipa::path(get, path = "/v1/models/{id}", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{id}", operation_id = "getModel", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = Model),
@@ -229,7 +180,7 @@ async fn get_model(
 }
 
 /// Delete a model with its reference set, calibrations and estimates.
-#[utoipa::path(delete, path = "/v1/models/{id}", tag = "models",
+#[utoipa::path(delete, path = "/v1/models/{id}", operation_id = "deleteModel", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -325,7 +276,7 @@ pub(crate) async fn prepare_labelled(
 
 /// Attach (or replace) the model's reference set: its labelled training images. Later calibrations use
 /// it; existing calibrations keep the set they were made with.
-#[utoipa::path(put, path = "/v1/models/{id}/reference-set", tag = "models",
+#[utoipa::path(put, path = "/v1/models/{id}/reference-set", operation_id = "putReferenceSet", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     request_body(content = LabelledSetForm, content_type = "multipart/form-data"),
     responses(
@@ -387,7 +338,7 @@ async fn reference_view(state: &AppState, set_id: Uuid) -> Result<ReferenceSet, 
 }
 
 /// The model's current reference set.
-#[utoipa::path(get, path = "/v1/models/{id}/reference-set", tag = "models",
+#[utoipa::path(get, path = "/v1/models/{id}/reference-set", operation_id = "getReferenceSet", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = ReferenceSet),
@@ -410,7 +361,7 @@ async fn get_reference(
 }
 
 /// Register a UniverSeg-contract ONNX model as a reverse segmenter (validated against the contract now).
-#[utoipa::path(post, path = "/v1/reverse-segmenters", tag = "models",
+#[utoipa::path(post, path = "/v1/reverse-segmenters", operation_id = "registerReverseSegmenter", tag = "reverse-segmenters",
     request_body(content = RegisterReverseForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, body = ReverseSegmenter, headers(("Location" = String))),
@@ -468,7 +419,7 @@ async fn register_reverse(
 }
 
 /// List registered reverse segmenters.
-#[utoipa::path(get, path = "/v1/reverse-segmenters", tag = "models",
+#[utoipa::path(get, path = "/v1/reverse-segmenters", operation_id = "listReverseSegmenters", tag = "reverse-segmenters",
     responses(
         (status = 200, body = ReverseSegmenterList),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -487,7 +438,7 @@ async fn list_reverse(
 }
 
 /// One reverse segmenter.
-#[utoipa::path(get, path = "/v1/reverse-segmenters/{id}", tag = "models",
+#[utoipa::path(get, path = "/v1/reverse-segmenters/{id}", operation_id = "getReverseSegmenter", tag = "reverse-segmenters",
     params(("id" = Uuid, Path, description = "Reverse segmenter id")),
     responses(
         (status = 200, body = ReverseSegmenter),

@@ -1,7 +1,7 @@
 //! Operations: liveness, readiness, Prometheus metrics.
 
 use super::auth::authenticate;
-use super::dto::Health;
+use super::dto::{Health, HealthChecks};
 use super::error::Problem;
 use super::{ApiError, AppState};
 use crate::store::estimates;
@@ -10,7 +10,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::Json;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
@@ -44,7 +43,7 @@ async fn guard(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
 }
 
 /// Liveness: the process answers.
-#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+#[utoipa::path(get, path = "/healthz", operation_id = "getLiveness", tag = "operations", security(()),
     responses((status = 200, body = Health), (status = 401, body = Problem, content_type = "application/problem+json")))]
 async fn healthz(
     State(state): State<AppState>,
@@ -53,13 +52,13 @@ async fn healthz(
     guard(&state, &headers).await?;
     Ok(Json(Health {
         status: "ok".into(),
-        checks: BTreeMap::new(),
+        checks: HealthChecks::default(),
     }))
 }
 
 /// Readiness: the database and the blob store answer, ONNX Runtime is loaded, and the process is not
 /// shutting down.
-#[utoipa::path(get, path = "/readyz", tag = "operations", security(()),
+#[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", security(()),
     responses(
         (status = 200, body = Health),
         (status = 401, body = Problem, content_type = "application/problem+json"),
@@ -70,7 +69,7 @@ async fn readyz(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Health>), ApiError> {
     guard(&state, &headers).await?;
-    let mut checks = BTreeMap::new();
+    let mut checks = HealthChecks::default();
     let db = match sqlx::query_scalar::<_, i32>("SELECT 1")
         .fetch_one(&state.pool)
         .await
@@ -81,12 +80,12 @@ async fn readyz(
             "unreachable".to_string()
         }
     };
-    checks.insert("database".to_string(), db);
+    checks.database = Some(db);
     let ort = match &state.runtime {
         Ok(rt) => format!("ok ({})", rt.provider()),
         Err(e) => e.clone(),
     };
-    checks.insert("onnxruntime".to_string(), ort);
+    checks.onnxruntime = Some(ort);
     let blob_store = match state.blobs.check().await {
         Ok(_) => "ok".to_string(),
         Err(e) => {
@@ -94,14 +93,11 @@ async fn readyz(
             "unreachable".to_string()
         }
     };
-    checks.insert("blob_store".to_string(), blob_store);
+    checks.blob_store = Some(blob_store);
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
-        checks.insert(
-            "shutdown".to_string(),
-            "draining: shutting down".to_string(),
-        );
+        checks.shutdown = Some("draining: shutting down".to_string());
     }
-    let ready = checks.values().all(|v| v.starts_with("ok"));
+    let ready = checks.all_ok();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -115,7 +111,7 @@ async fn readyz(
 }
 
 /// Prometheus metrics: requests, job durations, queue depth, latest estimate per model and metric.
-#[utoipa::path(get, path = "/metrics", tag = "operations", security(()),
+#[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", security(()),
     responses(
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
         (status = 401, body = Problem, content_type = "application/problem+json"),

@@ -3,6 +3,7 @@
 //! (application/dicom+json), with the estimate's Location.
 
 use super::auth::Caller;
+use super::dto::Binary;
 use super::error::Problem;
 use super::estimates::{self, active_calibration};
 use super::models::expand_options;
@@ -259,12 +260,18 @@ fn ingest_error(source: IngestError) -> ApiError {
 /// frame of every instance that decodes is one image of the batch; instances that do not decode, and
 /// instances this model received before, are listed as failed. 200 when every instance was stored, 202
 /// when some were, 409 when none was (PS3.18), with the estimate's Location.
-#[utoipa::path(post, path = "/v1/models/{id}/studies", tag = "estimates",
+///
+/// Client generators cannot send multipart/related; use a DICOMweb client with the model as its base
+/// URL, e.g. Python's `dicomweb-client`:
+/// `DICOMwebClient(url=f"{SPE}/v1/models/{model_id}", headers={"Authorization": f"Bearer {key}"})
+/// .store_instances([pydicom.dcmread(f) for f in files])`, or curl as in README walkthrough step 6.
+#[utoipa::path(post, path = "/v1/models/{id}/studies", operation_id = "storeStudyInstances", tag = "estimates",
     params(
         ("id" = Uuid, Path, description = "Model id"),
-        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first estimate instead of a new one"),
+        ("Idempotency-Key" = Option<String>, Header, description = "A retried POST with the same key returns the first estimate instead of a new one. 1-200 visible ASCII characters (spaces inside allowed)",
+            nullable = false, min_length = 1, max_length = 200, pattern = r"^[!-~]([ -~]{0,198}[!-~])?$"),
     ),
-    request_body(content = Vec<u8>, content_type = "multipart/related",
+    request_body(content = Binary, content_type = "multipart/related",
         description = "multipart/related; type=\"application/dicom\"; boundary=...: one DICOM Part 10 file per part"),
     responses(
         (status = 200, description = "Every instance was stored; the estimate is queued. Body: STOW-RS response (application/dicom+json) with RetrieveURL (0008,1190) = the estimate and ReferencedSOPSequence (0008,1199)",

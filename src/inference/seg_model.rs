@@ -8,9 +8,10 @@ use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use std::sync::Mutex;
+use utoipa::ToSchema;
 
 /// How the model's input is scaled from the loaded gray image (0..255).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scale {
     /// x / 255
@@ -24,7 +25,7 @@ pub enum Scale {
     Zscore,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     /// Defaults to the model's first input.
@@ -32,6 +33,7 @@ pub struct InputSpec {
     pub name: Option<String>,
     /// 1, or 3 (the gray image replicated).
     #[serde(default = "one")]
+    #[schema(minimum = 1, maximum = 3, default = 1)]
     pub channels: usize,
     #[serde(default)]
     pub scale: Scale,
@@ -41,7 +43,7 @@ fn one() -> usize {
     1
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum OutputKind {
     /// C >= 2 channels; foreground where argmax == foreground_class.
@@ -50,7 +52,7 @@ pub enum OutputKind {
     Sigmoid,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputSpec {
     /// Defaults to the model's first output.
@@ -62,12 +64,13 @@ pub struct OutputSpec {
     pub foreground_class: Option<usize>,
     /// sigmoid only (default 0.5), on the probability.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0)]
     pub threshold: Option<f32>,
 }
 
 /// The model spec JSON, e.g.
 /// `{"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     pub input: InputSpec,

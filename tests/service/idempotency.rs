@@ -201,3 +201,23 @@ async fn idempotency_race_losers_get_the_digest_check() {
     assert_eq!(job_count(&app).await, 3);
     app.stop().await;
 }
+
+/// What the document declares is what the server takes: a key with a tab (not a visible character) is a
+/// 400, and a pair named with a NUL (which PostgreSQL cannot store) a 422, not a 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_with_tabs_and_pair_names_with_nul_are_refused() {
+    let app = TestApp::start().await;
+    let model = model_with_reference(&app, "model-nul").await;
+    let model = model["id"].as_str().unwrap().to_string();
+    let r = post_pairs(&app, &model, "a\tb", &pairs(4)).await;
+    expect_problem(r, StatusCode::BAD_REQUEST).await;
+    let mut body = pairs(4);
+    body["points"][0]["name"] = Value::from("p\u{0}0");
+    let r = post_pairs(&app, &model, "nul-name", &body).await;
+    let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert_eq!(problem["type"], "urn:spe:problem:invalid-input");
+    // Neither stored anything; the same key with a clean body is a new calibration.
+    let r = post_pairs(&app, &model, "nul-name", &pairs(4)).await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    app.stop().await;
+}

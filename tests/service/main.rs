@@ -2,6 +2,7 @@
 //! and sets DATABASE_URL). Run one group with e.g. `cargo test --test service flow`.
 
 mod activation;
+mod api_clients;
 mod bad_input;
 mod clinical;
 mod common;
