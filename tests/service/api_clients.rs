@@ -4,12 +4,9 @@
 //! tests are skipped, except under CI=true, where they fail.
 
 use crate::common::{
-    calibrated_model, estimate_ok, file_part, fixture, images_form, model_with_reference, repo,
+    calibrated_model, estimate_ok, images_form, model_with_reference, register_tiny_reverse, repo,
     synthetic, TestApp,
 };
-use reqwest::multipart::Form;
-use reqwest::StatusCode;
-use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::process::Command;
@@ -108,14 +105,7 @@ async fn schemathesis_finds_no_disagreement_with_the_document() {
     let (model, cal) = calibrated_model(&app, "fuzzed").await;
     let estimate = estimate_ok(&app, &model, images_form(&synthetic().join("batch"))).await;
     let doomed = model_with_reference(&app, "to-delete").await;
-    let form = Form::new()
-        .text("name", "fuzzed-reverse")
-        .part("onnx", file_part(&fixture("universeg_tiny.onnx")));
-    let r = app
-        .post_form("/v1/reverse-segmenters", &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let reverse: Value = r.json().await.unwrap();
+    let reverse = register_tiny_reverse(&app, "fuzzed-reverse").await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("schemathesis.toml");
     std::fs::write(

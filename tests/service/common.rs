@@ -455,6 +455,18 @@ pub fn zip_of(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
 
 pub const SPEC: &str = r#"{"input":{"name":"image","channels":1,"scale":"unit"},"output":{"name":"logits","kind":"argmax","foreground_class":1}}"#;
 
+/// Registers the tiny UniverSeg-contract ONNX fixture as a reverse segmenter (201) and returns its body.
+pub async fn register_tiny_reverse(app: &TestApp, name: &str) -> Value {
+    let form = Form::new()
+        .text("name", name.to_string())
+        .part("onnx", file_part(&fixture("universeg_tiny.onnx")));
+    let r = app
+        .post_form("/v1/reverse-segmenters", &app.admin, form)
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    r.json().await.unwrap()
+}
+
 /// Registers the synthetic family's model (its last checkpoint) and attaches the reference set.
 pub async fn model_with_reference(app: &TestApp, name: &str) -> Value {
     let form = Form::new()

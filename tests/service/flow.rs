@@ -281,14 +281,7 @@ async fn flow_calibrate_from_pairs_and_masks() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_with_a_registered_onnx_reverse_segmenter() {
     let app = TestApp::start().await;
-    let form = Form::new()
-        .text("name", "universeg-tiny")
-        .part("onnx", file_part(&fixture("universeg_tiny.onnx")));
-    let r = app
-        .post_form("/v1/reverse-segmenters", &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let reverse: Value = r.json().await.unwrap();
+    let reverse = register_tiny_reverse(&app, "universeg-tiny").await;
     let rid = reverse["id"].as_str().unwrap();
     let listed = app.get_json("/v1/reverse-segmenters", &app.reader).await;
     assert_eq!(listed["items"][0]["id"], reverse["id"]);
