@@ -16,12 +16,12 @@ run: ort
 	tools/pg.sh .pgdata 54329 -- target/release/spe serve
 
 test: ort $(S3S_FS)
-	PG_FSYNC=off tools/pg.sh .pgdata-test 54330 -- cargo test --locked
+	PG_FSYNC=off tools/pg.sh .pgdata-test 54330 -- cargo test --workspace --locked
 	$(PY) -m unittest discover -s tools -p 'test_*.py'
 
 lint:
 	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo clippy --workspace --locked --all-targets -- -D warnings
 
 bench: ort
 	cargo bench --locked --bench label_fusion

@@ -2,7 +2,9 @@
 
 pub mod api;
 pub mod cli;
-pub mod engine;
+pub mod digest;
+/// The method is its own crate (crates/engine, no HTTP, SQL or ONNX Runtime); `spe::engine` names it.
+pub use spe_engine as engine;
 pub mod inference;
 pub mod ingest;
 pub mod jobs;

@@ -5,8 +5,8 @@
 //! the same pixels give the same estimate whatever the input format.
 
 use super::{dicom, nifti, IngestError, Pixels, Plane};
+use crate::digest::sha256_hex;
 use crate::engine::{image_io, EngineError, SIDE};
-use crate::store::blobs::sha256_hex;
 use bytes::Bytes;
 use image::codecs::png::{CompressionType, FilterType, PngEncoder};
 use image::{ExtendedColorType, ImageEncoder};

@@ -6,7 +6,6 @@ use bytes::Bytes;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
-use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -28,9 +27,7 @@ impl std::fmt::Debug for BlobStore {
     }
 }
 
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
+pub use crate::digest::sha256_hex;
 
 /// [`sha256_hex`] on a blocking thread for large blobs (an ONNX model takes a while), inline for small.
 pub async fn digest_off_thread(bytes: &Bytes) -> Result<String, StoreError> {

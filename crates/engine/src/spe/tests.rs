@@ -1,7 +1,7 @@
 use super::*;
-use crate::engine::estimate::{estimate, BatchSignals};
-use crate::engine::fit::{Calibration, CheckpointPoint, MaskStats};
-use crate::engine::SIDE;
+use crate::estimate::{estimate, BatchSignals};
+use crate::fit::{Calibration, CheckpointPoint, MaskStats};
+use crate::SIDE;
 use ndarray::Array2;
 
 /// Segments each query with the label of its most similar support (global squared difference):

@@ -1,6 +1,6 @@
 use super::*;
-use crate::engine::fit::{Calibration, CheckpointPoint, Draw};
-use crate::engine::spe::SpeParams;
+use crate::fit::{Calibration, CheckpointPoint, Draw};
+use crate::spe::SpeParams;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::engine::spe::normalise;
+use crate::spe::normalise;
 
 /// A synthetic "anatomy": an off-centre ellipse with a bar, so rotation and scale are visible.
 fn anatomy(cy: f32, cx: f32, ry: f32, rx: f32) -> Gray {

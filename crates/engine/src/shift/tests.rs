@@ -1,5 +1,5 @@
 use super::*;
-use crate::engine::SIDE;
+use crate::SIDE;
 
 /// A smooth image with structure in both directions, values in 0..255.
 fn test_image() -> Gray {
