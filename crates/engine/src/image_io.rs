@@ -169,26 +169,6 @@ pub fn load_labelled(
     })
 }
 
-/// Load the PNG/JPEG files directly inside `dir` (same rules as [`load_labelled_dir`]), sorted by
-/// file stem; returns (stems, images).
-pub fn load_image_dir(
-    dir: &Path,
-    max_pixels: u64,
-) -> Result<(Vec<String>, Vec<Gray>), EngineError> {
-    let files = list_images(dir)?;
-    if files.is_empty() {
-        return Err(EngineError::Invalid(format!(
-            "no PNG or JPEG images in {}",
-            dir.display()
-        )));
-    }
-    let images = files
-        .par_iter()
-        .map(|(_, path)| load_gray(path, max_pixels))
-        .collect::<Result<Vec<_>, EngineError>>()?;
-    Ok((files.into_keys().collect(), images))
-}
-
 /// Image files directly in `dir`, by stem (a BTreeMap, so iteration is sorted by name).
 fn list_images(dir: &Path) -> Result<BTreeMap<String, PathBuf>, EngineError> {
     let io_err = |source| EngineError::Io {

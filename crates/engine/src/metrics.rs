@@ -60,11 +60,6 @@ impl Metric {
             Metric::Pearson => (-1.0, Some(1.0)),
         }
     }
-
-    /// False only for HD95, a distance.
-    pub fn higher_is_better(self) -> bool {
-        !matches!(self, Metric::Hd95)
-    }
 }
 
 impl std::fmt::Display for Metric {

@@ -1,5 +1,6 @@
-//! Stages 2-5 of the method: support selection, reverse segmentation of the reference set, pseudo metrics
-//! averaged over repetitions; plus the estimate (stage 2 of the paper) from a fitted calibration.
+//! Steps 2-5 of method.md's stage 1, which stage 2 repeats on a batch: support selection, reverse
+//! segmentation of the reference set, pseudo metrics averaged over repetitions; plus the estimate's output
+//! types (the mapping itself is in `estimate`).
 
 use super::metrics::{self, Metric, MetricSet};
 use super::{EngineError, Gray, Mask, ReverseSegmenter, SupportSet};
@@ -169,7 +170,7 @@ pub fn check_batch(images: &[Gray], masks: &[Mask], params: &SpeParams) -> Resul
     Ok(())
 }
 
-/// Stages 2-5: the pseudo metrics of a batch whose images (as loaded, 0..255) the model predicted
+/// Steps 2-5: the pseudo metrics of a batch whose images (as loaded, 0..255) the model predicted
 /// `masks` for, measured by reverse-segmenting the reference set.
 pub fn pseudo_metrics(
     reverse: &dyn ReverseSegmenter,

@@ -421,18 +421,6 @@ fn empty_or_missing_dirs_are_errors() {
     write(&root.path().join("images"), "readme.md", b"x");
     let err = load_labelled_dir(root.path(), MAX).unwrap_err();
     assert!(matches!(err, EngineError::Invalid(_)), "{err:?}");
-    assert!(load_image_dir(&root.path().join("images"), MAX).is_err());
-}
-
-#[test]
-fn image_dir_sorted_by_stem() {
-    let root = tempfile::tempdir().unwrap();
-    write(root.path(), "z.png", &gray8(128, 128, |_, _| 3));
-    write(root.path(), "m.PNG", &gray8(32, 32, |_, _| 9));
-    fs::create_dir_all(root.path().join("sub.png")).unwrap();
-    let (names, images) = load_image_dir(root.path(), MAX).unwrap();
-    assert_eq!(names, ["m", "z"]);
-    assert_eq!((images[0][(5, 5)], images[1][(5, 5)]), (9.0, 3.0));
 }
 
 #[test]

@@ -144,8 +144,6 @@ fn metric_names_round_trip() {
     }
     assert_eq!(Metric::parse(" HD95 "), Some(Metric::Hd95));
     assert_eq!(Metric::parse("f1"), None);
-    assert!(!Metric::Hd95.higher_is_better());
-    assert!(Metric::Pearson.higher_is_better());
     assert_eq!(Metric::Pearson.bounds(), (-1.0, Some(1.0)));
     assert_eq!(Metric::Hd95.bounds(), (0.0, None));
     assert_eq!(Metric::Recall.bounds(), (0.0, Some(1.0)));
