@@ -454,6 +454,7 @@ fn load_batch(dir: &Path, opts: &expand::Options) -> Result<Batch> {
             std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
         files.push(InputFile {
             name: path.display().to_string(),
+            origin: path.display().to_string(),
             data: Bytes::from(data),
         });
     }

@@ -2,142 +2,19 @@
 //! shutdown.
 
 use crate::api::{self, AppState, Limits};
-use crate::inference::{ExecutionProvider, Runtime, RuntimeConfig};
+use crate::inference::{Runtime, RuntimeConfig};
 use crate::jobs::{self, run::Ctx, WorkerConfig};
 use crate::store::{self, keys, BlobStore};
 use anyhow::{bail, Context, Result};
-use clap::{Args, Subcommand, ValueEnum};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use clap::{Args, Subcommand};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum Role {
-    /// HTTP API only (jobs run on worker processes sharing the database and blob store).
-    Api,
-    /// Job workers only.
-    Worker,
-    /// Both in one process.
-    All,
-}
-
-#[derive(Args, Clone, Debug)]
-pub struct DbArgs {
-    /// Postgres connection URL (`make run` and `make test` set it for a private local cluster).
-    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
-}
-
-#[derive(Args, Clone, Debug)]
-pub struct ServeArgs {
-    #[command(flatten)]
-    pub db: DbArgs,
-    /// Address to listen on.
-    #[arg(long, env = "SPE_BIND", default_value = "127.0.0.1:8080")]
-    pub bind: SocketAddr,
-    /// What this process runs.
-    #[arg(long, env = "SPE_ROLE", value_enum, default_value = "all")]
-    pub role: Role,
-    /// Blob store: a local directory, or s3://bucket[/prefix] (credentials and AWS_ENDPOINT from the AWS_* env).
-    #[arg(long, env = "SPE_BLOB_STORE", default_value = ".spe-data/blobs")]
-    pub blob_store: String,
-    /// Jobs run at once by this process (each uses every core).
-    #[arg(long, env = "SPE_WORKERS", default_value_t = 1)]
-    pub workers: usize,
-    /// Job lease: a worker that stops heartbeating for this long loses its job to another worker.
-    #[arg(long, env = "SPE_LEASE_SECS", default_value_t = 30.0)]
-    pub lease_secs: f64,
-    /// Queue poll interval (notifications usually wake workers sooner).
-    #[arg(long, env = "SPE_POLL_MS", default_value_t = 1000)]
-    pub poll_ms: u64,
-    /// Attempts per job (crashed attempts count) before it fails for good.
-    #[arg(long, env = "SPE_MAX_ATTEMPTS", default_value_t = 3)]
-    pub max_attempts: i32,
-    /// How long a job's transient failures (database, blob store, runtime) are retried, with
-    /// exponential backoff, counted from the first; its inputs are kept until the final outcome.
-    #[arg(long, env = "SPE_JOB_RETRY_WINDOW_SECS", default_value_t = 900)]
-    pub job_retry_window_secs: u64,
-    /// A job still running after this many seconds is stopped and fails; 0 = no limit.
-    #[arg(long, env = "SPE_JOB_DEADLINE_SECS", default_value_t = 21600)]
-    pub job_deadline_secs: u64,
-    /// On SIGTERM, how long running jobs may take to finish before they are handed back to the queue.
-    #[arg(long, env = "SPE_SHUTDOWN_GRACE_SECS", default_value_t = 20.0)]
-    pub shutdown_grace_secs: f64,
-    /// Largest request body, in MiB.
-    #[arg(long, env = "SPE_MAX_BODY_MB", default_value_t = 256)]
-    pub max_body_mb: u64,
-    /// Most images per uploaded set or batch.
-    #[arg(long, env = "SPE_MAX_IMAGES", default_value_t = 1024)]
-    pub max_images: usize,
-    /// Most pixels per image, checked before decoding.
-    #[arg(long, env = "SPE_MAX_PIXELS", default_value_t = 25_000_000)]
-    pub max_pixels: u64,
-    /// Most voxels in one NIfTI volume or multi-frame DICOM instance, checked before decoding.
-    #[arg(long, env = "SPE_MAX_VOLUME_VOXELS", default_value_t = crate::ingest::expand::DEFAULT_MAX_VOLUME_VOXELS)]
-    pub max_volume_voxels: u64,
-    /// Most pixels (voxels) one request may decode in total, counted while decoding: 413 beyond.
-    #[arg(long, env = "SPE_MAX_REQUEST_PIXELS", default_value_t = 1 << 31)]
-    pub max_request_pixels: u64,
-    /// Most jobs queued or running before submissions get 429.
-    #[arg(long, env = "SPE_MAX_QUEUE", default_value_t = 64)]
-    pub max_queue: i64,
-    /// Retry-After (seconds) sent with 429.
-    #[arg(long, env = "SPE_RETRY_AFTER_SECS", default_value_t = 10)]
-    pub retry_after_secs: u64,
-    /// Longest time one request may take, body included (408 beyond).
-    #[arg(long, env = "SPE_REQUEST_TIMEOUT_SECS", default_value_t = 300)]
-    pub request_timeout_secs: u64,
-    /// At shutdown, how long /readyz answers 503 while requests are still served, so load balancers
-    /// stop routing here before the listener closes.
-    #[arg(long, env = "SPE_DRAIN_SECS", default_value_t = 5)]
-    pub drain_secs: u64,
-    /// Skip the migrations at start-up (rolling deploys: run `spe migrate` once first); the schema must
-    /// then be exactly what this binary expects.
-    #[arg(long, env = "SPE_NO_MIGRATE")]
-    pub no_migrate: bool,
-    /// Require an API key for /healthz, /readyz and /metrics too.
-    #[arg(long, env = "SPE_PROTECT_OPS")]
-    pub protect_ops: bool,
-    /// Database connections of the API (workers have their own, two per worker plus two).
-    #[arg(long, env = "SPE_DB_CONNECTIONS", default_value_t = 16, value_parser = clap::value_parser!(u32).range(2..))]
-    pub db_connections: u32,
-    /// Uploads (POST/PUT with a body) handled at once; more get 429 with Retry-After before their body is
-    /// read. Keep it below --db-connections: each holds one connection while it stores its files.
-    #[arg(long, env = "SPE_MAX_CONCURRENT_UPLOADS", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_concurrent_uploads: u32,
-    /// Rayon threads for the engine (0 = all cores).
-    #[arg(long, env = "SPE_THREADS", default_value_t = 0)]
-    pub threads: usize,
-    /// ONNX Runtime execution provider: cpu, cuda or tensorrt.
-    #[arg(long, env = "SPE_PROVIDER", default_value = "cpu")]
-    pub provider: ExecutionProvider,
-    /// Fail instead of falling back to CPU when the provider is unavailable.
-    #[arg(long, env = "SPE_PROVIDER_REQUIRED")]
-    pub provider_required: bool,
-    /// Path of libonnxruntime.so (default: search, see README).
-    #[arg(long, env = "SPE_ORT_LIB")]
-    pub ort_lib: Option<PathBuf>,
-    /// Keep an unlabeled batch's pixels after its estimate is finished (default: only their SHA-256
-    /// digests are kept, so an estimate can still be traced to its input).
-    #[arg(long, env = "SPE_RETAIN_BATCH_PIXELS")]
-    pub retain_batch_pixels: bool,
-    /// Seconds between sweeps deleting blobs no row references (left behind when a process dies between
-    /// a commit and the delete); the first runs at start-up. 0 = never.
-    #[arg(long, env = "SPE_BLOB_SWEEP_INTERVAL_SECS", default_value_t = 3600)]
-    pub blob_sweep_interval_secs: u64,
-    /// A blob is swept only once it is this old (a margin for uploads in flight).
-    #[arg(long, env = "SPE_BLOB_SWEEP_MIN_AGE_SECS", default_value_t = DEFAULT_SWEEP_MIN_AGE_SECS)]
-    pub blob_sweep_min_age_secs: u64,
-    /// An admin key `spe_<id>.<secret>` installed at start-up (for containers); never re-enabled once
-    /// revoked.
-    #[arg(long, env = "SPE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
-    pub bootstrap_admin_key: Option<String>,
-}
-
-const DEFAULT_SWEEP_MIN_AGE_SECS: u64 = 3600;
+mod args;
+use args::DEFAULT_SWEEP_MIN_AGE_SECS;
+pub use args::{DbArgs, Role, ServeArgs};
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum KeysCommand {
@@ -196,15 +73,26 @@ fn tokio_runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// How long the workers and the CLI wait for a pooled connection (the API's own: --db-acquire-timeout-secs).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
 async fn connect(url: &str, connections: u32) -> Result<sqlx::PgPool> {
-    store::connect(url, connections)
+    connect_within(url, connections, ACQUIRE_TIMEOUT).await
+}
+
+async fn connect_within(url: &str, connections: u32, acquire: Duration) -> Result<sqlx::PgPool> {
+    store::connect(url, connections, acquire)
         .await
         .context("cannot connect to Postgres (is DATABASE_URL right and the server up? `make run` starts one)")
 }
 
 /// Connects and brings the schema up to date; a schema newer than this binary is refused clearly.
 async fn database(url: &str, connections: u32) -> Result<sqlx::PgPool> {
-    let pool = connect(url, connections).await?;
+    database_within(url, connections, ACQUIRE_TIMEOUT).await
+}
+
+async fn database_within(url: &str, connections: u32, acquire: Duration) -> Result<sqlx::PgPool> {
+    let pool = connect_within(url, connections, acquire).await?;
     if let store::Schema::Newer { applied, known } = store::schema(&pool).await? {
         bail!(newer_schema(applied, known));
     }
@@ -251,7 +139,8 @@ pub fn keys_command(args: KeysArgs) -> Result<()> {
                 let (key, token) = keys::create(&pool, role, &name).await?;
                 eprintln!(
                     "created {} key {} (shown once; store it safely)",
-                    key.role, key.key_id
+                    key.role.as_str(),
+                    key.key_id
                 );
                 println!("{token}");
             }
@@ -265,7 +154,7 @@ pub fn keys_command(args: KeysArgs) -> Result<()> {
                     println!(
                         "{}\t{}\t{}\t{}\t{}",
                         k.key_id,
-                        k.role,
+                        k.role.as_str(),
                         state,
                         k.created_at.to_rfc3339(),
                         k.name
@@ -342,7 +231,7 @@ async fn serve_http(
 fn lower_priority() {
     #[cfg(target_os = "linux")]
     // SAFETY: setpriority takes plain integers; on Linux, PRIO_PROCESS with who = 0 is the calling thread.
-    #[allow(unsafe_code)]
+    #[expect(unsafe_code, reason = "setpriority(2) has no safe binding")]
     unsafe {
         libc::setpriority(libc::PRIO_PROCESS, 0, 10);
     }
@@ -458,12 +347,13 @@ pub async fn run(
     listener: Option<tokio::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    let acquire = Duration::from_secs(args.db_acquire_timeout_secs);
     let pool = if args.no_migrate {
-        let pool = connect(&args.db.database_url, args.db_connections).await?;
+        let pool = connect_within(&args.db.database_url, args.db_connections, acquire).await?;
         schema_matches(&pool).await?;
         pool
     } else {
-        database(&args.db.database_url, args.db_connections).await?
+        database_within(&args.db.database_url, args.db_connections, acquire).await?
     };
     if let Some(token) = args
         .bootstrap_admin_key
@@ -526,10 +416,10 @@ pub async fn run(
             });
             let config = WorkerConfig {
                 count: args.workers,
-                lease: Duration::from_secs_f64(args.lease_secs.max(0.5)),
-                poll: Duration::from_millis(args.poll_ms.max(10)),
-                max_attempts: args.max_attempts.max(1),
-                shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_secs.max(0.0)),
+                lease: Duration::from_secs_f64(args.lease_secs),
+                poll: Duration::from_millis(args.poll_ms),
+                max_attempts: args.max_attempts,
+                shutdown_grace: Duration::from_secs_f64(args.shutdown_grace_secs),
                 retry_window: Duration::from_secs(args.job_retry_window_secs),
                 deadline: (args.job_deadline_secs > 0)
                     .then(|| Duration::from_secs(args.job_deadline_secs)),
@@ -556,9 +446,9 @@ pub async fn run(
                     max_request_pixels: args.max_request_pixels,
                     max_queue: args.max_queue,
                     retry_after_s: args.retry_after_secs,
-                    request_timeout: Duration::from_secs(args.request_timeout_secs.max(1)),
+                    request_timeout: Duration::from_secs(args.request_timeout_secs),
                 },
-                max_attempts: args.max_attempts.max(1),
+                max_attempts: args.max_attempts,
                 open_ops: !args.protect_ops,
                 draining: Arc::new(AtomicBool::new(false)),
                 uploads: Arc::new(tokio::sync::Semaphore::new(
@@ -568,7 +458,7 @@ pub async fn run(
             };
             tracing::info!(address = %listener.local_addr()?, role = ?args.role, "serving");
             let drain = Duration::from_secs(args.drain_secs);
-            let grace = Duration::from_secs_f64(args.shutdown_grace_secs.max(0.0));
+            let grace = Duration::from_secs_f64(args.shutdown_grace_secs);
             Some(tokio::spawn(serve_http(
                 listener,
                 state,

@@ -22,6 +22,7 @@ from spe_client.api.estimates import get_estimate, list_estimates, submit_estima
 from spe_client.api.models import get_model, put_reference_set, register_model
 from spe_client.models import (
     BatchForm,
+    InputSpecChannels,
     CalibrationForm,
     CalibrationView,
     EstimateOutcome,
@@ -82,7 +83,7 @@ def main() -> None:
 
     # 1. Register the model: ONNX + spec.
     spec = ModelSpec(
-        input_=InputSpec(name="image", channels=1, scale=Scale.UNIT),
+        input_=InputSpec(name="image", channels=InputSpecChannels.VALUE_1, scale=Scale.UNIT),
         output=OutputSpec(name="logits", kind=OutputKind.ARGMAX, foreground_class=1),
     )
     name = f"client-{uuid.uuid4().hex[:8]}"

@@ -6,6 +6,7 @@ use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
 use super::error::Problem;
 use super::forms::CalibrationForm;
 use super::models::{prepare_labelled, stage_set};
+use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Upload};
 use super::{
     check_queue, idempotency_key, lost_key_race, media_type, race_winner, replay, staged, ApiError,
@@ -60,17 +61,8 @@ async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {
     responses(
         (status = 201, description = "Fitted from pairs", body = CalibrationView, headers(("Location" = String))),
         (status = 202, description = "Queued", body = CalibrationView, headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Forbidden, NotFound, Uploads, Busy,
         (status = 409, description = "The model has no reference set yet", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
-        (status = 422, body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create(
     State(state): State<AppState>,
@@ -138,9 +130,7 @@ fn parse_params(text: Option<String>) -> Result<SpeParams, ApiError> {
             ApiError::Unprocessable(format!("form part \"params\" is invalid: {e}"))
         })?,
     };
-    let params: SpeParams = params.into();
-    params.validate()?;
-    Ok(params)
+    params.checked()
 }
 
 fn parse_activate(text: Option<String>) -> Result<bool, ApiError> {
@@ -165,8 +155,10 @@ fn masks_by_checkpoint(
     names: &[String],
     limits: &super::Limits,
 ) -> Result<Vec<Source>, ApiError> {
-    let mut folders: BTreeMap<String, BTreeMap<String, Bytes>> = BTreeMap::new();
-    for (path, data) in upload::unzip(zip, limits)? {
+    // Messages name masks by position in the zip and calibration images by position in the set: their
+    // file names can carry patient names.
+    let mut folders: BTreeMap<String, BTreeMap<String, (Bytes, usize)>> = BTreeMap::new();
+    for (path, data, position) in upload::unzip(zip, limits, "the masks zip")? {
         let mut parts = path
             .split('/')
             .filter(|p| !p.is_empty())
@@ -180,30 +172,35 @@ fn masks_by_checkpoint(
         }
         let checkpoint = parts.last().ok_or_else(|| {
             ApiError::Unprocessable(format!(
-                "mask {path:?} is not inside a checkpoint folder (<checkpoint>/<image>.png)"
+                "file #{position} of the masks zip is not inside a checkpoint folder \
+                 (<checkpoint>/<image>.png)"
             ))
         })?;
         folders
             .entry(checkpoint.to_string())
             .or_default()
-            .insert(upload::stem(file), data);
+            .insert(upload::stem(file), (data, position));
     }
     folders
         .into_iter()
         .map(|(checkpoint, mut masks)| {
             let ordered = names
                 .iter()
-                .map(|n| {
-                    masks.remove(n).map(|m| (n.clone(), m)).ok_or_else(|| {
+                .enumerate()
+                .map(|(i, n)| {
+                    masks.remove(n).map(|(m, _)| (n.clone(), m)).ok_or_else(|| {
                         ApiError::Unprocessable(format!(
-                            "checkpoint {checkpoint:?} has no mask for calibration image {n:?}"
+                            "checkpoint {checkpoint:?} has no mask for calibration image #{} (in file \
+                             name order; a mask takes its image's file name)",
+                            i + 1
                         ))
                     })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            if let Some(extra) = masks.keys().next() {
+            if let Some((_, position)) = masks.values().next() {
                 return Err(ApiError::Unprocessable(format!(
-                    "checkpoint {checkpoint:?} has a mask {extra:?} for no calibration image"
+                    "checkpoint {checkpoint:?}: file #{position} of the masks zip is a mask for no \
+                     calibration image (a mask takes its image's file name)"
                 )));
             }
             Ok(Source::Masks(checkpoint, ordered))
@@ -233,10 +230,16 @@ async fn from_upload(
         (false, None) => {
             let mut seen = std::collections::BTreeSet::new();
             let mut sources = Vec::new();
-            for part in checkpoints {
+            for (i, part) in checkpoints.into_iter().enumerate() {
                 let name = part.file_name.as_deref().map(upload::stem).unwrap_or_default();
-                super::models::validate_name(&name)
-                    .map_err(|_| ApiError::Unprocessable(format!("checkpoint file name {name:?} is not a valid name")))?;
+                // An invalid name is not echoed: it may be anything, a patient's name included.
+                super::models::validate_name(&name).map_err(|_| {
+                    ApiError::Unprocessable(format!(
+                        "checkpoint part #{}: its file name (without extension) is not a valid checkpoint \
+                         name: use 1-100 letters, digits, '.', '_' or '-'",
+                        i + 1
+                    ))
+                })?;
                 if !seen.insert(name.clone()) {
                     return Err(ApiError::Unprocessable(format!("two checkpoints are named {name:?}")));
                 }
@@ -420,8 +423,7 @@ async fn from_pairs(
     if let Some(first) = replay(state, key, &digest).await? {
         return Ok(first.resource_id);
     }
-    let params: SpeParams = body.params.into();
-    params.validate()?;
+    let params = body.params.checked()?;
     let points: Vec<CheckpointPoint> = body
         .points
         .into_iter()
@@ -516,8 +518,7 @@ async fn reverse_description(
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = CalibrationList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Busy,
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -541,8 +542,7 @@ async fn list(
     params(("id" = Uuid, Path, description = "Calibration id")),
     responses(
         (status = 200, body = CalibrationView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Busy,
     ))]
 async fn get_calibration(
     State(state): State<AppState>,
@@ -558,9 +558,7 @@ async fn get_calibration(
     params(("id" = Uuid, Path, description = "Calibration id")),
     responses(
         (status = 200, body = CalibrationView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Forbidden, NotFound, Busy,
         (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn activate(

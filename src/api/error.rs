@@ -198,6 +198,8 @@ impl ApiError {
             ApiError::RequestTimeout(_) => P::RequestTimeout,
             ApiError::Internal(_) => P::Internal,
             ApiError::Store(e) => match e {
+                // Every connection of the pool is in use: shed the request (503 with Retry-After).
+                StoreError::Db(sqlx::Error::PoolTimedOut) => P::Unavailable,
                 StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => P::Internal,
                 StoreError::MissingBlob(_) | StoreError::Corrupt(_) => P::Internal,
             },
@@ -237,6 +239,10 @@ impl ApiError {
                 InferenceError::RuntimeMissing(_) | InferenceError::Provider { .. },
             ) => "ONNX Runtime is not available on this server; ask the operator to check /readyz"
                 .into(),
+            ApiError::Store(StoreError::Db(sqlx::Error::PoolTimedOut)) => {
+                "the server is busy: every database connection is in use; retry after the Retry-After delay"
+                    .into()
+            }
             other => other.to_string(),
         }
     }
@@ -277,11 +283,17 @@ impl IntoResponse for ApiError {
             ApiError::Unauthenticated(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            ApiError::Store(StoreError::Db(sqlx::Error::PoolTimedOut)) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_S));
+            }
             _ => {}
         }
         response
     }
 }
+
+/// Retry-After of a 503 for a saturated database pool: connections free up within seconds.
+const BUSY_RETRY_AFTER_S: u64 = 2;
 
 /// Maps an extractor's status to ours (axum says 413/415/422/400 already; we add the problem body).
 fn from_status(status: StatusCode, detail: String) -> ApiError {

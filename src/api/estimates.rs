@@ -5,6 +5,7 @@ use super::dto::{Binary, EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
 use super::forms::BatchForm;
 use super::models::{prepare_unlabelled, stage_set};
+use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Part, Upload};
 use super::{
     check_queue, idempotency_key, lost_key_race, media_type, race_winner, replay, staged, ApiError,
@@ -69,18 +70,11 @@ pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, Api
         (Binary = "application/zip"),
     )),
     responses(
-        (status = 202, description = "Queued (or, for a replayed Idempotency-Key, the existing estimate)", body = EstimateView,
-            headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 202, description = "Queued (or, for a replayed Idempotency-Key, the existing estimate)", body = EstimateView, headers(("Location" = String))),
+        Unauthorized, Forbidden, NotFound, Uploads, Busy,
         (status = 409, description = "The model has no active calibration", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large or too many images", body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Empty batch, unreadable or oversized image", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
     ))]
 async fn submit(
     State(state): State<AppState>,
@@ -240,8 +234,7 @@ pub(crate) async fn create(
     params(("id" = Uuid, Path, description = "Estimate id")),
     responses(
         (status = 200, body = EstimateView),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Busy,
     ))]
 async fn get_estimate(
     State(state): State<AppState>,
@@ -297,9 +290,8 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
     params(("id" = Uuid, Path, description = "Model id"), ListParams),
     responses(
         (status = 200, body = EstimatePage),
+        Unauthorized, NotFound, Busy,
         (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list(
     State(state): State<AppState>,
@@ -318,12 +310,7 @@ async fn list(
             "limit is {limit}; it must be between 1 and 500"
         )));
     }
-    let status = params.status.map(|s| {
-        serde_json::to_value(s)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default()
-    });
+    let status = params.status.map(crate::store::JobState::from);
     let q = ListQuery {
         model: id,
         from: params.from,

@@ -118,3 +118,37 @@ pub struct BatchForm {
     #[schema(value_type = u8, minimum = 0, maximum = 2, required = false)]
     axis: Option<u8>,
 }
+
+/// The rules between parts that a property list cannot say, added to the form schemas once the document
+/// is assembled: which parts are alternatives, and that a set needs an image part or an archive.
+/// (JSON Schema `allOf` of `anyOf`/`oneOf` clauses over `required`, one key per schema so that the
+/// document is the same on every run. Not `minItems` on the repeated parts: an empty list is no part
+/// at all in multipart.)
+pub(crate) fn declare_part_rules(doc: &mut utoipa::openapi::OpenApi) {
+    use serde_json::json;
+    let images = json!({"anyOf": [{"required": ["image"]}, {"required": ["archive"]}]});
+    let rules = [
+        ("LabelledSetForm", vec![images.clone()]),
+        ("BatchForm", vec![images.clone()]),
+        (
+            "CalibrationForm",
+            vec![
+                json!({"oneOf": [{"required": ["checkpoint"]}, {"required": ["masks"]}]}),
+                images,
+            ],
+        ),
+    ];
+    let Some(components) = doc.components.as_mut() else {
+        return;
+    };
+    for (form, clauses) in rules {
+        if let Some(utoipa::openapi::RefOr::T(utoipa::openapi::Schema::Object(object))) =
+            components.schemas.get_mut(form)
+        {
+            object
+                .extensions
+                .get_or_insert_with(Default::default)
+                .insert("allOf".into(), json!(clauses));
+        }
+    }
+}

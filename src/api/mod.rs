@@ -9,6 +9,7 @@ pub mod estimates;
 pub mod forms;
 pub mod models;
 pub mod ops;
+pub mod problems;
 pub mod studies;
 pub mod upload;
 
@@ -131,6 +132,8 @@ impl utoipa::Modify for SecurityAddon {
         license(name = "Apache-2.0")
     ),
     modifiers(&SecurityAddon),
+    // Referenced by the shared problem responses (`problems`), which do not register schemas themselves.
+    components(schemas(error::Problem, error::ProblemType)),
     security(("api_key" = [])),
     // The groups of README "API": models with their reference sets, reverse segmenters, the two stages
     // (estimates include DICOMweb intake), operations.
@@ -153,7 +156,6 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(ops::router())
 }
 
-/// The OpenAPI document, generated from the handlers (committed as openapi/openapi.json).
 /// A `Location` header for `/v1/{collection}/{id}`, where a created resource (or job) can be polled.
 pub(crate) fn location(collection: &str, id: Uuid) -> axum::http::HeaderMap {
     let mut headers = axum::http::HeaderMap::new();
@@ -163,15 +165,20 @@ pub(crate) fn location(collection: &str, id: Uuid) -> axum::http::HeaderMap {
     headers
 }
 
+/// The OpenAPI document, generated from the handlers (committed as openapi/openapi.json).
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().into_openapi()
+    let mut doc = api_router().into_openapi();
+    forms::declare_part_rules(&mut doc);
+    doc
 }
 
 /// The whole HTTP application; a worker-only process (`serves_api` false) answers the operations routes
 /// only (/healthz, /readyz, /metrics).
 pub fn app(state: AppState) -> Router {
     let (router, api) = if state.serves_api {
-        api_router().split_for_parts()
+        let (router, mut api) = api_router().split_for_parts();
+        forms::declare_part_rules(&mut api);
+        (router, api)
     } else {
         OpenApiRouter::new().merge(ops::router()).split_for_parts()
     };

@@ -6,6 +6,7 @@ use super::dto::{
 };
 use super::error::Problem;
 use super::forms::{LabelledSetForm, RegisterModelForm, RegisterReverseForm};
+use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Upload};
 use super::{staged, ApiError, AppState, IdPath};
 use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, SegModel};
@@ -64,12 +65,8 @@ async fn model_or_404(state: &AppState, id: Uuid) -> Result<models::ModelRow, Ap
     request_body(content = RegisterModelForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, description = "Registered", body = Model, headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Forbidden, Uploads, Busy,
         (status = 409, description = "Name taken", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Bad spec, bad ONNX, or spec/model mismatch", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "ONNX Runtime unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -150,7 +147,7 @@ async fn register(
 #[utoipa::path(get, path = "/v1/models", operation_id = "listModels", tag = "models",
     responses(
         (status = 200, body = ModelList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Busy,
     ))]
 async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<ModelList>, ApiError> {
     caller.require(Role::Reader)?;
@@ -167,8 +164,7 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Mode
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = Model),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Busy,
     ))]
 async fn get_model(
     State(state): State<AppState>,
@@ -184,9 +180,7 @@ async fn get_model(
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Forbidden, NotFound, Busy,
     ))]
 async fn delete_model(
     State(state): State<AppState>,
@@ -281,12 +275,7 @@ pub(crate) async fn prepare_labelled(
     request_body(content = LabelledSetForm, content_type = "multipart/form-data"),
     responses(
         (status = 200, body = ReferenceSet),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Forbidden, NotFound, Uploads, Busy,
         (status = 422, description = "Unreadable image, missing label, empty set", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn put_reference(
@@ -342,7 +331,7 @@ async fn reference_view(state: &AppState, set_id: Uuid) -> Result<ReferenceSet, 
     params(("id" = Uuid, Path, description = "Model id")),
     responses(
         (status = 200, body = ReferenceSet),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Busy,
         (status = 404, description = "No such model, or no reference set yet", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn get_reference(
@@ -365,14 +354,9 @@ async fn get_reference(
     request_body(content = RegisterReverseForm, content_type = "multipart/form-data"),
     responses(
         (status = 201, body = ReverseSegmenter, headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Forbidden, Uploads, Busy,
         (status = 409, body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
-        (status = 415, body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Not an ONNX model or not the UniverSeg contract", body = Problem, content_type = "application/problem+json"),
-        (status = 503, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register_reverse(
     State(state): State<AppState>,
@@ -422,7 +406,7 @@ async fn register_reverse(
 #[utoipa::path(get, path = "/v1/reverse-segmenters", operation_id = "listReverseSegmenters", tag = "reverse-segmenters",
     responses(
         (status = 200, body = ReverseSegmenterList),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, Busy,
     ))]
 async fn list_reverse(
     State(state): State<AppState>,
@@ -442,8 +426,7 @@ async fn list_reverse(
     params(("id" = Uuid, Path, description = "Reverse segmenter id")),
     responses(
         (status = 200, body = ReverseSegmenter),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        Unauthorized, NotFound, Busy,
     ))]
 async fn get_reverse(
     State(state): State<AppState>,

@@ -3,6 +3,7 @@
 use super::auth::authenticate;
 use super::dto::{Health, HealthChecks};
 use super::error::Problem;
+use super::problems::Unauthorized;
 use super::{ApiError, AppState};
 use crate::store::estimates;
 use axum::extract::State;
@@ -61,8 +62,8 @@ async fn healthz(
 #[utoipa::path(get, path = "/readyz", operation_id = "getReadiness", tag = "operations", security(()),
     responses(
         (status = 200, body = Health),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Not ready; `checks` says why", body = Health),
+        Unauthorized,
     ))]
 async fn readyz(
     State(state): State<AppState>,
@@ -114,7 +115,7 @@ async fn readyz(
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", security(()),
     responses(
         (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
+        Unauthorized,
     ))]
 async fn metrics_text(
     State(state): State<AppState>,

@@ -7,6 +7,7 @@ use super::dto::Binary;
 use super::error::Problem;
 use super::estimates::{self, active_calibration};
 use super::models::expand_options;
+use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::{check_queue, idempotency_key, replay, ApiError, AppState, IdPath};
 use crate::ingest::expand::{self, dicom_name_of, DicomImages, NamedImage};
 use crate::ingest::multipart::{related_boundary, related_parts, RelatedPart};
@@ -274,20 +275,12 @@ fn ingest_error(source: IngestError) -> ApiError {
     request_body(content = Binary, content_type = "multipart/related",
         description = "multipart/related; type=\"application/dicom\"; boundary=...: one DICOM Part 10 file per part"),
     responses(
-        (status = 200, description = "Every instance was stored; the estimate is queued. Body: STOW-RS response (application/dicom+json) with RetrieveURL (0008,1190) = the estimate and ReferencedSOPSequence (0008,1199)",
-            body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
-        (status = 202, description = "Some instances were stored (the estimate is queued with them), some failed: the body adds FailedSOPSequence (0008,1198) whose items carry FailureReason (0008,1197) and ErrorComment (0000,0902); an instance this model received before fails as a duplicate (0x0111)",
-            body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
-        (status = 400, body = Problem, content_type = "application/problem+json"),
-        (status = 401, body = Problem, content_type = "application/problem+json"),
-        (status = 403, body = Problem, content_type = "application/problem+json"),
-        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Every instance was stored; the estimate is queued. Body: STOW-RS response (application/dicom+json) with RetrieveURL (0008,1190) = the estimate and ReferencedSOPSequence (0008,1199)", body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
+        (status = 202, description = "Some instances were stored (the estimate is queued with them), some failed: the body adds FailedSOPSequence (0008,1198) whose items carry FailureReason (0008,1197) and ErrorComment (0000,0902); an instance this model received before fails as a duplicate (0x0111)", body = Object, content_type = "application/dicom+json", headers(("Location" = String))),
+        Unauthorized, Forbidden, NotFound, Uploads, Busy,
         (status = 409, description = "No instance was stored (each part is named with its reason), or the model has no active calibration", body = Problem, content_type = "application/problem+json"),
-        (status = 413, body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not multipart/related of application/dicom", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "The decoded images cannot make a batch", body = Problem, content_type = "application/problem+json"),
-        (status = 429, description = "Queue full", body = Problem, content_type = "application/problem+json",
-            headers(("Retry-After" = u64))),
     ))]
 async fn store_instances(
     State(state): State<AppState>,

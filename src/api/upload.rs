@@ -147,16 +147,22 @@ fn is_image_entry(path: &str, data: &[u8]) -> bool {
     IMAGE_EXTENSIONS.iter().any(|ext| file.ends_with(ext)) || dicom::is_dicom(data)
 }
 
-/// The files of a zip archive (path, bytes), bounded in count and inflated size.
-pub fn unzip(data: &Bytes, limits: &Limits) -> Result<Vec<(String, Bytes)>, ApiError> {
+/// The files of a zip archive (path, bytes, position among the archive's entries from 1), bounded in
+/// count and inflated size. Messages name entries by position: their paths can carry patient names.
+/// `zip` names the archive in messages ("the zip", "zip archive #2").
+pub fn unzip(
+    data: &Bytes,
+    limits: &Limits,
+    zip: &str,
+) -> Result<Vec<(String, Bytes, usize)>, ApiError> {
     let bad = |e: zip::result::ZipError| {
-        ApiError::Unprocessable(format!("the archive is not a readable zip file: {e}"))
+        ApiError::Unprocessable(format!("{zip} is not a readable zip file: {e}"))
     };
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(data.clone())).map_err(bad)?;
     let max_entries = limits.max_images * 2 + 16;
     if archive.len() > max_entries {
         return Err(ApiError::PayloadTooLarge(format!(
-            "the archive has {} entries; at most {max_entries} are accepted",
+            "{zip} has {} entries; at most {max_entries} are accepted",
             archive.len()
         )));
     }
@@ -168,13 +174,20 @@ pub fn unzip(data: &Bytes, limits: &Limits) -> Result<Vec<(String, Bytes)>, ApiE
         if entry.is_dir() || entry.name().starts_with("__MACOSX/") {
             continue;
         }
+        let position = i + 1;
+        // PostgreSQL text cannot hold NUL, and such a path is no file name any system writes.
+        if entry.name().contains('\0') {
+            return Err(ApiError::Unprocessable(format!(
+                "entry #{position} of {zip}: its path contains a NUL character"
+            )));
+        }
         let name = entry
             .enclosed_name()
             .map(|p| p.to_string_lossy().replace('\\', "/"))
             .ok_or_else(|| {
                 ApiError::Unprocessable(format!(
-                    "archive entry {:?} has an unsafe path",
-                    entry.name()
+                    "entry #{position} of {zip} has an unsafe path (absolute, or leaving the archive \
+                     with ..)"
                 ))
             })?;
         // The declared size can lie; reading is bounded by what is left of the budget either way.
@@ -184,15 +197,17 @@ pub fn unzip(data: &Bytes, limits: &Limits) -> Result<Vec<(String, Bytes)>, ApiE
             .take(left + 1)
             .read_to_end(&mut buf)
             .map_err(|e| {
-                ApiError::Unprocessable(format!("archive entry {name:?} cannot be inflated: {e}"))
+                ApiError::Unprocessable(format!(
+                    "entry #{position} of {zip} cannot be inflated: {e}"
+                ))
             })?;
         total += buf.len() as u64;
         if total > budget {
             return Err(ApiError::PayloadTooLarge(format!(
-                "the archive inflates to more than {budget} bytes"
+                "{zip} inflates to more than {budget} bytes"
             )));
         }
-        files.push((name, Bytes::from(buf)));
+        files.push((name, Bytes::from(buf), position));
     }
     Ok(files)
 }
@@ -212,10 +227,15 @@ fn check_count(n: usize, what: &str, limits: &Limits) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Where an uploaded file came from, as messages name it: by position, never by its file name (PACS
+/// exports carry patient names in them), e.g. "image part #2" or "file #3 of zip archive #1".
+pub type Origin = String;
+
 fn insert_unique(
-    map: &mut BTreeMap<String, Bytes>,
+    map: &mut BTreeMap<String, (Bytes, Origin)>,
     name: String,
     data: Bytes,
+    origin: Origin,
     what: &str,
 ) -> Result<(), ApiError> {
     // DICOM file names are often reused across series (IM0001...) and may carry patient data: key by content.
@@ -224,17 +244,18 @@ fn insert_unique(
     } else {
         name
     };
-    if map.contains_key(&name) {
+    if let Some((_, first)) = map.get(&name) {
         if name.starts_with("dicom_") {
             return Err(ApiError::Unprocessable(format!(
-                "{what} holds the same DICOM instance twice ({name})"
+                "{what} holds the same DICOM instance twice ({first} and {origin})"
             )));
         }
         return Err(ApiError::Unprocessable(format!(
-            "{what} has two files named {name:?} (names are file names without extension and must be unique)"
+            "{what}: {first} and {origin} have the same file name (names are file names without extension \
+             and must be unique)"
         )));
     }
-    map.insert(name, data);
+    map.insert(name, (data, origin));
     Ok(())
 }
 
@@ -243,18 +264,46 @@ fn insert_unique(
 fn insert_parts(
     upload: &mut Upload,
     field: &str,
-    map: &mut BTreeMap<String, Bytes>,
+    map: &mut BTreeMap<String, (Bytes, Origin)>,
     what: &str,
 ) -> Result<(), ApiError> {
     for (i, part) in upload.take_all(field).into_iter().enumerate() {
-        let name = part
-            .file_name
-            .as_deref()
-            .map(stem)
-            .unwrap_or_else(|| format!("image_{i:04}"));
-        insert_unique(map, name, part.data, what)?;
+        let origin = format!("{field} part #{}", i + 1);
+        let name = match part.file_name.as_deref() {
+            Some(file) if file.contains('\0') => {
+                return Err(ApiError::Unprocessable(format!(
+                    "{origin}: its file name contains a NUL character"
+                )))
+            }
+            Some(file) => stem(file),
+            None => format!("image_{i:04}"),
+        };
+        insert_unique(map, name, part.data, origin, what)?;
     }
     Ok(())
+}
+
+/// The image files of the `archive` parts, with their origins.
+fn archive_files(
+    upload: &mut Upload,
+    limits: &Limits,
+) -> Result<Vec<(String, Bytes, Origin)>, ApiError> {
+    let mut files = Vec::new();
+    let archives = upload.take_all("archive");
+    let several = archives.len() > 1;
+    for (k, part) in archives.into_iter().enumerate() {
+        let zip = if several {
+            format!("zip archive #{}", k + 1)
+        } else {
+            "the zip".to_string()
+        };
+        for (path, data, position) in unzip(&part.data, limits, &zip)? {
+            if is_image_entry(&path, &data) {
+                files.push((path, data, format!("file #{position} of {zip}")));
+            }
+        }
+    }
+    Ok(files)
 }
 
 /// Unlabelled files: `image` parts and/or `archive` zips (every image file inside). Sorted by name.
@@ -265,17 +314,13 @@ pub fn images(
 ) -> Result<Vec<InputFile>, ApiError> {
     let mut map = BTreeMap::new();
     insert_parts(upload, "image", &mut map, what)?;
-    for part in upload.take_all("archive") {
-        for (path, data) in unzip(&part.data, limits)? {
-            if is_image_entry(&path, &data) {
-                insert_unique(&mut map, stem(&path), data, what)?;
-            }
-        }
+    for (path, data, origin) in archive_files(upload, limits)? {
+        insert_unique(&mut map, stem(&path), data, origin, what)?;
     }
     check_count(map.len(), what, limits)?;
     Ok(map
         .into_iter()
-        .map(|(name, data)| InputFile { name, data })
+        .map(|(name, (data, origin))| InputFile { name, data, origin })
         .collect())
 }
 
@@ -290,32 +335,33 @@ pub fn labelled(
     let mut labels = BTreeMap::new();
     insert_parts(upload, "image", &mut images, what)?;
     insert_parts(upload, "label", &mut labels, what)?;
-    for part in upload.take_all("archive") {
-        for (path, data) in unzip(&part.data, limits)? {
-            if !is_image_entry(&path, &data) {
-                continue;
-            }
-            let folder = path.rsplit('/').nth(1).unwrap_or_default();
-            match folder {
-                "images" => insert_unique(&mut images, stem(&path), data, what)?,
-                "labels" => insert_unique(&mut labels, stem(&path), data, what)?,
-                _ => {}
-            }
+    for (path, data, origin) in archive_files(upload, limits)? {
+        let folder = path.rsplit('/').nth(1).unwrap_or_default();
+        match folder {
+            "images" => insert_unique(&mut images, stem(&path), data, origin, what)?,
+            "labels" => insert_unique(&mut labels, stem(&path), data, origin, what)?,
+            _ => {}
         }
     }
     check_count(images.len(), what, limits)?;
     let mut set = Vec::with_capacity(images.len());
-    for (name, image) in images {
-        let label = labels.remove(&name).ok_or_else(|| {
+    for (name, (image, origin)) in images {
+        let (label, label_origin) = labels.remove(&name).ok_or_else(|| {
             ApiError::Unprocessable(format!(
-                "{what}: image {name:?} has no label (labels pair with images by file name)"
+                "{what}: {origin} has no label (labels pair with images by file name; a zip \
+                 needs them under labels/)"
             ))
         })?;
-        set.push(InputPair { name, image, label });
+        set.push(InputPair {
+            name,
+            image,
+            label,
+            origin: format!("{origin} (label: {label_origin})"),
+        });
     }
-    if let Some(name) = labels.keys().next() {
+    if let Some((_, origin)) = labels.values().next() {
         return Err(ApiError::Unprocessable(format!(
-            "{what}: label {name:?} has no image"
+            "{what}: {origin} is a label without an image (labels pair with images by file name)"
         )));
     }
     Ok(set)

@@ -145,9 +145,18 @@ impl LabelFusion {
             });
         Self { params, pool }
     }
+}
 
-    pub fn params(&self) -> &LabelFusionParams {
-        &self.params
+/// numpy's median: the mean of the two middle values for an even count.
+pub(crate) fn median(values: &mut [f32]) -> f32 {
+    let (len, m) = (values.len(), values.len() / 2);
+    let (lower, upper, _) = values.select_nth_unstable_by(m, f32::total_cmp);
+    let upper = *upper;
+    if len % 2 == 1 {
+        upper
+    } else {
+        let lower_max = lower.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        0.5 * (lower_max + upper)
     }
 }
 
@@ -322,7 +331,7 @@ impl LabelFusion {
 
         scratch.median.clear();
         scratch.median.extend_from_slice(dist);
-        let h = (p.h_scale * reference::median(&mut scratch.median)).max(f32::MIN_POSITIVE);
+        let h = (p.h_scale * median(&mut scratch.median)).max(f32::MIN_POSITIVE);
         let inv_h = 1.0 / h;
 
         let min = &mut scratch.min;

@@ -33,7 +33,7 @@ pub struct InputSpec {
     pub name: Option<String>,
     /// 1, or 3 (the gray image replicated).
     #[serde(default = "one")]
-    #[schema(minimum = 1, maximum = 3, default = 1)]
+    #[schema(schema_with = channels_schema)]
     pub channels: usize,
     #[serde(default)]
     pub scale: Scale,
@@ -41,6 +41,16 @@ pub struct InputSpec {
 
 fn one() -> usize {
     1
+}
+
+/// `channels` as the document declares it: the two values [`ModelSpec::validate`] accepts.
+fn channels_schema() -> utoipa::openapi::Object {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::Integer)
+        .description(Some("1, or 3 (the gray image replicated)."))
+        .enum_values(Some([1, 3]))
+        .default(Some(1.into()))
+        .build()
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

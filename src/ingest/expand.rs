@@ -68,6 +68,9 @@ impl Format {
 pub struct InputFile {
     pub name: String,
     pub data: Bytes,
+    /// How messages name the file: by its position in the request ("image part #2", "file #3 of the
+    /// zip"), since its name can carry patient data; the CLI uses the path.
+    pub origin: String,
 }
 
 /// An uploaded image file and its label file (paired by name).
@@ -75,6 +78,8 @@ pub struct InputPair {
     pub name: String,
     pub image: Bytes,
     pub label: Bytes,
+    /// How messages name the pair (see [`InputFile::origin`]).
+    pub origin: String,
 }
 
 /// One image to store, with where it came from.
@@ -302,14 +307,14 @@ fn expand_one(file: &InputFile, budget: &Budget) -> Result<Vec<NamedImage>, Expa
             let images = budget
                 .volume(|| dicom_images(&file.name, &file.data, &sha256_hex(&file.data), opts))
                 .map(|d| d.images)
-                .map_err(|f| ingest_error(&format!("DICOM instance {}", file.name), f.error))?;
+                .map_err(|f| ingest_error(&format!("{} (DICOM)", file.origin), f.error))?;
             budget.take(images.len(), pixels_of(&images))?;
             Ok(images)
         }
         Format::Nifti => {
             let planes = budget
                 .volume(|| nifti::decode_volume(&file.data, opts.axis, &opts.nifti_limits()))
-                .map_err(|e| ingest_error(&format!("NIfTI volume {:?}", file.name), e))?;
+                .map_err(|e| ingest_error(&format!("{} (NIfTI)", file.origin), e))?;
             let voxels = planes
                 .iter()
                 .map(|p| {
@@ -336,7 +341,7 @@ fn expand_one(file: &InputFile, budget: &Budget) -> Result<Vec<NamedImage>, Expa
         // Unknown bytes go to the image decoder too, whose error says what it could not read.
         Format::Png | Format::Jpeg | Format::Unknown => {
             budget.take(1, declared_within(&file.data, opts))?;
-            image_io::decode_gray(&file.data, &file.name, opts.max_pixels)?;
+            image_io::decode_gray(&file.data, &file.origin, opts.max_pixels)?;
             Ok(vec![passthrough(&file.name, &file.data, format, None)])
         }
     }
@@ -371,10 +376,10 @@ pub fn unlabelled(
 
 fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, ExpandError> {
     let opts = budget.opts;
-    let name = &pair.name;
+    let (name, origin) = (&pair.name, &pair.origin);
     match (Format::sniff(&pair.image), Format::sniff(&pair.label)) {
         (Format::Dicom, _) | (_, Format::Dicom) => Err(ingest_error(
-            &format!("image {name:?}"),
+            origin,
             IngestError::Unsupported(
                 "labelled sets take PNG/JPEG image-label pairs or NIfTI volumes; DICOM is accepted for \
                  unlabeled batches"
@@ -387,7 +392,7 @@ fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, Exp
             Ok(kept)
         }
         (Format::Nifti, _) | (_, Format::Nifti) => Err(ingest_error(
-            &format!("image {name:?}"),
+            origin,
             IngestError::Unsupported(
                 "a NIfTI image volume needs a NIfTI label volume of the same shape (and the other way round)"
                     .into(),
@@ -395,8 +400,8 @@ fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, Exp
         )),
         (format, _) => {
             budget.take(1, declared_within(&pair.image, opts) + declared_within(&pair.label, opts))?;
-            image_io::decode_gray(&pair.image, name, opts.max_pixels)?;
-            image_io::decode_label(&pair.label, &format!("label {name}"), opts.max_pixels)?;
+            image_io::decode_gray(&pair.image, &format!("image of {origin}"), opts.max_pixels)?;
+            image_io::decode_label(&pair.label, &format!("label of {origin}"), opts.max_pixels)?;
             Ok(vec![passthrough(
                 name,
                 &pair.image,
@@ -409,12 +414,12 @@ fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, Exp
 
 /// A labelled volume: the slices whose label has at least `min_label_area` pixels on the working grid.
 fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
-    let name = &pair.name;
+    let (name, origin) = (&pair.name, &pair.origin);
     let limits = opts.nifti_limits();
     let planes = nifti::decode_volume(&pair.image, opts.axis, &limits)
-        .map_err(|e| ingest_error(&format!("NIfTI volume {name:?}"), e))?;
+        .map_err(|e| ingest_error(&format!("NIfTI image volume of {origin}"), e))?;
     let labels = nifti::decode_label_volume(&pair.label, opts.axis, &limits)
-        .map_err(|e| ingest_error(&format!("NIfTI label volume {name:?}"), e))?;
+        .map_err(|e| ingest_error(&format!("NIfTI label volume of {origin}"), e))?;
     let shape = |n: usize, dim: (usize, usize)| format!("{n} slices of {}x{}", dim.0, dim.1);
     let image_shape = shape(
         planes.len(),
@@ -426,7 +431,7 @@ fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, Expan
     );
     if image_shape != label_shape {
         return Err(ingest_error(
-            &format!("NIfTI volume {name:?}"),
+            &format!("NIfTI volumes of {origin}"),
             IngestError::Malformed(format!(
                 "the image volume has {image_shape} but its label volume has {label_shape}"
             )),
@@ -437,10 +442,14 @@ fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, Expan
     for (k, (plane, label)) in planes.iter().zip(&labels).enumerate() {
         let label_png = mask_png(&label.mask);
         let slice_name = format!("{name}_z{k:04}");
-        let area = image_io::decode_label(&label_png, &slice_name, opts.max_pixels)?
-            .iter()
-            .filter(|&&m| m)
-            .count();
+        let area = image_io::decode_label(
+            &label_png,
+            &format!("slice {k} of {origin}"),
+            opts.max_pixels,
+        )?
+        .iter()
+        .filter(|&&m| m)
+        .count();
         if area < opts.min_label_area {
             continue;
         }
@@ -456,7 +465,7 @@ fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, Expan
     }
     if kept.is_empty() {
         return Err(ingest_error(
-            &format!("NIfTI volume {name:?}"),
+            &format!("NIfTI volumes of {origin}"),
             IngestError::Unsupported(format!(
                 "none of its {} slices has at least {} label pixels (at {SIDE}x{SIDE}), so it adds nothing",
                 planes.len(),
@@ -512,6 +521,7 @@ mod budget_tests {
             .map(|i| InputFile {
                 name: format!("p{i}"),
                 data: png.clone(),
+                origin: format!("image part #{i}"),
             })
             .collect();
         // 1000 x 25 Mpx against a 100 Mpx budget: refused after a handful, not after decoding all.
@@ -546,6 +556,7 @@ mod budget_tests {
             .map(|i| InputFile {
                 name: format!("v{i}"),
                 data: nii.clone(),
+                origin: format!("image part #{i}"),
             })
             .collect();
         // 16 volumes of 64 slices against 100 images: the third volume is over.

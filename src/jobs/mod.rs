@@ -206,13 +206,15 @@ async fn worker(
     while !*shutdown.borrow() {
         match queue::claim(&ctx.pool, &name, config.lease).await {
             Ok(Some(job)) => {
-                let span = tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
+                let span = tracing::info_span!("job", id = %job.id, kind = job.kind.as_str(), attempt = job.attempts);
                 let work = {
-                    let (ctx, kind, id) = (ctx.clone(), job.kind.clone(), job.id);
+                    let (ctx, kind, id) = (ctx.clone(), job.kind, job.id);
                     move |progress: Progress| async move {
-                        match kind.as_str() {
-                            "estimate" => run::estimate(&ctx, id, &progress).await,
-                            _ => run::calibration(&ctx, id, &progress).await,
+                        match kind {
+                            queue::JobKind::Estimate => run::estimate(&ctx, id, &progress).await,
+                            queue::JobKind::Calibration => {
+                                run::calibration(&ctx, id, &progress).await
+                            }
                         }
                     }
                 };

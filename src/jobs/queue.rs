@@ -2,7 +2,7 @@
 //! kept alive by heartbeats. A job whose lease expired (its worker died) is claimable again. Only the
 //! current lease holder can finish a job, in the same transaction as its result, so a job has one result.
 
-use crate::store::StoreError;
+use crate::store::{JobState, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
@@ -10,7 +10,10 @@ use uuid::Uuid;
 
 pub const CHANNEL: &str = "spe_jobs";
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// What a job computes, as the jobs table stores it; an unknown kind is a decode error (never run as
+/// another kind).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum JobKind {
     Calibration,
     Estimate,
@@ -33,7 +36,7 @@ pub async fn enqueue(
 ) -> Result<(), StoreError> {
     sqlx::query("INSERT INTO jobs (id, kind, state, max_attempts) VALUES ($1, $2, 'queued', $3)")
         .bind(id)
-        .bind(kind.as_str())
+        .bind(kind)
         .bind(max_attempts)
         .execute(&mut *conn)
         .await?;
@@ -57,7 +60,7 @@ pub async fn depth(pool: &PgPool) -> Result<i64, StoreError> {
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Claimed {
     pub id: Uuid,
-    pub kind: String,
+    pub kind: JobKind,
     pub attempts: i32,
     pub max_attempts: i32,
     pub lease_token: Uuid,
@@ -129,8 +132,13 @@ pub async fn finish(
     )
     .bind(id)
     .bind(token)
-    .bind(if succeeded { "succeeded" } else { "failed" })
-    .bind(error)
+    .bind(if succeeded {
+        JobState::Succeeded
+    } else {
+        JobState::Failed
+    })
+    // PostgreSQL text cannot hold NUL; an error quoting one must still be recorded.
+    .bind(error.map(|e| e.replace('\0', "\u{FFFD}")))
     .execute(conn)
     .await?;
     Ok(done.rows_affected() == 1)

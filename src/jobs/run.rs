@@ -93,26 +93,32 @@ async fn fetch_set(ctx: &Ctx, set: Uuid, labelled: bool) -> Result<RawSet, JobEr
     })
 }
 
+/// How a job error names the i-th stored image of a set: by position, never by its file name (which
+/// can carry patient data, and job errors are stored and served).
+fn nth(what: &str, i: usize) -> String {
+    format!("{what} #{} of the set (in file name order)", i + 1)
+}
+
 fn decode_images(set: &RawSet, max_pixels: u64) -> Result<Vec<Gray>, JobError> {
     use rayon::prelude::*;
     Ok(set
         .images
         .par_iter()
-        .zip(set.names.par_iter())
-        .map(|(b, n)| image_io::decode_gray(b, n, max_pixels))
+        .enumerate()
+        .map(|(i, b)| image_io::decode_gray(b, &nth("image", i), max_pixels))
         .collect::<Result<Vec<_>, _>>()?)
 }
 
 fn decode_masks(
     bytes: &[bytes::Bytes],
-    names: &[String],
+    what: &str,
     max_pixels: u64,
 ) -> Result<Vec<Mask>, EngineError> {
     use rayon::prelude::*;
     bytes
         .par_iter()
-        .zip(names.par_iter())
-        .map(|(b, n)| image_io::decode_label(b, n, max_pixels))
+        .enumerate()
+        .map(|(i, b)| image_io::decode_label(b, &nth(what, i), max_pixels))
         .collect()
 }
 
@@ -120,7 +126,7 @@ fn decode_labelled(set: &RawSet, max_pixels: u64) -> Result<LabelledSet, JobErro
     Ok(LabelledSet {
         names: set.names.clone(),
         images: decode_images(set, max_pixels)?,
-        labels: decode_masks(&set.labels, &set.names, max_pixels)?,
+        labels: decode_masks(&set.labels, "label", max_pixels)?,
     })
 }
 
@@ -314,7 +320,7 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             .into_iter()
             .map(|(name, sha256, onnx, masks)| match masks {
                 Some(set) => Ok(CheckpointMasks {
-                    masks: decode_masks(&set.images, &set.names, max_pixels)?,
+                    masks: decode_masks(&set.images, "predicted mask", max_pixels)?,
                     shifted: Vec::new(),
                     sha256,
                     name,

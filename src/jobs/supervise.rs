@@ -133,7 +133,7 @@ where
             record_failure(ctx, config, id, token, &e.public_message()).await
         }
     };
-    metrics::histogram!("spe_job_duration_seconds", "kind" => job.kind, "outcome" => label)
+    metrics::histogram!("spe_job_duration_seconds", "kind" => job.kind.as_str(), "outcome" => label)
         .record(started.elapsed().as_secs_f64());
     label
 }

@@ -1,6 +1,6 @@
 //! Calibrations: how they were requested (source, params, sets, checkpoints) and, once fitted, the result.
 
-use super::StoreError;
+use super::{JobState, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -18,7 +18,7 @@ pub struct CalibrationRow {
     pub result: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
     pub active: bool,
-    pub state: String,
+    pub state: JobState,
     pub progress: f32,
     pub stage: String,
     pub error: Option<String>,

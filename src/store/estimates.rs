@@ -1,6 +1,6 @@
 //! Estimates: the batch, the calibration used and, once computed, the result and timings.
 
-use super::StoreError;
+use super::{JobState, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -15,7 +15,7 @@ pub struct EstimateRow {
     pub result: Option<serde_json::Value>,
     pub timings: Option<serde_json::Value>,
     pub created_at: DateTime<Utc>,
-    pub state: String,
+    pub state: JobState,
     pub progress: f32,
     pub stage: String,
     pub error: Option<String>,
@@ -61,7 +61,7 @@ pub struct ListQuery {
     pub model: Uuid,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
-    pub state: Option<String>,
+    pub state: Option<JobState>,
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
 }
@@ -79,7 +79,7 @@ pub async fn list(pool: &PgPool, q: &ListQuery) -> Result<Vec<EstimateRow>, Stor
         .bind(q.model)
         .bind(q.from)
         .bind(q.to)
-        .bind(&q.state)
+        .bind(q.state)
         .bind(q.after.map(|a| a.0))
         .bind(q.after.map(|a| a.1))
         .bind(q.limit)

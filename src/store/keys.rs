@@ -11,8 +11,12 @@ use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
+/// An API key's role, as the api_keys table stores it; an unknown value is a decode error.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema, sqlx::Type,
+)]
 #[serde(rename_all = "lowercase")]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
 pub enum Role {
     Reader,
     Submitter,
@@ -47,7 +51,7 @@ impl std::str::FromStr for Role {
 pub struct ApiKey {
     pub id: Uuid,
     pub key_id: String,
-    pub role: String,
+    pub role: Role,
     pub name: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
@@ -92,7 +96,7 @@ async fn insert(
     .bind(Uuid::new_v4())
     .bind(key_id)
     .bind(digest(secret))
-    .bind(role.as_str())
+    .bind(role)
     .bind(name)
     .fetch_one(pool)
     .await?;
@@ -153,7 +157,7 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Principal
     let Some((key_id, secret)) = parse(token) else {
         return Ok(None);
     };
-    let row: Option<(Uuid, Vec<u8>, String)> = sqlx::query_as(
+    let row: Option<(Uuid, Vec<u8>, Role)> = sqlx::query_as(
         "SELECT id, secret_sha256, role FROM api_keys WHERE key_id = $1 AND revoked_at IS NULL",
     )
     .bind(key_id)
@@ -165,9 +169,6 @@ pub async fn authenticate(pool: &PgPool, token: &str) -> Result<Option<Principal
     if !bool::from(stored.as_slice().ct_eq(&digest(secret))) {
         return Ok(None);
     }
-    let role = role
-        .parse()
-        .map_err(|e: String| StoreError::Corrupt(format!("api key {key_id}: {e}")))?;
     Ok(Some(Principal { id, role }))
 }
 

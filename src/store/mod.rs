@@ -12,6 +12,34 @@ pub mod received;
 
 pub use blobs::BlobStore;
 
+/// A job's state as the jobs table stores it (`CHECK (state IN (...))`). Read as this enum, a value the
+/// code does not know is a decode error, never taken for another state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::PgPool;
 use std::str::FromStr;
@@ -47,11 +75,17 @@ impl StoreError {
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// A pool sized for `max_connections`, failing fast when the database is unreachable.
-pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+/// A pool of at most `max_connections`; a query waiting longer than `acquire_timeout` for a connection
+/// fails with `sqlx::Error::PoolTimedOut` (the API answers 503 with Retry-After).
+pub async fn connect(
+    url: &str,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<PgPool, StoreError> {
     let options = PgConnectOptions::from_str(url)?.application_name("spe");
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
-        .acquire_timeout(Duration::from_secs(10))
+        .acquire_timeout(acquire_timeout)
         .connect_with(options)
         .await?;
     Ok(pool)

@@ -52,19 +52,19 @@ async fn bad_input_is_rejected_without_leftovers() {
             "truncated PNG",
             post(&estimates).multipart(batch_with(&corrupt("truncated.png"))),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "truncated",
+            "(image part #13): unexpected end of file",
         ),
         (
             "not an image",
             post(&estimates).multipart(batch_with(&corrupt("not_an_image.png"))),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "not_an_image",
+            "(image part #13)",
         ),
         (
             "zero-byte file",
             post(&estimates).multipart(batch_with(&corrupt("zero_bytes.png"))),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "zero_bytes",
+            "(image part #13)",
         ),
         (
             "oversized dimensions",
@@ -84,6 +84,15 @@ async fn bad_input_is_rejected_without_leftovers() {
             post(&estimates).multipart(Form::new()),
             StatusCode::BAD_REQUEST,
             "multipart",
+        ),
+        (
+            // PostgreSQL text cannot hold NUL: refused as input, not a failed insert (500).
+            "NUL in a zip entry's path",
+            post(&estimates)
+                .header("content-type", "application/zip")
+                .body(zip_of(&[("a\0b.png".into(), one_image.clone())])),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "entry #1 of the zip: its path contains a NUL character",
         ),
         (
             "zip without images",
@@ -140,7 +149,7 @@ async fn bad_input_is_rejected_without_leftovers() {
                     .part("image", bytes_part(one_image.clone(), "a.png")),
             ),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "two files",
+            "image part #1 and image part #2 have the same file name",
         ),
         (
             "unknown model",
@@ -525,6 +534,61 @@ async fn bad_input_large_upload_rejected_early_still_gets_its_answer() {
             .await
             .unwrap_or_else(|e| panic!("expected {status}, got: {e}"));
         assert!(line.contains(status), "expected {status}, got {line:?}");
+    }
+    app.stop().await;
+}
+
+/// The bounds the document declares on the protocol parameters are the server's: beyond them a
+/// calibration is refused before any job is queued (u64::MAX repetitions would otherwise run for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_params_beyond_the_declared_bounds() {
+    let app = TestApp::start().await;
+    let model = model_with_reference(&app, "bounded").await;
+    let calibrations = format!("/v1/models/{}/calibrations", model["id"].as_str().unwrap());
+    let before = app.footprint().await;
+    let ckpts = sorted_files(&synthetic().join("checkpoints"));
+    let point = |n: &str, v: f64| {
+        let m = serde_json::json!({"dice": v, "jaccard": v, "precision": v, "recall": v, "hd95": 10.0 - v, "pearson": v});
+        serde_json::json!({"name": n, "pseudo": m, "real": m})
+    };
+    for (params, needle) in [
+        (r#"{"support_size":1025}"#, "support_size is 1025"),
+        (r#"{"repetitions":101}"#, "repetitions is 101"),
+        (r#"{"repetitions":18446744073709551615}"#, "repetitions"),
+        (r#"{"support_size":0}"#, "support_size"),
+        (
+            r#"{"seed":9223372036854775808}"#,
+            "params.seed is 9223372036854775808",
+        ),
+    ] {
+        let form = ckpts
+            .iter()
+            .take(3)
+            .fold(Form::new(), |f, c| f.part("checkpoint", file_part(c)));
+        let form = labelled_form(
+            form.text("params", params),
+            &synthetic().join("calibration"),
+        );
+        let r = app.post_form(&calibrations, &app.admin, form).await;
+        let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(needle), "{params}: {detail}");
+        let pairs = serde_json::json!({
+            "points": [point("a", 0.1), point("b", 0.5), point("c", 0.9)],
+            "params": serde_json::from_str::<serde_json::Value>(params).unwrap(),
+        });
+        let r = app
+            .client
+            .post(app.at(&calibrations))
+            .bearer_auth(&app.admin)
+            .json(&pairs)
+            .send()
+            .await
+            .unwrap();
+        let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+        let detail = problem["detail"].as_str().unwrap();
+        assert!(detail.contains(needle), "pairs {params}: {detail}");
+        assert_eq!(app.footprint().await, before, "{params} left rows or blobs");
     }
     app.stop().await;
 }

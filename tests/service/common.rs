@@ -87,6 +87,8 @@ pub struct Options {
     pub no_migrate: bool,
     pub max_concurrent_uploads: u32,
     pub max_request_pixels: u64,
+    pub db_connections: u32,
+    pub db_acquire_timeout_secs: u64,
 }
 
 impl Default for Options {
@@ -110,6 +112,8 @@ impl Default for Options {
             no_migrate: false,
             max_concurrent_uploads: 6,
             max_request_pixels: 1 << 31,
+            db_connections: 8,
+            db_acquire_timeout_secs: 3,
         }
     }
 }
@@ -169,7 +173,8 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::serv
         drain_secs: o.drain_secs,
         no_migrate: o.no_migrate,
         protect_ops: o.protect_ops,
-        db_connections: 8,
+        db_connections: o.db_connections,
+        db_acquire_timeout_secs: o.db_acquire_timeout_secs,
         max_concurrent_uploads: o.max_concurrent_uploads,
         threads: 0,
         provider: spe::inference::ExecutionProvider::Cpu,

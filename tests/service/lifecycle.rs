@@ -231,3 +231,67 @@ async fn lifecycle_a_slow_header_client_is_cut() {
     assert!(cut >= Duration::from_secs(25), "cut too early: {cut:?}");
     app.stop().await;
 }
+
+/// A saturated API pool sheds requests: one that cannot get a database connection within
+/// --db-acquire-timeout-secs is answered 503 with Retry-After (not a 500 after 10 s of waiting), and
+/// the service answers normally as soon as connections free up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifecycle_a_saturated_pool_answers_503_with_retry_after() {
+    let app = TestApp::with(Options {
+        db_connections: 2,
+        db_acquire_timeout_secs: 1,
+        workers: 0,
+        ..Options::default()
+    })
+    .await;
+    // With api_keys locked, each request's key lookup blocks while holding one of the two connections.
+    let mut lock = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let requests: Vec<_> = (0..5)
+        .map(|_| {
+            let request = app
+                .client
+                .get(app.at("/v1/models"))
+                .bearer_auth(&app.reader);
+            tokio::spawn(async move { request.send().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    lock.rollback().await.unwrap();
+    let mut statuses = Vec::new();
+    for request in requests {
+        let r = request.await.unwrap();
+        let status = r.status();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(r.headers()["retry-after"], "2");
+            let problem = expect_problem(r, status).await;
+            assert_eq!(problem["type"], "urn:spe:problem:unavailable");
+            assert!(
+                problem["detail"].as_str().unwrap().contains("busy"),
+                "{problem}"
+            );
+        }
+        statuses.push(status.as_u16());
+    }
+    statuses.sort();
+    // Two held the connections and finished once the lock went; the other three were shed in time.
+    assert_eq!(
+        statuses,
+        [200, 200, 503, 503, 503],
+        "after {:?}",
+        started.elapsed()
+    );
+    let r = app
+        .client
+        .get(app.at("/v1/models"))
+        .bearer_auth(&app.reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    app.stop().await;
+}

@@ -55,7 +55,13 @@ async fn logs_never_name_the_uploaded_files() {
         named(truncated, &format!("{}_1970.nii.gz", PATIENTS[0])),
     );
     let r = app.post_form(&estimates, &app.submitter, form).await;
-    expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    // The client is told which file, by position, and what is wrong with it.
+    let position = sorted_files(&synthetic().join("batch")).len() + 1;
+    expect_detail(
+        &problem,
+        &format!("image part #{position} (NIfTI): the NIfTI file is truncated"),
+    );
 
     // A PACS export zip whose folders carry a patient's name, with a broken DICOM file.
     let dicom = std::fs::read(fixture("dicom/batch/bat_000.dcm")).unwrap();
@@ -64,6 +70,8 @@ async fn logs_never_name_the_uploaded_files() {
     let form = Form::new().part("archive", named(zip, "export.zip"));
     let r = app.post_form(&estimates, &app.submitter, form).await;
     assert!(r.status().is_client_error(), "{}", r.status());
+    let problem: serde_json::Value = r.json().await.unwrap();
+    expect_detail(&problem, "file #1 of the zip (DICOM)");
 
     // A reference image without its label, named after a patient.
     let png =
@@ -77,7 +85,8 @@ async fn logs_never_name_the_uploaded_files() {
         .send()
         .await
         .unwrap();
-    expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    expect_detail(&problem, "image part #1 has no label");
 
     app.stop().await;
     drop(server);
@@ -89,5 +98,18 @@ async fn logs_never_name_the_uploaded_files() {
     for patient in PATIENTS {
         let surname = patient.split('^').next().unwrap();
         assert!(!log.contains(surname), "the log names {patient}:\n{log}");
+    }
+}
+
+/// The problem names the file as `expected` does (by position) and names no patient.
+fn expect_detail(problem: &serde_json::Value, expected: &str) {
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains(expected), "{detail:?} lacks {expected:?}");
+    for patient in PATIENTS {
+        let surname = patient.split('^').next().unwrap();
+        assert!(
+            !detail.contains(surname),
+            "the problem names {patient}: {detail}"
+        );
     }
 }

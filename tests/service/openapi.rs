@@ -123,3 +123,50 @@ fn readme_lists_every_problem_type_with_its_status() {
         .collect();
     assert_eq!(documented, code.keys().cloned().collect());
 }
+
+/// Constraints the server enforces that the document declares too, so that a client generator or a
+/// fuzzer cannot build a schema-valid request the server must refuse.
+#[test]
+fn server_enforced_constraints_are_declared() {
+    let doc = committed();
+    let schemas = &doc["components"]["schemas"];
+    // ModelSpec::validate accepts 1 or 3 channels, not 2.
+    assert_eq!(
+        schemas["InputSpec"]["properties"]["channels"]["enum"],
+        serde_json::json!([1, 3])
+    );
+    // The protocol parameters are bounded (Params::checked).
+    let params = &schemas["Params"]["properties"];
+    for (field, max) in [
+        ("support_size", spe::api::dto::MAX_SUPPORT_SIZE),
+        ("repetitions", spe::api::dto::MAX_REPETITIONS),
+    ] {
+        assert_eq!(params[field]["minimum"], 1, "{field}");
+        assert_eq!(params[field]["maximum"], max, "{field}");
+    }
+    // Candidate names follow one pattern (a form and an optional agreement weight).
+    assert_eq!(
+        schemas["FitSummary"]["properties"]["candidates"]["propertyNames"]["pattern"],
+        spe::api::dto::CANDIDATE_PATTERN
+    );
+    // At least one image (an image part or an archive) in every set or batch ...
+    let images = serde_json::json!({"anyOf": [{"required": ["image"]}, {"required": ["archive"]}]});
+    for form in ["LabelledSetForm", "BatchForm", "CalibrationForm"] {
+        let rules = schemas[form]["allOf"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{form}"));
+        assert!(rules.contains(&images), "{form}: {rules:?}");
+    }
+    // ... and checkpoints or masks, not both.
+    let rules = schemas["CalibrationForm"]["allOf"].as_array().unwrap();
+    assert!(rules.contains(&serde_json::json!(
+        {"oneOf": [{"required": ["checkpoint"]}, {"required": ["masks"]}]}
+    )));
+    // The seed fits the int64 its format declares.
+    assert_eq!(params["seed"]["maximum"], i64::MAX);
+    // PostgreSQL text cannot hold NUL: names the server stores as given say so.
+    assert_eq!(
+        schemas["PairPoint"]["properties"]["name"]["pattern"],
+        r"^[^\x00]*$"
+    );
+}

@@ -247,3 +247,45 @@ async fn supervise_a_lost_lease_stops_the_work() {
     // The new owner's job is untouched.
     assert_eq!(job(&s.ctx.pool, id).await.state, "running");
 }
+
+/// Job kind, job state and key role are read as enums: a stored value the code does not know is an
+/// error, never taken for another (an unknown kind used to run as a calibration, an unknown state to
+/// show as queued).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_kinds_states_and_roles_refuse_unknown_values() {
+    let pool = PgPool::connect(&fresh_database().await).await.unwrap();
+    async fn read<T>(pool: &PgPool, value: &str) -> Result<T, sqlx::Error>
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres> + Send + Unpin,
+    {
+        sqlx::query_scalar("SELECT $1::text")
+            .bind(value)
+            .fetch_one(pool)
+            .await
+    }
+    assert_eq!(
+        read::<JobKind>(&pool, "estimate").await.unwrap(),
+        JobKind::Estimate
+    );
+    assert_eq!(
+        read::<JobKind>(&pool, "calibration").await.unwrap(),
+        JobKind::Calibration
+    );
+    assert!(read::<JobKind>(&pool, "retrain").await.is_err());
+    use spe::store::JobState;
+    for (text, state) in [
+        ("queued", JobState::Queued),
+        ("running", JobState::Running),
+        ("succeeded", JobState::Succeeded),
+        ("failed", JobState::Failed),
+    ] {
+        assert_eq!(read::<JobState>(&pool, text).await.unwrap(), state);
+    }
+    assert!(read::<JobState>(&pool, "paused").await.is_err());
+    use spe::store::keys::Role;
+    assert_eq!(
+        read::<Role>(&pool, "submitter").await.unwrap(),
+        Role::Submitter
+    );
+    assert!(read::<Role>(&pool, "root").await.is_err());
+}

@@ -59,8 +59,36 @@ pub struct FitSummary {
     pub pearson_r: f64,
     pub loo_pearson_r: f64,
     pub n_points: usize,
-    /// Leave-one-out MAE of every form tried.
+    /// Leave-one-out MAE of every form tried, by form (`linear`, `log`, `quadratic`, `isotonic`) and,
+    /// when the atlas agreement was mixed in, its weight (`linear@0.25`).
+    #[schema(schema_with = candidates_schema)]
     pub candidates: BTreeMap<String, f64>,
+}
+
+/// The candidate names the fit writes: a form, then `@` and a non-zero agreement weight if one was used.
+pub const CANDIDATE_PATTERN: &str = r"^(linear|log|quadratic|isotonic)(@(0\.25|0\.5|0\.75|1))?$";
+
+fn candidates_schema() -> utoipa::openapi::Object {
+    use utoipa::openapi::schema::{ObjectBuilder, Type};
+    ObjectBuilder::new()
+        .schema_type(Type::Object)
+        .description(Some(
+            "Leave-one-out MAE of every form tried, by form (`linear`, `log`, `quadratic`, `isotonic`) and, \
+             when the atlas agreement was mixed in, its weight (`linear@0.25`).",
+        ))
+        .property_names(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(CANDIDATE_PATTERN)),
+        ))
+        .additional_properties(Some(
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .format(Some(utoipa::openapi::SchemaFormat::KnownFormat(
+                    utoipa::openapi::KnownFormat::Double,
+                ))),
+        ))
+        .build()
 }
 
 impl From<&Fit> for FitSummary {
@@ -169,7 +197,7 @@ impl From<CalibrationRow> for CalibrationView {
             id: c.id,
             model_id: c.model_id,
             source: c.source,
-            status: JobStatus::parse(&c.state),
+            status: c.state.into(),
             progress: Progress {
                 fraction: c.progress,
                 stage: c.stage,

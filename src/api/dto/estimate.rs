@@ -183,7 +183,7 @@ impl From<EstimateRow> for EstimateView {
             id: e.id,
             model_id: e.model_id,
             calibration_id: e.calibration_id,
-            status: JobStatus::parse(&e.state),
+            status: e.state.into(),
             progress: Progress {
                 fraction: e.progress,
                 stage: e.stage,

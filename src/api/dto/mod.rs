@@ -9,7 +9,7 @@ pub use estimate::*;
 
 use crate::engine::metrics::MetricSet;
 use crate::engine::spe::{SpeParams, SupportCount};
-use crate::store::{models::ModelRow, models::ReverseRow};
+use crate::store::{models::ModelRow, models::ReverseRow, JobState};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -182,13 +182,46 @@ pub struct Params {
     /// Foreground pixels a predicted mask needs for its image to be a support.
     #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
     pub min_area: usize,
-    /// Supports drawn per repetition.
-    #[schema(minimum = 1, maximum = 18446744073709551615_u64)]
+    /// Supports drawn per repetition (at most 1024: no set or batch holds more images by default).
+    #[schema(minimum = 1, maximum = 1024)]
     pub support_size: usize,
-    #[schema(minimum = 1, maximum = 18446744073709551615_u64)]
+    /// Support subsets drawn (at most 100; each costs a full pass of the reverse segmenter).
+    #[schema(minimum = 1, maximum = 100)]
     pub repetitions: usize,
-    #[schema(minimum = 0, maximum = 18446744073709551615_u64)]
+    /// Seed of the support draws (at most 2^63 - 1, the largest int64).
+    #[schema(minimum = 0, maximum = 9223372036854775807_u64)]
     pub seed: u64,
+}
+
+/// The largest `support_size` and `repetitions` the API accepts (declared in the document too).
+pub const MAX_SUPPORT_SIZE: usize = 1024;
+pub const MAX_REPETITIONS: usize = 100;
+
+impl Params {
+    /// The protocol parameters, if within the bounds the document declares (422 otherwise).
+    pub fn checked(self) -> Result<SpeParams, crate::api::ApiError> {
+        let bound = |field: &str, value: usize, max: usize| {
+            if (1..=max).contains(&value) {
+                Ok(())
+            } else {
+                Err(crate::api::ApiError::Unprocessable(format!(
+                    "params.{field} is {value}; it must be between 1 and {max}"
+                )))
+            }
+        };
+        bound("support_size", self.support_size, MAX_SUPPORT_SIZE)?;
+        bound("repetitions", self.repetitions, MAX_REPETITIONS)?;
+        if i64::try_from(self.seed).is_err() {
+            return Err(crate::api::ApiError::Unprocessable(format!(
+                "params.seed is {}; it must be at most {} (the largest int64)",
+                self.seed,
+                i64::MAX
+            )));
+        }
+        let params: SpeParams = self.into();
+        params.validate()?;
+        Ok(params)
+    }
 }
 
 impl Default for Params {
@@ -228,13 +261,24 @@ pub enum JobStatus {
     Failed,
 }
 
-impl JobStatus {
-    fn parse(s: &str) -> Self {
+impl From<JobState> for JobStatus {
+    fn from(s: JobState) -> Self {
         match s {
-            "running" => JobStatus::Running,
-            "succeeded" => JobStatus::Succeeded,
-            "failed" => JobStatus::Failed,
-            _ => JobStatus::Queued,
+            JobState::Queued => JobStatus::Queued,
+            JobState::Running => JobStatus::Running,
+            JobState::Succeeded => JobStatus::Succeeded,
+            JobState::Failed => JobStatus::Failed,
+        }
+    }
+}
+
+impl From<JobStatus> for JobState {
+    fn from(s: JobStatus) -> Self {
+        match s {
+            JobStatus::Queued => JobState::Queued,
+            JobStatus::Running => JobState::Running,
+            JobStatus::Succeeded => JobState::Succeeded,
+            JobStatus::Failed => JobState::Failed,
         }
     }
 }

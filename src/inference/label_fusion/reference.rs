@@ -4,6 +4,7 @@
 //! as the baseline.
 
 use super::kernels::{blur, gaussian_kernel};
+use super::median;
 use crate::engine::{EngineError, Mask, SupportSet, SIDE};
 use ndarray::{Array2, ArrayView2};
 
@@ -55,19 +56,6 @@ pub fn segment(
         masks.push(fused);
     }
     Ok(masks)
-}
-
-/// numpy's median: the mean of the two middle values for an even count.
-pub(crate) fn median(values: &mut [f32]) -> f32 {
-    let (len, m) = (values.len(), values.len() / 2);
-    let (lower, upper, _) = values.select_nth_unstable_by(m, f32::total_cmp);
-    let upper = *upper;
-    if len % 2 == 1 {
-        upper
-    } else {
-        let lower_max = lower.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        0.5 * (lower_max + upper)
-    }
 }
 
 /// A deterministic synthetic support/query set for tests and benchmarks: smooth "chest-like" images

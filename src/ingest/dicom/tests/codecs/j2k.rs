@@ -1,5 +1,9 @@
 //! JPEG 2000: codestreams are produced with openjp2's encoder (the library behind the decoder, used
 //! here through its C-style API since jpeg2k only encodes to files), lossless 5/3 wavelet.
+#![expect(
+    unsafe_code,
+    reason = "openjp2's encoder is reached through its C-style API"
+)]
 
 use std::ffi::c_void;
 
