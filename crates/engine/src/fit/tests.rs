@@ -1,7 +1,7 @@
 use super::forms::{fit_isotonic, fit_monotone_quadratic};
 use super::*;
 use super::{fit_observations, Criterion, Observation};
-use crate::spe::SupportCount;
+use crate::spe::{PseudoOutcome, SpeParams, SupportCount};
 
 fn close(a: f64, b: f64, tol: f64) -> bool {
     (a - b).abs() <= tol
