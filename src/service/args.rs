@@ -65,7 +65,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SPE_MAX_IMAGES", default_value_t = 1024)]
     pub max_images: usize,
     /// Most pixels per image, checked before decoding.
-    #[arg(long, env = "SPE_MAX_PIXELS", default_value_t = 25_000_000)]
+    #[arg(long, env = "SPE_MAX_PIXELS", default_value_t = crate::engine::image_io::DEFAULT_MAX_PIXELS)]
     pub max_pixels: u64,
     /// Most voxels in one NIfTI volume or multi-frame DICOM instance, checked before decoding.
     #[arg(long, env = "SPE_MAX_VOLUME_VOXELS", default_value_t = crate::ingest::expand::DEFAULT_MAX_VOLUME_VOXELS)]
@@ -169,17 +169,41 @@ mod tests {
         let defaults = parse(&[]).unwrap();
         assert_eq!(defaults.lease_secs, 30.0);
         assert_eq!(defaults.db_acquire_timeout_secs, 3);
-        for bad in [
-            ["--lease-secs", "0.2"],
-            ["--poll-ms", "5"],
-            ["--max-attempts", "0"],
-            ["--shutdown-grace-secs", "-0.5"],
-            ["--request-timeout-secs", "0"],
-            ["--db-acquire-timeout-secs", "0"],
-            ["--db-connections", "1"],
-        ] {
-            assert!(parse(&bad).is_err(), "{bad:?} was accepted");
+        let refused: [&[&str]; 7] = [
+            &["--lease-secs", "0.2"],
+            &["--poll-ms", "5"],
+            &["--max-attempts", "0"],
+            // `=` so that clap reads the negative number as the value, not as a flag.
+            &["--shutdown-grace-secs=-0.5"],
+            &["--request-timeout-secs", "0"],
+            &["--db-acquire-timeout-secs", "0"],
+            &["--db-connections", "1"],
+        ];
+        for bad in refused {
+            let err = parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} was accepted"));
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{bad:?}: {err}"
+            );
         }
         assert_eq!(parse(&["--lease-secs", "1.5"]).unwrap().lease_secs, 1.5);
+        assert_eq!(
+            parse(&["--shutdown-grace-secs=0.5"])
+                .unwrap()
+                .shutdown_grace_secs,
+            0.5
+        );
+    }
+
+    /// `spe serve` and the CLI commands share one pixel budget per image.
+    #[test]
+    fn the_pixel_budget_has_one_default() {
+        assert_eq!(
+            parse(&[]).unwrap().max_pixels,
+            crate::engine::image_io::DEFAULT_MAX_PIXELS
+        );
     }
 }

@@ -15,8 +15,9 @@ use rayon::prelude::*;
 
 use super::{EngineError, Gray, Mask, SIDE};
 
-/// Default pixel budget per input image (width * height), well above any medical 2-D image.
-pub const DEFAULT_MAX_PIXELS: u64 = 64 * 1024 * 1024;
+/// Default pixel budget per input image (width * height): above any medical 2-D image (a full-field
+/// mammogram is about 23 million), and the one default of the CLI and the service.
+pub const DEFAULT_MAX_PIXELS: u64 = 25_000_000;
 
 /// Largest bytes per pixel of any PNG/JPEG layout the decoder can produce (16-bit RGBA).
 const MAX_BYTES_PER_PIXEL: u64 = 8;
