@@ -180,6 +180,35 @@ pub fn calibrate(
     )
 }
 
+/// The support size and the `min_area` rule shape the pseudo metric, so an estimate under others than its
+/// calibration's would read mappings fitted for different numbers. Repetitions and the seed only change
+/// which supports are drawn, and may differ.
+fn check_protocol(params: &SpeParams, calibrated: &SpeParams) -> Result<(), PipelineError> {
+    let differs = |flag: &str, asked: usize, stored: usize| {
+        (asked != stored).then(|| format!("{flag} {asked} (the calibration used {stored})"))
+    };
+    let conflicts: Vec<String> = [
+        differs(
+            "--support-size",
+            params.support_size,
+            calibrated.support_size,
+        ),
+        differs("--min-area", params.min_area, calibrated.min_area),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if conflicts.is_empty() {
+        return Ok(());
+    }
+    Err(EngineError::Calibration(format!(
+        "this estimate asks for {}; pseudo metrics under another protocol are not comparable with the \
+         calibration's, so drop the flag or calibrate with it",
+        conflicts.join(" and ")
+    ))
+    .into())
+}
+
 /// Stage 2 for one unlabeled batch.
 pub fn estimate(
     model: &SegModel,
@@ -202,6 +231,7 @@ pub fn estimate(
         ))
         .into());
     }
+    check_protocol(params, &calibration.params)?;
     let images: Vec<Gray> = spe::order_by_pixels(images)
         .into_iter()
         .map(|i| images[i].clone())

@@ -221,6 +221,39 @@ fn same_inputs_and_seed_give_the_same_numbers_and_the_seed_matters() {
     let e2 = estimate(&GRAY, "ckpt_05", &a, &dir.path().join("e2.json"), &[]);
     assert_eq!(e1, e2);
     assert_eq!(e1["support"]["used"], 5);
+    // Other repetitions and seeds only draw other supports; another support size would read mappings
+    // fitted for other pseudo metrics, so it is refused.
+    let e3 = estimate(
+        &GRAY,
+        "ckpt_05",
+        &a,
+        &dir.path().join("e3.json"),
+        &["--repetitions", "2", "--seed", "3"],
+    );
+    assert_eq!(e3["status"], "ok", "{e3}");
+    let syn = synthetic();
+    let e4 = dir.path().join("e4.json");
+    expect_failure(
+        &[
+            "estimate",
+            "--model",
+            s(&syn.join("checkpoints/ckpt_05.onnx")),
+            "--spec",
+            s(&syn.join(GRAY.spec)),
+            "--calibration",
+            s(&a),
+            "--reference",
+            s(&syn.join("reference")),
+            "--images",
+            s(&syn.join("batch")),
+            "--out",
+            s(&e4),
+            "--support-size",
+            "7",
+        ],
+        "--support-size 7 (the calibration used 5)",
+    );
+    assert!(!e4.exists(), "no output on failure");
 }
 
 /// The committed DICOM and NIfTI fixtures hold the PNG batch's pixels (tests/clinical_fixtures.rs): a batch
