@@ -1,6 +1,7 @@
 //! spe: performance estimation for segmentation models on unlabeled data (SPE, MICCAI 2025).
 
 pub mod api;
+pub mod app;
 pub mod cli;
 pub mod digest;
 /// The method is its own crate (crates/engine, no HTTP, SQL or ONNX Runtime); `spe::engine` names it.

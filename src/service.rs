@@ -435,20 +435,22 @@ pub async fn run(
     let server = match listener {
         Some(listener) => {
             let state = AppState {
-                pool,
-                blobs,
-                runtime,
-                limits: Limits {
-                    max_body_bytes: args.max_body_mb.saturating_mul(1024 * 1024),
-                    max_images: args.max_images,
-                    max_pixels: args.max_pixels,
-                    max_volume_voxels: args.max_volume_voxels,
-                    max_request_pixels: args.max_request_pixels,
-                    max_queue: args.max_queue,
-                    retry_after_s: args.retry_after_secs,
-                    request_timeout: Duration::from_secs(args.request_timeout_secs),
+                app: crate::app::Context {
+                    pool,
+                    blobs,
+                    runtime,
+                    limits: Limits {
+                        max_body_bytes: args.max_body_mb.saturating_mul(1024 * 1024),
+                        max_images: args.max_images,
+                        max_pixels: args.max_pixels,
+                        max_volume_voxels: args.max_volume_voxels,
+                        max_request_pixels: args.max_request_pixels,
+                        max_queue: args.max_queue,
+                        retry_after_s: args.retry_after_secs,
+                        request_timeout: Duration::from_secs(args.request_timeout_secs),
+                    },
+                    max_attempts: args.max_attempts,
                 },
-                max_attempts: args.max_attempts,
                 open_ops: !args.protect_ops,
                 draining: Arc::new(AtomicBool::new(false)),
                 uploads: Arc::new(tokio::sync::Semaphore::new(

@@ -2,6 +2,7 @@
 //! maps errors to problem kinds (each with its HTTP status); it matches every variant of every layer's
 //! error (no `_` arm), so a new variant cannot silently become a 500.
 
+use crate::app::AppError;
 use crate::engine::EngineError;
 use crate::inference::InferenceError;
 use crate::ingest::expand::ExpandError;
@@ -15,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// What a request can fail with: the HTTP layer's own refusals, and a use case's [`AppError`].
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{0}")]
@@ -28,57 +30,52 @@ pub enum ApiError {
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
     PayloadTooLarge(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// A request that cannot be read as the route's form or body.
     #[error("{0}")]
     Unprocessable(String),
     #[error("{detail}")]
-    TooManyRequests { detail: String, retry_after_s: u64 },
-    #[error("{detail}")]
     TooManyUploads { detail: String, retry_after_s: u64 },
-    #[error("{0}")]
-    Unavailable(String),
     #[error("{0}")]
     RequestTimeout(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    #[error(transparent)]
-    Inference(#[from] InferenceError),
-    /// A DICOM or NIfTI file that cannot be used; `file` says which (never by a patient attribute).
-    #[error("{file}: {source}")]
-    Ingest { file: String, source: IngestError },
-    #[error("internal error: {0}")]
-    Internal(String),
+    App(#[from] AppError),
 }
+
+/// Errors of the layers below reach the API through the application layer's enum.
+macro_rules! through_app {
+    ($($from:ty),*) => {
+        $(impl From<$from> for ApiError {
+            fn from(e: $from) -> Self {
+                ApiError::App(AppError::from(e))
+            }
+        })*
+    };
+}
+
+through_app!(
+    StoreError,
+    EngineError,
+    InferenceError,
+    ExpandError,
+    tokio::task::JoinError
+);
 
 impl From<PipelineError> for ApiError {
     fn from(e: PipelineError) -> Self {
-        match e {
-            PipelineError::Engine(e) => ApiError::Engine(e),
-            PipelineError::Inference(e) => ApiError::Inference(e),
-            PipelineError::Stopped => ApiError::Internal(e.to_string()),
-        }
+        ApiError::App(match e {
+            PipelineError::Engine(e) => AppError::Engine(e),
+            PipelineError::Inference(e) => AppError::Inference(e),
+            PipelineError::Stopped => AppError::Internal(e.to_string()),
+        })
     }
 }
 
-impl From<ExpandError> for ApiError {
-    fn from(e: ExpandError) -> Self {
-        match e {
-            ExpandError::Ingest { file, source } => ApiError::Ingest { file, source },
-            ExpandError::Image(e) => ApiError::Engine(e),
-            ExpandError::TooMany(detail) => ApiError::PayloadTooLarge(detail),
-        }
-    }
-}
-
-impl From<tokio::task::JoinError> for ApiError {
-    fn from(e: tokio::task::JoinError) -> Self {
-        ApiError::Internal(e.to_string())
+impl ApiError {
+    pub fn internal(detail: impl Into<String>) -> Self {
+        ApiError::App(AppError::Internal(detail.into()))
     }
 }
 
@@ -188,43 +185,12 @@ impl ApiError {
             ApiError::Forbidden(_) => P::Forbidden,
             ApiError::NotFound(_) => P::NotFound,
             ApiError::MethodNotAllowed(_) => P::MethodNotAllowed,
-            ApiError::Conflict(_) => P::Conflict,
             ApiError::PayloadTooLarge(_) => P::PayloadTooLarge,
             ApiError::UnsupportedMediaType(_) => P::UnsupportedMediaType,
             ApiError::Unprocessable(_) => P::InvalidInput,
-            ApiError::TooManyRequests { .. } => P::QueueFull,
             ApiError::TooManyUploads { .. } => P::TooManyUploads,
-            ApiError::Unavailable(_) => P::Unavailable,
             ApiError::RequestTimeout(_) => P::RequestTimeout,
-            ApiError::Internal(_) => P::Internal,
-            ApiError::Store(e) => match e {
-                // Every connection of the pool is in use: shed the request (503 with Retry-After).
-                StoreError::Db(sqlx::Error::PoolTimedOut) => P::Unavailable,
-                StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => P::Internal,
-                StoreError::MissingBlob(_) | StoreError::Corrupt(_) => P::Internal,
-            },
-            ApiError::Engine(e) => match e {
-                EngineError::Image { .. } | EngineError::ImageData { .. } => P::InvalidImage,
-                EngineError::ImageTooLarge { .. } => P::ImageTooLarge,
-                EngineError::Invalid(_) | EngineError::Calibration(_) => P::InvalidInput,
-                EngineError::Reverse(_) | EngineError::Io { .. } => P::Internal,
-            },
-            ApiError::Inference(e) => match e {
-                InferenceError::Spec(_) => P::InvalidSpec,
-                InferenceError::Signature { .. } => P::ModelSignatureMismatch,
-                InferenceError::Load { .. } => P::InvalidModel,
-                InferenceError::Run { .. } => P::ModelFailed,
-                InferenceError::RuntimeMissing(_) | InferenceError::Provider { .. } => {
-                    P::RuntimeUnavailable
-                }
-                InferenceError::Io { .. } => P::Internal,
-            },
-            ApiError::Ingest { source, .. } => match source {
-                IngestError::UnsupportedTransferSyntax { .. } => P::UnsupportedTransferSyntax,
-                IngestError::Unsupported(_) => P::UnsupportedImage,
-                IngestError::Malformed(_) => P::InvalidImage,
-                IngestError::TooLarge(_) => P::ImageTooLarge,
-            },
+            ApiError::App(e) => app_problem(e),
         }
     }
 
@@ -235,16 +201,61 @@ impl ApiError {
         }
         match self {
             // Messages from ONNX Runtime can name temporary files; what matters is the model's own problem.
-            ApiError::Inference(
+            ApiError::App(AppError::Inference(
                 InferenceError::RuntimeMissing(_) | InferenceError::Provider { .. },
-            ) => "ONNX Runtime is not available on this server; ask the operator to check /readyz"
+            )) => "ONNX Runtime is not available on this server; ask the operator to check /readyz"
                 .into(),
-            ApiError::Store(StoreError::Db(sqlx::Error::PoolTimedOut)) => {
+            ApiError::App(AppError::Store(StoreError::Db(sqlx::Error::PoolTimedOut))) => {
                 "the server is busy: every database connection is in use; retry after the Retry-After delay"
                     .into()
             }
             other => other.to_string(),
         }
+    }
+}
+
+/// A use case's failure as the client sees it; this match decides each one's status.
+fn app_problem(e: &AppError) -> ProblemType {
+    use ProblemType as P;
+    match e {
+        AppError::NotFound(_) => P::NotFound,
+        AppError::AlreadyExists(_)
+        | AppError::NotReady(_)
+        | AppError::NothingStored(_)
+        | AppError::KeyRaceLost => P::Conflict,
+        AppError::InvalidInput(_) | AppError::KeyReused => P::InvalidInput,
+        AppError::TooLarge(_) => P::PayloadTooLarge,
+        AppError::QueueFull { .. } => P::QueueFull,
+        AppError::RuntimeUnavailable => P::RuntimeUnavailable,
+        AppError::Internal(_) => P::Internal,
+        AppError::Store(e) => match e {
+            // Every connection of the pool is in use: shed the request (503 with Retry-After).
+            StoreError::Db(sqlx::Error::PoolTimedOut) => P::Unavailable,
+            StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => P::Internal,
+            StoreError::MissingBlob(_) | StoreError::Corrupt(_) => P::Internal,
+        },
+        AppError::Engine(e) => match e {
+            EngineError::Image { .. } | EngineError::ImageData { .. } => P::InvalidImage,
+            EngineError::ImageTooLarge { .. } => P::ImageTooLarge,
+            EngineError::Invalid(_) | EngineError::Calibration(_) => P::InvalidInput,
+            EngineError::Reverse(_) | EngineError::Io { .. } => P::Internal,
+        },
+        AppError::Inference(e) => match e {
+            InferenceError::Spec(_) => P::InvalidSpec,
+            InferenceError::Signature { .. } => P::ModelSignatureMismatch,
+            InferenceError::Load { .. } => P::InvalidModel,
+            InferenceError::Run { .. } => P::ModelFailed,
+            InferenceError::RuntimeMissing(_) | InferenceError::Provider { .. } => {
+                P::RuntimeUnavailable
+            }
+            InferenceError::Io { .. } => P::Internal,
+        },
+        AppError::Ingest { source, .. } => match source {
+            IngestError::UnsupportedTransferSyntax { .. } => P::UnsupportedTransferSyntax,
+            IngestError::Unsupported(_) => P::UnsupportedImage,
+            IngestError::Malformed(_) => P::InvalidImage,
+            IngestError::TooLarge(_) => P::ImageTooLarge,
+        },
     }
 }
 
@@ -276,14 +287,14 @@ impl IntoResponse for ApiError {
             HeaderValue::from_static("application/problem+json"),
         );
         match &self {
-            ApiError::TooManyRequests { retry_after_s, .. }
+            ApiError::App(AppError::QueueFull { retry_after_s, .. })
             | ApiError::TooManyUploads { retry_after_s, .. } => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_s));
             }
             ApiError::Unauthenticated(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Store(StoreError::Db(sqlx::Error::PoolTimedOut)) => {
+            ApiError::App(AppError::Store(StoreError::Db(sqlx::Error::PoolTimedOut))) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_S));
             }
             _ => {}

@@ -4,24 +4,14 @@ use super::auth::Caller;
 use super::dto::{Binary, EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
 use super::forms::BatchForm;
-use super::models::{prepare_unlabelled, stage_set};
 use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Part, Upload};
-use super::{
-    check_queue, idempotency_key, lost_key_race, media_type, race_winner, replay, staged, ApiError,
-    AppState, IdPath,
-};
-use crate::engine::fit::CALIBRATION_FORMAT;
-use crate::ingest::expand::NamedImage;
-use crate::jobs::queue::{self, JobKind};
-use crate::store::blobs::Staged;
-use crate::store::calibrations;
-use crate::store::estimates::{self, ListQuery};
-use crate::store::idempotency::{self, ScopedKey};
-use crate::store::image_sets::{self, SetKind};
+use super::{idempotency_key, media_type, ApiError, AppState, IdPath};
+use crate::app::estimates as app;
+use crate::app::{blocking, Keyed};
+use crate::store::estimates::ListQuery;
+use crate::store::image_sets;
 use crate::store::keys::Role;
-use crate::store::models;
-use crate::store::received;
 use axum::extract::{FromRequest, Multipart, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
@@ -40,9 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 }
 
 pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, ApiError> {
-    let row = estimates::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("estimate {id} does not exist")))?;
+    let row = app::get(state, id).await?;
     let inputs = image_sets::sources(&state.pool, row.batch_set_id)
         .await?
         .into_iter()
@@ -85,59 +73,22 @@ async fn submit(
 ) -> Result<(StatusCode, HeaderMap, Json<EstimateView>), ApiError> {
     let principal = caller.require(Role::Submitter)?;
     let key = idempotency_key(&headers, &principal, id, "estimates")?;
-    let model = models::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
     // Before the body is read: a full queue or a model without calibration costs the client no upload.
-    let calibration_id = active_calibration(&state, &model).await?;
-    check_queue(&state).await?;
-    let mut form = match media_type(&req).as_str() {
-        "multipart/form-data" => Upload::read(Multipart::from_request(req, &state).await?, &["image", "archive", "axis"]).await?,
-        "application/zip" | "application/x-zip-compressed" => {
-            let data = Bytes::from_request(req, &state).await.map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    ApiError::PayloadTooLarge("the zip is larger than this server accepts; send fewer images".into())
-                } else {
-                    ApiError::BadRequest(e.body_text())
-                }
-            })?;
-            Upload::from_parts(vec![Part {
-                name: "archive".into(),
-                file_name: None,
-                data,
-            }])
-        }
-        other => {
-            return Err(ApiError::UnsupportedMediaType(format!(
-                "content type {other:?} is not accepted here: send multipart/form-data with `image` parts, or a zip \
-                 as application/zip"
-            )))
-        }
-    };
-    let digest = super::blocking({
+    let target = app::admit(&state, id).await?;
+    let mut form = batch_form(&state, req).await?;
+    let digest = blocking({
         let form = form.clone();
         move || form.digest()
     })
     .await?;
-    if let Some(existing) = replay(&state, key.as_ref(), &digest).await? {
-        let existing = existing.resource_id;
-        return Ok((
-            StatusCode::ACCEPTED,
-            super::location("estimates", existing),
-            Json(view(&state, existing).await?),
-        ));
-    }
     let axis = form.take_axis()?;
     let limits = state.limits.clone();
-    let files = super::blocking(move || upload::images(&mut form, &limits, "the batch")).await??;
-    let set = prepare_unlabelled(&state, files, axis, "the batch").await?;
-    let batch = NewBatch {
-        model: &model,
-        calibration_id,
-        set: &set,
-        dicom_instances: &[],
-    };
-    let (estimate_id, _) = create(&state, key.as_ref(), &digest, batch, |_| None).await?;
+    let files = blocking(move || upload::images(&mut form, &limits, "the batch")).await??;
+    let keyed = key.as_ref().map(|key| Keyed {
+        key,
+        digest: &digest,
+    });
+    let estimate_id = app::submit(&state, &target, keyed, files, axis).await?;
     Ok((
         StatusCode::ACCEPTED,
         super::location("estimates", estimate_id),
@@ -145,87 +96,34 @@ async fn submit(
     ))
 }
 
-/// The calibration a new estimate uses: the model's active one (409 without one, or when an older spe
-/// made it and this one cannot read it).
-pub(crate) async fn active_calibration(
-    state: &AppState,
-    model: &models::ModelRow,
-) -> Result<Uuid, ApiError> {
-    let id = model.id;
-    let calibration_id = model.active_calibration_id.ok_or_else(|| {
-        ApiError::Conflict(format!(
-            "model {id} has no active calibration yet; calibrate it first (POST /v1/models/{id}/calibrations)"
-        ))
-    })?;
-    let format = calibrations::get(&state.pool, calibration_id)
-        .await?
-        .and_then(|row| row.result)
-        .and_then(|r| r.get("format").and_then(|f| f.as_str()).map(str::to_owned));
-    match format {
-        Some(f) if f != CALIBRATION_FORMAT => Err(ApiError::Conflict(format!(
-            "model {id}'s active calibration {calibration_id} has format {f:?}, made by an older spe; this one \
-             reads {CALIBRATION_FORMAT:?} (a mapping per batch size): calibrate again (POST \
-             /v1/models/{id}/calibrations)"
+/// A batch as multipart `image`/`archive` parts, or one zip sent as the body.
+async fn batch_form(state: &AppState, req: Request) -> Result<Upload, ApiError> {
+    match media_type(&req).as_str() {
+        "multipart/form-data" => {
+            let multipart = Multipart::from_request(req, state).await?;
+            Upload::read(multipart, &["image", "archive", "axis"]).await
+        }
+        "application/zip" | "application/x-zip-compressed" => {
+            let data = Bytes::from_request(req, state).await.map_err(|e| {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::PayloadTooLarge(
+                        "the zip is larger than this server accepts; send fewer images".into(),
+                    )
+                } else {
+                    ApiError::BadRequest(e.body_text())
+                }
+            })?;
+            Ok(Upload::from_parts(vec![Part {
+                name: "archive".into(),
+                file_name: None,
+                data,
+            }]))
+        }
+        other => Err(ApiError::UnsupportedMediaType(format!(
+            "content type {other:?} is not accepted here: send multipart/form-data with `image` parts, or a zip \
+             as application/zip"
         ))),
-        _ => Ok(calibration_id),
     }
-}
-
-/// A validated batch for a model's active calibration, with the SOP Instance UIDs of the DICOM instances
-/// it came from when they were sent through STOW-RS.
-pub(crate) struct NewBatch<'a> {
-    pub model: &'a models::ModelRow,
-    pub calibration_id: Uuid,
-    pub set: &'a [NamedImage],
-    pub dicom_instances: &'a [String],
-}
-
-/// Stores a validated batch and queues its estimate, in one transaction, with the Idempotency-Key and
-/// the answer `response` builds for replays, if any, and the SOP Instance UIDs of DICOM instances sent
-/// through STOW-RS (so that a resent instance is recognised). A concurrent request with the same key that
-/// committed first wins: its estimate and answer are returned (when it was the same request).
-pub(crate) async fn create(
-    state: &AppState,
-    key: Option<&ScopedKey>,
-    digest: &str,
-    batch: NewBatch<'_>,
-    response: impl Fn(Uuid) -> Option<serde_json::Value>,
-) -> Result<(Uuid, Option<serde_json::Value>), ApiError> {
-    let NewBatch {
-        model,
-        calibration_id,
-        set,
-        dicom_instances,
-    } = batch;
-    let estimate_id = Uuid::new_v4();
-    let answer = response(estimate_id);
-    let result = staged(state, async |staged: &mut Staged| {
-        let items = stage_set(state, staged, set).await?;
-        let tx = staged.tx();
-        let set_id = image_sets::insert(tx, SetKind::Batch, &items).await?;
-        estimates::insert(tx, estimate_id, model.id, calibration_id, set_id).await?;
-        queue::enqueue(tx, estimate_id, JobKind::Estimate, state.max_attempts).await?;
-        if !dicom_instances.is_empty() {
-            received::record(tx, model.id, estimate_id, dicom_instances).await?;
-        }
-        if let Some(key) = key {
-            idempotency::record(tx, key, digest, estimate_id, answer.as_ref()).await?;
-        }
-        Ok(())
-    })
-    .await;
-    let created = match result {
-        Err(e) if lost_key_race(&e) => {
-            let winner = race_winner(state, key, digest).await?;
-            (winner.resource_id, winner.response)
-        }
-        Err(e) => return Err(e),
-        Ok(()) => {
-            metrics::counter!("spe_estimates_submitted_total").increment(1);
-            (estimate_id, answer)
-        }
-    };
-    Ok(created)
 }
 
 /// One estimate: status (queued, running with progress, succeeded, failed with a reason) and, when done,
@@ -301,31 +199,24 @@ async fn list(
 ) -> Result<Json<EstimatePage>, ApiError> {
     caller.require(Role::Reader)?;
     let Query(params) = query?;
-    models::get(&state.pool, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("model {id} does not exist")))?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest(format!(
             "limit is {limit}; it must be between 1 and 500"
         )));
     }
-    let status = params.status.map(crate::store::JobState::from);
-    let q = ListQuery {
+    let query = ListQuery {
         model: id,
         from: params.from,
         to: params.to,
-        state: status,
+        state: params.status.map(crate::store::JobState::from),
         after: params.cursor.as_deref().map(decode_cursor).transpose()?,
-        limit: limit + 1,
+        limit,
     };
-    let mut rows = estimates::list(&state.pool, &q).await?;
-    let next_cursor = if rows.len() as i64 > limit {
-        rows.truncate(limit as usize);
-        rows.last().map(|r| encode_cursor(r.created_at, r.id))
-    } else {
-        None
-    };
+    let (rows, more) = app::list(&state, query).await?;
+    let next_cursor = more
+        .then(|| rows.last().map(|r| encode_cursor(r.created_at, r.id)))
+        .flatten();
     Ok(Json(EstimatePage {
         items: rows.into_iter().map(Into::into).collect(),
         next_cursor,

@@ -15,15 +15,12 @@ pub mod upload;
 
 pub use error::ApiError;
 
-use crate::inference::Runtime;
-use crate::store::idempotency::{self, ScopedKey};
-use crate::store::{self, BlobStore};
+use crate::store::{self, idempotency::ScopedKey};
 use axum::extract::{FromRequestParts, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use sqlx::PgPool;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,36 +32,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 use uuid::Uuid;
 
-/// Request limits (all configurable on `spe serve`).
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// Largest request body accepted (413 beyond).
-    pub max_body_bytes: u64,
-    /// Most images in one set or batch.
-    pub max_images: usize,
-    /// Most pixels (width x height) per image, checked before decoding (decompression-bomb guard).
-    pub max_pixels: u64,
-    /// Most voxels per NIfTI volume or multi-frame DICOM instance, checked before decoding.
-    pub max_volume_voxels: u64,
-    /// Most pixels one request may decode in total (every image, frame and slice), counted while decoding.
-    pub max_request_pixels: u64,
-    /// Most jobs queued or running; beyond it submissions get 429 with Retry-After.
-    pub max_queue: i64,
-    /// Retry-After seconds sent with 429.
-    pub retry_after_s: u64,
-    /// Longest time one request may take, body included (408 beyond); header reads have their own 30 s.
-    pub request_timeout: Duration,
-}
+pub use crate::app::Limits;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: PgPool,
-    pub blobs: BlobStore,
-    /// ONNX Runtime, or why it could not be loaded (then model registration answers 503 and /readyz fails).
-    pub runtime: Result<Runtime, String>,
-    pub limits: Limits,
-    /// Attempts a job gets before it is failed for good.
-    pub max_attempts: i32,
+    /// What the use cases need (storage, ONNX Runtime, limits); handlers reach it through `Deref`.
+    pub app: crate::app::Context,
     /// Serve /healthz and /metrics without an API key.
     pub open_ops: bool,
     /// Set when shutdown begins: /readyz answers 503 from then on, so load balancers stop routing here.
@@ -75,15 +48,11 @@ pub struct AppState {
     pub uploads: Arc<tokio::sync::Semaphore>,
 }
 
-impl AppState {
-    pub fn runtime(&self) -> Result<&Runtime, ApiError> {
-        self.runtime.as_ref().map_err(|e| {
-            tracing::error!(error = %e, "ONNX Runtime unavailable");
-            ApiError::Unavailable(
-                "ONNX Runtime is not available on this server; ask the operator to check /readyz"
-                    .into(),
-            )
-        })
+impl std::ops::Deref for AppState {
+    type Target = crate::app::Context;
+
+    fn deref(&self) -> &crate::app::Context {
+        &self.app
     }
 }
 
@@ -203,7 +172,7 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::from_fn_with_state(body_limit, drain::drain_unread))
         .layer(axum::middleware::from_fn(track))
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(|_| {
-            ApiError::Internal("handler panicked".into()).into_response()
+            ApiError::internal("handler panicked").into_response()
         }))
         .layer(PropagateRequestIdLayer::new(request_id.clone()))
         .layer(
@@ -275,53 +244,6 @@ async fn track(req: Request, next: Next) -> Response {
     response
 }
 
-/// Removes blobs a failed request wrote (unless something references them by now).
-pub(crate) async fn cleanup(state: &AppState, created: &[String]) {
-    if created.is_empty() {
-        return;
-    }
-    if let Err(e) = store::collect_garbage(&state.pool, &state.blobs, created).await {
-        tracing::error!(error = %e, "cannot remove the blobs of a failed request");
-    }
-}
-
-/// Runs `f` in one transaction (committed when it succeeds) and, when anything fails, deletes the blobs it
-/// staged.
-pub(crate) async fn staged<T, F>(state: &AppState, f: F) -> Result<T, ApiError>
-where
-    F: AsyncFnOnce(&mut store::blobs::Staged) -> Result<T, ApiError>,
-{
-    let mut staged = store::blobs::Staged::begin(&state.pool).await?;
-    let result = f(&mut staged).await;
-    let created = staged.created.clone();
-    let result = match result {
-        Ok(value) => staged
-            .commit()
-            .await
-            .map(|()| value)
-            .map_err(ApiError::from),
-        Err(e) => {
-            // Roll back first: the cleanup's exclusive blob locks would wait on this transaction's shared
-            // ones. (If the rollback itself fails, the connection is closed, which also releases them.)
-            let _ = staged.rollback().await;
-            Err(e)
-        }
-    };
-    // The transaction is over on every path here (committed, rolled back, or consumed by a failed commit).
-    if result.is_err() {
-        cleanup(state, &created).await;
-    }
-    result
-}
-
-/// Runs CPU-bound work (hashing, unzipping, decoding) on a blocking thread, off the async workers that
-/// answer every other request.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, ApiError> {
-    Ok(tokio::task::spawn_blocking(f).await?)
-}
-
 /// Shared by handlers taking either JSON or multipart: the request's media type, lowercased, without
 /// parameters.
 pub(crate) fn media_type(req: &Request) -> String {
@@ -364,70 +286,4 @@ pub(crate) fn idempotency_key(
         scope: format!("POST /v1/models/{model_id}/{route}"),
         key: key.to_string(),
     }))
-}
-
-/// What an earlier request with the same scoped key created, if that request was the same; a different
-/// request under a used key is refused.
-pub(crate) async fn replay(
-    state: &AppState,
-    key: Option<&ScopedKey>,
-    digest: &str,
-) -> Result<Option<idempotency::Recorded>, ApiError> {
-    let Some(key) = key else {
-        return Ok(None);
-    };
-    match idempotency::find(&state.pool, key).await? {
-        None => Ok(None),
-        Some(found) => same_request(found, digest).map(Some),
-    }
-}
-
-fn same_request(
-    found: idempotency::Recorded,
-    digest: &str,
-) -> Result<idempotency::Recorded, ApiError> {
-    if found.request_sha256 == digest {
-        Ok(found)
-    } else {
-        Err(ApiError::Unprocessable(
-            "this Idempotency-Key was already used for a different request; use a new key for a new request".into(),
-        ))
-    }
-}
-
-/// After a create lost the race for its key to a concurrent request: that request's result, if it was
-/// the same request (the digest is checked here too).
-pub(crate) async fn race_winner(
-    state: &AppState,
-    key: Option<&ScopedKey>,
-    digest: &str,
-) -> Result<idempotency::Recorded, ApiError> {
-    let found = match key {
-        Some(key) => idempotency::find(&state.pool, key).await?,
-        None => None,
-    };
-    let found = found.ok_or_else(|| {
-        ApiError::Conflict("a concurrent request with this Idempotency-Key failed; retry".into())
-    })?;
-    same_request(found, digest)
-}
-
-/// Whether a create failed because a concurrent request took its Idempotency-Key first.
-pub(crate) fn lost_key_race(e: &ApiError) -> bool {
-    matches!(e, ApiError::Store(e) if e.unique_violation().as_deref() == Some(idempotency::CONSTRAINT))
-}
-
-/// 429 with Retry-After when the queue is full.
-pub(crate) async fn check_queue(state: &AppState) -> Result<(), ApiError> {
-    let depth = crate::jobs::queue::depth(&state.pool).await?;
-    if depth >= state.limits.max_queue {
-        return Err(ApiError::TooManyRequests {
-            detail: format!(
-                "{depth} jobs are queued or running (the limit is {}); retry after the Retry-After delay",
-                state.limits.max_queue
-            ),
-            retry_after_s: state.limits.retry_after_s,
-        });
-    }
-    Ok(())
 }

@@ -70,31 +70,15 @@ async fn readyz(
     headers: HeaderMap,
 ) -> Result<(StatusCode, Json<Health>), ApiError> {
     guard(&state, &headers).await?;
-    let mut checks = HealthChecks::default();
-    let db = match sqlx::query_scalar::<_, i32>("SELECT 1")
-        .fetch_one(&state.pool)
-        .await
-    {
-        Ok(_) => "ok".to_string(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: database unreachable");
-            "unreachable".to_string()
-        }
+    let mut checks = HealthChecks {
+        database: Some(reachable("database", crate::store::ping(&state.pool).await)),
+        onnxruntime: Some(match &state.runtime {
+            Ok(rt) => format!("ok ({})", rt.provider()),
+            Err(e) => e.clone(),
+        }),
+        blob_store: Some(reachable("blob store", state.blobs.check().await)),
+        ..HealthChecks::default()
     };
-    checks.database = Some(db);
-    let ort = match &state.runtime {
-        Ok(rt) => format!("ok ({})", rt.provider()),
-        Err(e) => e.clone(),
-    };
-    checks.onnxruntime = Some(ort);
-    let blob_store = match state.blobs.check().await {
-        Ok(_) => "ok".to_string(),
-        Err(e) => {
-            tracing::warn!(error = %e, "readiness: blob store unreachable");
-            "unreachable".to_string()
-        }
-    };
-    checks.blob_store = Some(blob_store);
     if state.draining.load(std::sync::atomic::Ordering::SeqCst) {
         checks.shutdown = Some("draining: shutting down".to_string());
     }
@@ -111,6 +95,17 @@ async fn readyz(
     Ok((status, Json(health)))
 }
 
+/// A readiness check's answer; why it failed goes to the log only.
+fn reachable<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> String {
+    match result {
+        Ok(_) => "ok".to_string(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness: {what} unreachable");
+            "unreachable".to_string()
+        }
+    }
+}
+
 /// Prometheus metrics: requests, job durations, queue depth, latest estimate per model and metric.
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", security(()),
     responses(
@@ -124,16 +119,9 @@ async fn metrics_text(
     guard(&state, &headers).await?;
     // Gauges that describe shared state are read from the database at scrape time, so every API replica
     // reports the same numbers however the workers are spread.
-    let depth: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT k.kind, s.state, count(j.id) FROM (VALUES ('calibration'), ('estimate')) k(kind)
-         CROSS JOIN (VALUES ('queued'), ('running')) s(state)
-         LEFT JOIN jobs j ON j.kind = k.kind AND j.state = s.state GROUP BY 1, 2",
-    )
-    .fetch_all(&state.pool)
-    .await
-    .map_err(crate::store::StoreError::from)?;
-    for (kind, st, n) in depth {
-        metrics::gauge!("spe_queue_depth", "kind" => kind, "state" => st).set(n as f64);
+    for (kind, st, n) in crate::jobs::queue::depth_by_kind(&state.pool).await? {
+        metrics::gauge!("spe_queue_depth", "kind" => kind.as_str(), "state" => st.as_str())
+            .set(n as f64);
     }
     for (model, result) in estimates::latest_per_model(&state.pool).await? {
         let Some(metrics) = result

@@ -57,6 +57,17 @@ pub async fn depth(pool: &PgPool) -> Result<i64, StoreError> {
     )
 }
 
+/// Jobs queued and running per kind (zero counts included), for the queue-depth gauge.
+pub async fn depth_by_kind(pool: &PgPool) -> Result<Vec<(JobKind, JobState, i64)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT k.kind, s.state, count(j.id) FROM (VALUES ('calibration'), ('estimate')) k(kind)
+         CROSS JOIN (VALUES ('queued'), ('running')) s(state)
+         LEFT JOIN jobs j ON j.kind = k.kind AND j.state = s.state GROUP BY 1, 2",
+    )
+    .fetch_all(pool)
+    .await?)
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct Claimed {
     pub id: Uuid,

@@ -107,6 +107,14 @@ pub enum Schema {
     },
 }
 
+/// Whether the database answers (readiness).
+pub async fn ping(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::query_scalar::<_, i32>("SELECT 1")
+        .fetch_one(pool)
+        .await?;
+    Ok(())
+}
+
 pub async fn schema(pool: &PgPool) -> Result<Schema, StoreError> {
     let known = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
     // Two queries: a relation name is resolved even in a CASE branch that is not taken.
