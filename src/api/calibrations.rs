@@ -273,8 +273,6 @@ async fn from_upload(
             sources.len()
         )));
     }
-    let params_json =
-        serde_json::to_value(params).map_err(|e| ApiError::Internal(e.to_string()))?;
     let source_kind = match sources.first() {
         Some(Source::Masks(..)) => "masks",
         _ => "checkpoints",
@@ -320,7 +318,7 @@ async fn from_upload(
             id,
             model_id: model.id,
             source: source_kind,
-            params: params_json.clone(),
+            params,
             reference_set_id: Some(reference_set_id),
             calibration_set_id: Some(calibration_set_id),
             activate,
@@ -452,17 +450,16 @@ async fn from_pairs(
         .collect();
     let reverse = reverse_description(state, model).await?;
     let fitted = Calibration::fit(reverse, params, 0, points)?;
-    let result = serde_json::to_value(&fitted).map_err(|e| ApiError::Internal(e.to_string()))?;
     let id = Uuid::new_v4();
     let new = NewCalibration {
         id,
         model_id: model.id,
         source: "pairs",
-        params: serde_json::to_value(params).map_err(|e| ApiError::Internal(e.to_string()))?,
+        params,
         reference_set_id: Some(reference_set_id),
         calibration_set_id: None,
         activate: body.activate,
-        result: Some(result),
+        result: Some(fitted),
     };
     let stored = async {
         let mut tx = state.pool.begin().await?;

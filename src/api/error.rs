@@ -201,7 +201,9 @@ impl ApiError {
                 // Every connection of the pool is in use: shed the request (503 with Retry-After).
                 StoreError::Db(sqlx::Error::PoolTimedOut) => P::Unavailable,
                 StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => P::Internal,
-                StoreError::MissingBlob(_) | StoreError::Corrupt(_) => P::Internal,
+                StoreError::MissingBlob(_) | StoreError::Corrupt(_) | StoreError::Serialise(_) => {
+                    P::Internal
+                }
             },
             ApiError::Engine(e) => match e {
                 EngineError::Image { .. } | EngineError::ImageData { .. } => P::InvalidImage,

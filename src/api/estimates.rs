@@ -160,7 +160,7 @@ pub(crate) async fn active_calibration(
     let format = calibrations::get(&state.pool, calibration_id)
         .await?
         .and_then(|row| row.result)
-        .and_then(|r| r.get("format").and_then(|f| f.as_str()).map(str::to_owned));
+        .map(|r| r.format().to_owned());
     match format {
         Some(f) if f != CALIBRATION_FORMAT => Err(ApiError::Conflict(format!(
             "model {id}'s active calibration {calibration_id} has format {f:?}, made by an older spe; this one \
