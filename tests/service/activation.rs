@@ -64,9 +64,9 @@ async fn active(app: &TestApp, model: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_latest_request_wins() {
     // No workers at first, so the checkpoint calibration waits in the queue.
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         workers: 0,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let model = model_with_reference(&app, "activation").await;
@@ -96,9 +96,9 @@ async fn activation_latest_request_wins() {
     let worker_args = serve_args(
         &app.database_url,
         app.blob_dir.path(),
-        &Options {
+        ServeArgs {
             role: spe::service::Role::Worker,
-            ..Options::default()
+            ..test_args()
         },
     );
     let worker = tokio::spawn(spe::service::run(worker_args, None, rx));
