@@ -265,6 +265,11 @@ fn main() {
         provider: args.provider,
         provider_required: true,
         intra_threads: args.threads,
+        // This bench has no clap; it reads the service's variables itself (tools/gpu_bench.sh sets them).
+        cuda: spe::inference::runtime::CudaKernels {
+            prefer_nhwc: std::env::var("SPE_CUDA_PREFER_NHWC").is_ok_and(|v| v == "1"),
+            fuse_conv_bias: std::env::var("SPE_CUDA_FUSE_CONV_BIAS").is_ok_and(|v| v == "1"),
+        },
     })
     .unwrap_or_else(|e| fail(format!("ONNX Runtime: {e}")));
     let bytes = std::fs::read(&model).unwrap_or_else(|e| fail(format!("{}: {e}", model.display())));

@@ -61,6 +61,8 @@ struct RuntimeArgs {
     /// Path of libonnxruntime.so (default: search, see README).
     #[arg(long, env = "SPE_ORT_LIB")]
     ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    cuda: crate::service::CudaArgs,
     /// Refuse images with more pixels than this (decompression-bomb guard).
     #[arg(long, default_value_t = DEFAULT_MAX_PIXELS)]
     max_pixels: u64,
@@ -209,6 +211,7 @@ fn start_runtime(args: &RuntimeArgs) -> Result<Runtime> {
         provider: args.provider,
         provider_required: args.provider_required,
         intra_threads: args.threads,
+        cuda: args.cuda.into(),
     })?)
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 mod args;
 use args::DEFAULT_SWEEP_MIN_AGE_SECS;
-pub use args::{DbArgs, Role, ServeArgs};
+pub use args::{CudaArgs, DbArgs, Role, ServeArgs};
 
 #[derive(Subcommand, Clone, Debug)]
 pub enum KeysCommand {
@@ -378,6 +378,7 @@ pub async fn run(
         provider: args.provider,
         provider_required: args.provider_required,
         intra_threads: args.threads,
+        cuda: args.cuda.into(),
     };
     let runtime =
         tokio::task::spawn_blocking(move || Runtime::init(config).map_err(|e| e.to_string()))

@@ -232,7 +232,9 @@ fn app_problem(e: &AppError) -> ProblemType {
             // Every connection of the pool is in use: shed the request (503 with Retry-After).
             StoreError::Db(sqlx::Error::PoolTimedOut) => P::Unavailable,
             StoreError::Db(_) | StoreError::Migrate(_) | StoreError::Blob(_) => P::Internal,
-            StoreError::MissingBlob(_) | StoreError::Corrupt(_) => P::Internal,
+            StoreError::MissingBlob(_) | StoreError::Corrupt(_) | StoreError::Serialise(_) => {
+                P::Internal
+            }
         },
         AppError::Engine(e) => match e {
             EngineError::Image { .. } | EngineError::ImageData { .. } => P::InvalidImage,

@@ -5,6 +5,7 @@ use super::dto::{Health, HealthChecks};
 use super::error::Problem;
 use super::problems::Unauthorized;
 use super::{ApiError, AppState};
+use crate::engine::spe::Estimate;
 use crate::store::estimates;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -124,16 +125,12 @@ async fn metrics_text(
             .set(n as f64);
     }
     for (model, result) in estimates::latest_per_model(&state.pool).await? {
-        let Some(metrics) = result
-            .pointer("/estimate/metrics")
-            .and_then(|m| m.as_object())
-        else {
+        let Estimate::Ok { metrics, .. } = result.estimate else {
             continue;
         };
         for (metric, value) in metrics {
-            if let Some(v) = value.get("estimate").and_then(|v| v.as_f64()) {
-                metrics::gauge!("spe_latest_estimate", "model" => model.clone(), "metric" => metric.clone()).set(v);
-            }
+            metrics::gauge!("spe_latest_estimate", "model" => model.clone(), "metric" => metric.name())
+                .set(value.estimate);
         }
     }
     let body = prometheus().map(|h| h.render()).unwrap_or_default();

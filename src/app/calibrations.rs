@@ -14,6 +14,7 @@ use crate::store::calibrations::{self, CalibrationRow, CheckpointRow, NewCalibra
 use crate::store::idempotency;
 use crate::store::image_sets::{self, Item, SetKind};
 use crate::store::models::ModelRow;
+use crate::store::results;
 use crate::store::StoreError;
 use bytes::Bytes;
 use std::collections::BTreeMap;
@@ -132,7 +133,7 @@ pub async fn from_upload(
             Some(Source::Masks(..)) => "masks",
             _ => "checkpoints",
         },
-        params: serde_json::to_value(params)?,
+        params,
         reference_set_id: Some(target.reference_set_id),
         calibration_set_id: None,
         activate,
@@ -326,15 +327,16 @@ pub async fn from_pairs(
     let model = &target.model;
     let reverse = reverse_description(ctx, model).await?;
     let fitted = Calibration::fit(reverse, fit.params, 0, fit.points)?;
+    check_storable(&fitted)?;
     let new = NewCalibration {
         id: Uuid::new_v4(),
         model_id: model.id,
         source: "pairs",
-        params: serde_json::to_value(fit.params)?,
+        params: fit.params,
         reference_set_id: Some(target.reference_set_id),
         calibration_set_id: None,
         activate: fit.activate,
-        result: Some(serde_json::to_value(&fitted)?),
+        result: Some(fitted),
     };
     let stored = async {
         let mut tx = ctx.pool.begin().await?;
@@ -351,6 +353,21 @@ pub async fn from_pairs(
     .await
     .map_err(AppError::from);
     first_under_key(ctx, keyed, stored, |winner| winner.resource_id).await
+}
+
+/// Extreme pairs can give a fit with numbers JSON cannot hold (infinities), which would be stored as
+/// nulls and make the calibration unreadable: such a fit is refused before anything is stored.
+fn check_storable(fitted: &Calibration) -> Result<(), AppError> {
+    let json = results::to_json(fitted)?;
+    results::decode_calibration(json, Uuid::nil())
+        .map(drop)
+        .map_err(|_| {
+            AppError::InvalidInput(
+                "these pairs give a fit with numbers that are not finite; send metric values \
+                 (dice, jaccard, precision, recall between 0 and 1, hd95 in pixels)"
+                    .into(),
+            )
+        })
 }
 
 async fn reverse_description(ctx: &Context, model: &ModelRow) -> Result<String, AppError> {

@@ -50,7 +50,7 @@ async fn active_calibration(ctx: &Context, model: &ModelRow) -> Result<Uuid, App
     let format = calibrations::get(&ctx.pool, calibration_id)
         .await?
         .and_then(|row| row.result)
-        .and_then(|r| r.get("format").and_then(|f| f.as_str()).map(str::to_owned));
+        .map(|r| r.format().to_owned());
     match format {
         Some(f) if f != CALIBRATION_FORMAT => Err(AppError::NotReady(format!(
             "model {id}'s active calibration {calibration_id} has format {f:?}, made by an older spe; this one \

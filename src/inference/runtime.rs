@@ -50,6 +50,8 @@ pub struct RuntimeConfig {
     pub provider_required: bool,
     /// Intra-op threads per session (0 = ONNX Runtime's default).
     pub intra_threads: usize,
+    /// Kernel choices for the CUDA provider (from `--cuda-*` / `SPE_CUDA_*`).
+    pub cuda: CudaKernels,
 }
 
 impl Default for RuntimeConfig {
@@ -59,6 +61,7 @@ impl Default for RuntimeConfig {
             provider: ExecutionProvider::Cpu,
             provider_required: false,
             intra_threads: 0,
+            cuda: CudaKernels::default(),
         }
     }
 }
@@ -69,7 +72,6 @@ pub struct Runtime {
     config: RuntimeConfig,
     pub library: PathBuf,
     environment: ort::environment::Environment,
-    cuda: CudaKernels,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -110,7 +112,6 @@ impl Runtime {
             config,
             library,
             environment,
-            cuda: CudaKernels::from_env(),
         };
         runtime.check_provider()?;
         Ok(runtime)
@@ -135,7 +136,7 @@ impl Runtime {
                 let CudaKernels {
                     prefer_nhwc,
                     fuse_conv_bias,
-                } = self.cuda;
+                } = self.config.cuda;
                 tracing::info!(
                     prefer_nhwc,
                     fuse_conv_bias,
@@ -176,7 +177,7 @@ impl Runtime {
         let providers = match self.config.provider {
             ExecutionProvider::Cpu => vec![],
             ExecutionProvider::Cuda => vec![wrap_required(
-                self.cuda.provider(),
+                self.config.cuda.provider(),
                 self.config.provider_required,
             )],
             ExecutionProvider::Tensorrt => vec![
@@ -184,7 +185,7 @@ impl Runtime {
                     ort::ep::TensorRT::default().build(),
                     self.config.provider_required,
                 ),
-                self.cuda.provider(),
+                self.config.cuda.provider(),
             ],
         };
         if !providers.is_empty() {
@@ -199,25 +200,17 @@ impl Runtime {
     }
 }
 
-/// Kernel choices for the CUDA EP, read once from the environment. Both are opt-in because they were not
-/// measured faster on the GPUs tried so far: `SPE_CUDA_PREFER_NHWC=1` (channels-last kernels: 6% slower on
-/// the NCHW fp16 UniverSeg graph on an H200, ORT 1.31; meant for graphs exported with `--layout nhwc`) and
-/// `SPE_CUDA_FUSE_CONV_BIAS=1` (cuDNN frontend conv+bias fusion).
-#[derive(Clone, Copy, Debug)]
-struct CudaKernels {
-    prefer_nhwc: bool,
-    fuse_conv_bias: bool,
+/// Kernel choices for the CUDA EP. Both are opt-in because they were not measured faster on the GPUs
+/// tried so far: `prefer_nhwc` (channels-last kernels: 6% slower on the NCHW fp16 UniverSeg graph on an
+/// H200, ORT 1.31; meant for graphs exported with `--layout nhwc`) and `fuse_conv_bias` (cuDNN frontend
+/// conv+bias fusion).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CudaKernels {
+    pub prefer_nhwc: bool,
+    pub fuse_conv_bias: bool,
 }
 
 impl CudaKernels {
-    fn from_env() -> Self {
-        let on = |var: &str| std::env::var(var).is_ok_and(|v| v == "1");
-        Self {
-            prefer_nhwc: on("SPE_CUDA_PREFER_NHWC"),
-            fuse_conv_bias: on("SPE_CUDA_FUSE_CONV_BIAS"),
-        }
-    }
-
     /// CUDA EP for convolution-heavy graphs such as UniverSeg: cuDNN may take all the workspace it wants.
     fn provider(self) -> ort::ep::ExecutionProviderDispatch {
         ort::ep::CUDA::default()

@@ -26,8 +26,6 @@ pub enum JobError {
     Pipeline(#[from] PipelineError),
     #[error("the job's inputs are inconsistent: {0}")]
     Corrupt(String),
-    #[error("cannot serialise the job's result: {0}")]
-    Serialise(String),
     #[error("{0}")]
     Gone(String),
     #[error("the job crashed: {0}")]
@@ -68,10 +66,7 @@ impl JobError {
             JobError::Pipeline(PipelineError::Engine(e)) => matches!(e, EngineError::Io { .. }),
             JobError::Pipeline(PipelineError::Stopped) => false,
             // A panic is a bug: running it again would panic again.
-            JobError::Corrupt(_)
-            | JobError::Gone(_)
-            | JobError::Serialise(_)
-            | JobError::Crashed(_) => false,
+            JobError::Corrupt(_) | JobError::Gone(_) | JobError::Crashed(_) => false,
         }
     }
 
@@ -83,7 +78,6 @@ impl JobError {
             JobError::Pipeline(PipelineError::Inference(_)) => "inference",
             JobError::Pipeline(PipelineError::Stopped) => "stopped",
             JobError::Corrupt(_) => "corrupt",
-            JobError::Serialise(_) => "serialise",
             JobError::Gone(_) => "gone",
             JobError::Crashed(_) => "crashed",
         }
@@ -94,10 +88,7 @@ impl JobError {
         match self {
             JobError::Pipeline(e) => e.to_string(),
             JobError::Gone(m) => m.clone(),
-            JobError::Store(_)
-            | JobError::Corrupt(_)
-            | JobError::Serialise(_)
-            | JobError::Crashed(_) => {
+            JobError::Store(_) | JobError::Corrupt(_) | JobError::Crashed(_) => {
                 "internal error while running the job (see the service logs)".into()
             }
         }

@@ -12,9 +12,9 @@ use crate::inference::{
     LabelFusion, LabelFusionParams, OnnxReverse, OnnxReverseParams, Runtime, SegModel,
 };
 use crate::pipeline::{self, CheckpointMasks};
+use crate::store::results::{EstimateResult, StoredCalibration, Timings, V1};
 use crate::store::{self, calibrations, estimates, image_sets, models, BlobStore};
 use futures::{StreamExt, TryStreamExt};
-use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,12 +32,13 @@ pub struct Ctx {
 
 /// A finished job's result, written in the transaction that marks the job succeeded.
 pub enum Output {
+    // Boxed: both documents are large beside the rest of what a job's end carries.
     Estimate {
-        result: serde_json::Value,
-        timings: serde_json::Value,
+        result: Box<EstimateResult>,
+        timings: Timings,
     },
     Calibration {
-        result: serde_json::Value,
+        result: Box<Calibration>,
     },
 }
 
@@ -190,6 +191,14 @@ async fn model_inputs(
     ))
 }
 
+/// A stored document that does not decode will not decode on a retry either: the job fails at once.
+fn final_if_corrupt(e: store::StoreError) -> JobError {
+    match e {
+        store::StoreError::Corrupt(m) => JobError::Corrupt(m),
+        other => other.into(),
+    }
+}
+
 pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
     let started = Instant::now();
     progress.set(0.05, "loading");
@@ -197,14 +206,22 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
         .await?
         .ok_or_else(|| JobError::Gone(format!("estimate {id} was deleted")))?;
     let cal_row = calibrations::get(&ctx.pool, row.calibration_id)
-        .await?
+        .await
+        .map_err(final_if_corrupt)?
         .ok_or_else(|| JobError::Gone(format!("calibration {} was deleted", row.calibration_id)))?;
-    let calibration: Calibration = serde_json::from_value(
-        cal_row
-            .result
-            .ok_or_else(|| JobError::Corrupt("the estimate's calibration has no result".into()))?,
-    )
-    .map_err(|e| JobError::Corrupt(format!("calibration result: {e}")))?;
+    let calibration: Calibration = match cal_row.result {
+        Some(StoredCalibration::Current(c)) => *c,
+        Some(StoredCalibration::Older { format }) => {
+            return Err(JobError::Corrupt(format!(
+                "the estimate's calibration has format {format:?}, which this spe does not read"
+            )))
+        }
+        None => {
+            return Err(JobError::Corrupt(
+                "the estimate's calibration has no result".into(),
+            ))
+        }
+    };
     let reference_id = cal_row
         .reference_set_id
         .ok_or_else(|| JobError::Corrupt("the calibration has no reference set".into()))?;
@@ -243,26 +260,37 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
         )?;
         let hd95_mm =
             spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
-        let result = json!({ "estimate": estimate, "pseudo": pseudo, "hd95_mm": hd95_mm });
+        let result = EstimateResult {
+            version: V1,
+            estimate,
+            pseudo,
+            hd95_mm,
+        };
         Ok((result, t.elapsed().as_secs_f64()))
     })
     .await??;
-    let timings = json!({
-        "queued_s": row.started_at.map(|s| (s - row.created_at).num_milliseconds() as f64 / 1000.0),
-        "load_s": load_s,
-        "compute_s": compute_s,
-        "total_s": started.elapsed().as_secs_f64(),
-    });
-    Ok(Output::Estimate { result, timings })
+    let timings = Timings {
+        version: V1,
+        queued_s: row
+            .started_at
+            .map(|s| (s - row.created_at).num_milliseconds() as f64 / 1000.0),
+        load_s,
+        compute_s,
+        total_s: started.elapsed().as_secs_f64(),
+    };
+    Ok(Output::Estimate {
+        result: Box::new(result),
+        timings,
+    })
 }
 
 pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
     progress.set(0.02, "loading");
     let row = calibrations::get(&ctx.pool, id)
-        .await?
+        .await
+        .map_err(final_if_corrupt)?
         .ok_or_else(|| JobError::Gone(format!("calibration {id} was deleted")))?;
-    let params: SpeParams = serde_json::from_value(row.params.clone())
-        .map_err(|e| JobError::Corrupt(format!("params: {e}")))?;
+    let params: SpeParams = row.params;
     let (_, inputs) = model_inputs(ctx, row.model_id).await?;
     let missing = |what: &str| JobError::Corrupt(format!("calibration {id} has no {what}"));
     let reference = fetch_set(
@@ -303,7 +331,7 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
     let runtime = ctx.runtime.clone();
     let max_pixels = ctx.max_pixels;
     let progress = progress.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<serde_json::Value, JobError> {
+    let result = tokio::task::spawn_blocking(move || -> Result<Calibration, JobError> {
         let reference = decode_labelled(&reference, max_pixels)?;
         let reference = ReferenceSet::new(&reference.images, reference.labels)?;
         let cal_set = decode_labelled(&cal_set, max_pixels)?;
@@ -356,10 +384,12 @@ pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Out
             &params,
             &mut report,
         )?;
-        serde_json::to_value(&fitted).map_err(|e| JobError::Serialise(e.to_string()))
+        Ok(fitted)
     })
     .await??;
-    Ok(Output::Calibration { result })
+    Ok(Output::Calibration {
+        result: Box::new(result),
+    })
 }
 
 /// Writes the result (or the failure) under the lease; false when the lease was lost (another worker owns

@@ -1,8 +1,9 @@
 //! The configuration of `spe serve` (flags and environment, one set of defaults, ranges checked by clap)
 //! and the database flags shared by the other commands.
 
+use crate::inference::runtime::CudaKernels;
 use crate::inference::ExecutionProvider;
-use clap::{Args, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -21,6 +22,27 @@ pub struct DbArgs {
     /// Postgres connection URL (`make run` and `make test` set it for a private local cluster).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: String,
+}
+
+/// Kernel choices of the CUDA provider (README, Using a GPU), for `spe serve` and the commands that run
+/// models. Off by default: neither was measured faster on the GPUs tried so far.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct CudaArgs {
+    /// CUDA provider: prefer channels-last (NHWC) kernels (for graphs exported with `--layout nhwc`).
+    #[arg(long, env = "SPE_CUDA_PREFER_NHWC")]
+    pub cuda_prefer_nhwc: bool,
+    /// CUDA provider: cuDNN frontend conv+bias fusion.
+    #[arg(long, env = "SPE_CUDA_FUSE_CONV_BIAS")]
+    pub cuda_fuse_conv_bias: bool,
+}
+
+impl From<CudaArgs> for CudaKernels {
+    fn from(a: CudaArgs) -> Self {
+        CudaKernels {
+            prefer_nhwc: a.cuda_prefer_nhwc,
+            fuse_conv_bias: a.cuda_fuse_conv_bias,
+        }
+    }
 }
 
 #[derive(Args, Clone, Debug)]
@@ -116,6 +138,8 @@ pub struct ServeArgs {
     /// Path of libonnxruntime.so (default: search, see README).
     #[arg(long, env = "SPE_ORT_LIB")]
     pub ort_lib: Option<PathBuf>,
+    #[command(flatten)]
+    pub cuda: CudaArgs,
     /// Keep an unlabeled batch's pixels after its estimate is finished (default: only their SHA-256
     /// digests are kept, so an estimate can still be traced to its input).
     #[arg(long, env = "SPE_RETAIN_BATCH_PIXELS")]
@@ -131,6 +155,25 @@ pub struct ServeArgs {
     /// revoked.
     #[arg(long, env = "SPE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]
     pub bootstrap_admin_key: Option<String>,
+}
+
+impl ServeArgs {
+    /// Every flag at its declared default, the environment ignored: the one set of defaults, for callers
+    /// (tests) that start from it and override a few fields.
+    pub fn defaults(database_url: &str) -> Self {
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            args: ServeArgs,
+        }
+        let command = Serve::command().mut_args(|a| a.env(None));
+        let matches = command
+            .try_get_matches_from(["spe", "--database-url", database_url])
+            .expect("the declared defaults parse");
+        Serve::from_arg_matches(&matches)
+            .expect("the declared defaults parse")
+            .args
+    }
 }
 
 pub(super) const DEFAULT_SWEEP_MIN_AGE_SECS: u64 = 3600;
@@ -196,6 +239,25 @@ mod tests {
                 .shutdown_grace_secs,
             0.5
         );
+    }
+
+    /// The defaults tests start from are clap's, whatever the environment says.
+    #[test]
+    fn defaults_are_the_declared_ones() {
+        let d = ServeArgs::defaults("postgres://localhost/spe");
+        assert_eq!(d.db.database_url, "postgres://localhost/spe");
+        assert_eq!((d.lease_secs, d.poll_ms, d.max_queue), (30.0, 1000, 64));
+        // `make test` exports SPE_ORT_LIB; the defaults must not pick it up.
+        assert_eq!(d.ort_lib, None);
+        assert!(!d.cuda.cuda_prefer_nhwc && !d.cuda.cuda_fuse_conv_bias);
+    }
+
+    /// The CUDA kernel choices are flags (and SPE_CUDA_* through clap), not read behind its back.
+    #[test]
+    fn cuda_kernel_choices_are_flags() {
+        let a = parse(&["--cuda-prefer-nhwc", "--cuda-fuse-conv-bias"]).unwrap();
+        let k: crate::inference::runtime::CudaKernels = a.cuda.into();
+        assert!(k.prefer_nhwc && k.fuse_conv_bias);
     }
 
     /// `spe serve` and the CLI commands share one pixel budget per image.

@@ -1,6 +1,9 @@
 //! Calibrations: how they were requested (source, params, sets, checkpoints) and, once fitted, the result.
 
+use super::results::{self, StoredCalibration};
 use super::{JobState, StoreError};
+use crate::engine::fit::Calibration;
+use crate::engine::spe::SpeParams;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -11,11 +14,14 @@ pub struct CalibrationRow {
     pub id: Uuid,
     pub model_id: Uuid,
     pub source: String,
-    pub params: serde_json::Value,
+    /// Decoded from the raw columns by [`Raw::decode`].
+    #[sqlx(skip)]
+    pub params: SpeParams,
     pub reference_set_id: Option<Uuid>,
     pub calibration_set_id: Option<Uuid>,
     pub activate: bool,
-    pub result: Option<serde_json::Value>,
+    #[sqlx(skip)]
+    pub result: Option<StoredCalibration>,
     pub created_at: DateTime<Utc>,
     pub active: bool,
     pub state: JobState,
@@ -25,6 +31,31 @@ pub struct CalibrationRow {
     pub attempts: i32,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// The row as selected: the JSON columns still undecoded.
+#[derive(sqlx::FromRow)]
+struct Raw {
+    #[sqlx(flatten)]
+    row: CalibrationRow,
+    params: serde_json::Value,
+    result: Option<serde_json::Value>,
+}
+
+impl Raw {
+    fn decode(self) -> Result<CalibrationRow, StoreError> {
+        let Raw {
+            mut row,
+            params,
+            result,
+        } = self;
+        let id = row.id;
+        row.params = results::decode(params, "calibration", id, "params")?;
+        row.result = result
+            .map(|v| results::decode_calibration(v, id))
+            .transpose()?;
+        Ok(row)
+    }
 }
 
 const COLUMNS: &str =
@@ -39,11 +70,12 @@ pub struct NewCalibration {
     pub id: Uuid,
     pub model_id: Uuid,
     pub source: &'static str,
-    pub params: serde_json::Value,
+    pub params: SpeParams,
     pub reference_set_id: Option<Uuid>,
     pub calibration_set_id: Option<Uuid>,
     pub activate: bool,
-    pub result: Option<serde_json::Value>,
+    /// Present for calibrations fitted synchronously (from pairs).
+    pub result: Option<Calibration>,
 }
 
 pub async fn insert(conn: &mut PgConnection, new: &NewCalibration) -> Result<(), StoreError> {
@@ -54,11 +86,11 @@ pub async fn insert(conn: &mut PgConnection, new: &NewCalibration) -> Result<(),
     .bind(new.id)
     .bind(new.model_id)
     .bind(new.source)
-    .bind(&new.params)
+    .bind(results::to_json(&new.params)?)
     .bind(new.reference_set_id)
     .bind(new.calibration_set_id)
     .bind(new.activate)
-    .bind(&new.result)
+    .bind(new.result.as_ref().map(results::to_json).transpose()?)
     .execute(conn)
     .await?;
     Ok(())
@@ -108,10 +140,12 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<CalibrationRow>, Stor
         "SELECT {COLUMNS} FROM calibrations c JOIN models m ON m.id = c.model_id LEFT JOIN jobs j ON j.id = c.id
          WHERE c.id = $1"
     );
-    Ok(sqlx::query_as::<_, CalibrationRow>(&sql)
+    sqlx::query_as::<_, Raw>(&sql)
         .bind(id)
         .fetch_optional(pool)
-        .await?)
+        .await?
+        .map(Raw::decode)
+        .transpose()
 }
 
 pub async fn list(pool: &PgPool, model: Uuid) -> Result<Vec<CalibrationRow>, StoreError> {
@@ -119,10 +153,13 @@ pub async fn list(pool: &PgPool, model: Uuid) -> Result<Vec<CalibrationRow>, Sto
         "SELECT {COLUMNS} FROM calibrations c JOIN models m ON m.id = c.model_id LEFT JOIN jobs j ON j.id = c.id
          WHERE c.model_id = $1 ORDER BY c.created_at DESC, c.id DESC"
     );
-    Ok(sqlx::query_as::<_, CalibrationRow>(&sql)
+    sqlx::query_as::<_, Raw>(&sql)
         .bind(model)
         .fetch_all(pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(Raw::decode)
+        .collect()
 }
 
 /// Stores a fitted calibration and, when it was submitted with `activate`, makes it the model's active
@@ -131,13 +168,13 @@ pub async fn list(pool: &PgPool, model: Uuid) -> Result<Vec<CalibrationRow>, Sto
 pub async fn set_result(
     conn: &mut PgConnection,
     id: Uuid,
-    result: &serde_json::Value,
+    result: &Calibration,
 ) -> Result<(), StoreError> {
     let (model, activate, submitted): (Uuid, bool, DateTime<Utc>) = sqlx::query_as(
         "UPDATE calibrations SET result = $2 WHERE id = $1 RETURNING model_id, activate, created_at",
     )
     .bind(id)
-    .bind(result)
+    .bind(results::to_json(result)?)
     .fetch_one(&mut *conn)
     .await?;
     if activate {

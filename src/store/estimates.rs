@@ -1,5 +1,6 @@
 //! Estimates: the batch, the calibration used and, once computed, the result and timings.
 
+use super::results::{self, EstimateResult, Timings};
 use super::{JobState, StoreError};
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -12,8 +13,11 @@ pub struct EstimateRow {
     pub calibration_id: Uuid,
     pub batch_set_id: Uuid,
     pub images: i32,
-    pub result: Option<serde_json::Value>,
-    pub timings: Option<serde_json::Value>,
+    /// Decoded from the raw columns by [`Raw::decode`].
+    #[sqlx(skip)]
+    pub result: Option<EstimateResult>,
+    #[sqlx(skip)]
+    pub timings: Option<Timings>,
     pub created_at: DateTime<Utc>,
     pub state: JobState,
     pub progress: f32,
@@ -23,6 +27,33 @@ pub struct EstimateRow {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub pixels_retained: bool,
+}
+
+/// The row as selected: the JSON columns still undecoded.
+#[derive(sqlx::FromRow)]
+struct Raw {
+    #[sqlx(flatten)]
+    row: EstimateRow,
+    result: Option<serde_json::Value>,
+    timings: Option<serde_json::Value>,
+}
+
+impl Raw {
+    fn decode(self) -> Result<EstimateRow, StoreError> {
+        let Raw {
+            mut row,
+            result,
+            timings,
+        } = self;
+        let id = row.id;
+        row.result = result
+            .map(|v| results::decode(v, "estimate", id, "result"))
+            .transpose()?;
+        row.timings = timings
+            .map(|v| results::decode(v, "estimate", id, "timings"))
+            .transpose()?;
+        Ok(row)
+    }
 }
 
 const SELECT: &str = "SELECT e.id, e.model_id, e.calibration_id, e.batch_set_id, s.size AS images, e.result, \
@@ -48,12 +79,12 @@ pub async fn insert(
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<EstimateRow>, StoreError> {
-    Ok(
-        sqlx::query_as::<_, EstimateRow>(&format!("{SELECT} WHERE e.id = $1"))
-            .bind(id)
-            .fetch_optional(pool)
-            .await?,
-    )
+    sqlx::query_as::<_, Raw>(&format!("{SELECT} WHERE e.id = $1"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await?
+        .map(Raw::decode)
+        .transpose()
 }
 
 /// A page of a model's estimates, newest first, keyset-paginated on (created_at, id).
@@ -75,7 +106,7 @@ pub async fn list(pool: &PgPool, q: &ListQuery) -> Result<Vec<EstimateRow>, Stor
            AND ($5::timestamptz IS NULL OR (e.created_at, e.id) < ($5, $6))
          ORDER BY e.created_at DESC, e.id DESC LIMIT $7"
     );
-    Ok(sqlx::query_as::<_, EstimateRow>(&sql)
+    sqlx::query_as::<_, Raw>(&sql)
         .bind(q.model)
         .bind(q.from)
         .bind(q.to)
@@ -84,36 +115,40 @@ pub async fn list(pool: &PgPool, q: &ListQuery) -> Result<Vec<EstimateRow>, Stor
         .bind(q.after.map(|a| a.1))
         .bind(q.limit)
         .fetch_all(pool)
-        .await?)
+        .await?
+        .into_iter()
+        .map(Raw::decode)
+        .collect()
 }
 
 pub async fn set_result(
     conn: &mut PgConnection,
     id: Uuid,
-    result: &serde_json::Value,
-    timings: &serde_json::Value,
+    result: &EstimateResult,
+    timings: &Timings,
 ) -> Result<(), StoreError> {
     sqlx::query("UPDATE estimates SET result = $2, timings = $3 WHERE id = $1")
         .bind(id)
-        .bind(result)
-        .bind(timings)
+        .bind(results::to_json(result)?)
+        .bind(results::to_json(timings)?)
         .execute(conn)
         .await?;
     Ok(())
 }
 
 /// Per model and metric, the latest succeeded estimate (for the Prometheus gauge).
-pub async fn latest_per_model(
-    pool: &PgPool,
-) -> Result<Vec<(String, serde_json::Value)>, StoreError> {
-    Ok(sqlx::query_as(
-        "SELECT DISTINCT ON (e.model_id) m.name, e.result FROM estimates e
+pub async fn latest_per_model(pool: &PgPool) -> Result<Vec<(String, EstimateResult)>, StoreError> {
+    let rows: Vec<(String, Uuid, serde_json::Value)> = sqlx::query_as(
+        "SELECT DISTINCT ON (e.model_id) m.name, e.id, e.result FROM estimates e
          JOIN jobs j ON j.id = e.id JOIN models m ON m.id = e.model_id
          WHERE j.state = 'succeeded' AND e.result IS NOT NULL
          ORDER BY e.model_id, j.finished_at DESC",
     )
     .fetch_all(pool)
-    .await?)
+    .await?;
+    rows.into_iter()
+        .map(|(model, id, v)| Ok((model, results::decode(v, "estimate", id, "result")?)))
+        .collect()
 }
 
 /// The batch set of an estimate (None when `id` is not an estimate).

@@ -9,6 +9,7 @@ pub mod image_sets;
 pub mod keys;
 pub mod models;
 pub mod received;
+pub mod results;
 
 pub use blobs::BlobStore;
 
@@ -58,6 +59,8 @@ pub enum StoreError {
     MissingBlob(String),
     #[error("stored record is corrupt: {0}")]
     Corrupt(String),
+    #[error("cannot serialise a document to store: {0}")]
+    Serialise(String),
 }
 
 impl StoreError {

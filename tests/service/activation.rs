@@ -64,9 +64,9 @@ async fn active(app: &TestApp, model: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_latest_request_wins() {
     // No workers at first, so the checkpoint calibration waits in the queue.
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         workers: 0,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let model = model_with_reference(&app, "activation").await;
@@ -96,9 +96,9 @@ async fn activation_latest_request_wins() {
     let worker_args = serve_args(
         &app.database_url,
         app.blob_dir.path(),
-        &Options {
+        ServeArgs {
             role: spe::service::Role::Worker,
-            ..Options::default()
+            ..test_args()
         },
     );
     let worker = tokio::spawn(spe::service::run(worker_args, None, rx));
@@ -123,4 +123,42 @@ async fn activation_latest_request_wins() {
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
     app.stop().await;
+}
+
+/// Pairs whose fit overflows (infinities, which JSON stores as null) are refused before anything is
+/// stored; stored, they made the calibration, the model's calibration list and its estimates unreadable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn activation_refuses_pairs_whose_fit_is_not_finite() {
+    let app = TestApp::start().await;
+    let model = model_with_reference(&app, "overflow").await;
+    let id = model["id"].as_str().unwrap();
+    let m = |d: f64| serde_json::json!({"dice": d, "jaccard": d, "precision": d, "recall": d, "hd95": d, "pearson": d});
+    let points: Vec<Value> = [8.6e245, -2.5e16, 1e-5]
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| serde_json::json!({"name": format!("p{i}"), "pseudo": m(d), "real": m(-d)}))
+        .collect();
+    let r = app
+        .client
+        .post(app.at(&format!("/v1/models/{id}/calibrations")))
+        .bearer_auth(&app.admin)
+        .json(&serde_json::json!({"points": points, "activate": true}))
+        .send()
+        .await
+        .unwrap();
+    let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("not finite"),
+        "{problem}"
+    );
+    let r = app
+        .client
+        .get(app.at(&format!("/v1/models/{id}/calibrations")))
+        .bearer_auth(&app.reader)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let list: Value = r.json().await.unwrap();
+    assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");
 }

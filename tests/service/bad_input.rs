@@ -29,10 +29,10 @@ fn model_form(spec: &str, onnx: &Path, name: &str) -> Form {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_rejected_without_leftovers() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         max_images: 30,
         max_body_mb: 2,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let (id, _) = calibrated_model(&app, "taken").await;
@@ -372,10 +372,10 @@ async fn bad_input_is_rejected_without_leftovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_queue_full_is_429_with_retry_after() {
     // No workers: jobs stay queued, so the queue fills.
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         max_queue: 1,
         workers: 0,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let model = model_with_reference(&app, "q").await;
@@ -431,9 +431,9 @@ async fn bad_input_queue_full_is_429_with_retry_after() {
 /// Uploads beyond the concurrency limit get 429 with Retry-After at once, while reads keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_concurrent_uploads_are_bounded() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         max_concurrent_uploads: 2,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let _first = crate::lifecycle::trickling_upload(&app).await;

@@ -450,9 +450,9 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinical_batch_pixels_are_kept_when_configured() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         retain_batch_pixels: true,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let (id, _) = calibrated_model(&app, "retain").await;

@@ -66,55 +66,32 @@ pub async fn fresh_database() -> String {
     with_database(&admin, &name)
 }
 
-pub struct Options {
-    pub role: spe::service::Role,
-    pub workers: usize,
-    pub max_queue: i64,
-    pub max_images: usize,
-    pub max_pixels: u64,
-    pub max_body_mb: u64,
-    pub lease_secs: f64,
-    pub protect_ops: bool,
-    pub retain_batch_pixels: bool,
-    /// 0 (the tests' default) = no background sweep, so no test races one it did not ask for.
-    pub blob_sweep_interval_secs: u64,
-    pub blob_sweep_min_age_secs: u64,
-    pub job_retry_window_secs: u64,
-    pub job_deadline_secs: u64,
-    pub request_timeout_secs: u64,
-    /// 0 (the tests' default): stop at once; the drain test sets its own.
-    pub drain_secs: u64,
-    pub no_migrate: bool,
-    pub max_concurrent_uploads: u32,
-    pub max_request_pixels: u64,
-    pub db_connections: u32,
-    pub db_acquire_timeout_secs: u64,
-}
+pub use spe::service::ServeArgs;
 
-impl Default for Options {
-    fn default() -> Self {
-        Self {
-            role: spe::service::Role::All,
-            workers: 1,
-            max_queue: 64,
-            max_images: 256,
-            max_pixels: 4_000_000,
-            max_body_mb: 64,
-            lease_secs: 5.0,
-            protect_ops: false,
-            retain_batch_pixels: false,
-            blob_sweep_interval_secs: 0,
-            blob_sweep_min_age_secs: 3600,
-            job_retry_window_secs: 900,
-            job_deadline_secs: 0,
-            request_timeout_secs: 120,
-            drain_secs: 0,
-            no_migrate: false,
-            max_concurrent_uploads: 6,
-            max_request_pixels: 1 << 31,
-            db_connections: 8,
-            db_acquire_timeout_secs: 3,
-        }
+/// What every test's service starts from: `spe serve`'s declared defaults with the few a test suite needs
+/// otherwise (faster polls and leases, smaller limits, no background sweep or drain). A test overrides
+/// only the fields it is about: `ServeArgs { workers: 0, ..test_args() }`. The database and blob store
+/// are filled in per test.
+pub fn test_args() -> ServeArgs {
+    ServeArgs {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        poll_ms: 200,
+        lease_secs: 5.0,
+        shutdown_grace_secs: 5.0,
+        max_body_mb: 64,
+        max_images: 256,
+        max_pixels: 4_000_000,
+        max_volume_voxels: 1 << 24,
+        retry_after_secs: 7,
+        request_timeout_secs: 120,
+        // Stop at once; the drain test sets its own.
+        drain_secs: 0,
+        db_connections: 8,
+        max_concurrent_uploads: 6,
+        // No background sweep, so no test races one it did not ask for.
+        blob_sweep_interval_secs: 0,
+        job_deadline_secs: 0,
+        ..ServeArgs::defaults("postgres://set-per-test")
     }
 }
 
@@ -147,58 +124,29 @@ pub struct TestApp {
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-pub fn serve_args(database_url: &str, blob_dir: &Path, o: &Options) -> spe::service::ServeArgs {
-    spe::service::ServeArgs {
+/// `args` on a test's database and blob directory.
+pub fn serve_args(database_url: &str, blob_dir: &Path, args: ServeArgs) -> ServeArgs {
+    ServeArgs {
         db: spe::service::DbArgs {
             database_url: database_url.to_string(),
         },
-        bind: "127.0.0.1:0".parse().unwrap(),
-        role: o.role,
         blob_store: blob_dir.display().to_string(),
-        workers: o.workers,
-        lease_secs: o.lease_secs,
-        poll_ms: 200,
-        max_attempts: 3,
-        job_retry_window_secs: o.job_retry_window_secs,
-        job_deadline_secs: o.job_deadline_secs,
-        shutdown_grace_secs: 5.0,
-        max_body_mb: o.max_body_mb,
-        max_images: o.max_images,
-        max_pixels: o.max_pixels,
-        max_volume_voxels: 1 << 24,
-        max_request_pixels: o.max_request_pixels,
-        max_queue: o.max_queue,
-        retry_after_secs: 7,
-        request_timeout_secs: o.request_timeout_secs,
-        drain_secs: o.drain_secs,
-        no_migrate: o.no_migrate,
-        protect_ops: o.protect_ops,
-        db_connections: o.db_connections,
-        db_acquire_timeout_secs: o.db_acquire_timeout_secs,
-        max_concurrent_uploads: o.max_concurrent_uploads,
-        threads: 0,
-        provider: spe::inference::ExecutionProvider::Cpu,
-        provider_required: false,
-        ort_lib: None,
-        retain_batch_pixels: o.retain_batch_pixels,
-        blob_sweep_interval_secs: o.blob_sweep_interval_secs,
-        blob_sweep_min_age_secs: o.blob_sweep_min_age_secs,
-        bootstrap_admin_key: None,
+        ..args
     }
 }
 
 impl TestApp {
     pub async fn start() -> Self {
-        Self::with(Options::default()).await
+        Self::with(test_args()).await
     }
 
-    pub async fn with(o: Options) -> Self {
+    pub async fn with(o: ServeArgs) -> Self {
         let database_url = fresh_database().await;
         let blob_dir = tempfile::tempdir().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let (shutdown, rx) = watch::channel(false);
-        let args = serve_args(&database_url, blob_dir.path(), &o);
+        let args = serve_args(&database_url, blob_dir.path(), o);
         let server = tokio::spawn(spe::service::run(args, Some(listener), rx));
         let Some(mut app) = Self::ready(url, database_url, blob_dir, || server.is_finished()).await
         else {

@@ -42,10 +42,10 @@ async fn jsrt_estimate_of_last_checkpoint_is_within_003_of_real_dice() {
         .unwrap();
     let spec = std::fs::read_to_string(repo().join("tests/fixtures/jsrt_spec.json")).unwrap();
 
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         max_images: 512,
         max_body_mb: 128,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let form = Form::new()

@@ -37,9 +37,9 @@ async fn wait_finished(app: &TestApp, limit: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_readyz_drains_before_the_listener_closes() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         drain_secs: 3,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let r = app.client.get(app.at("/readyz")).send().await.unwrap();
@@ -80,9 +80,9 @@ async fn lifecycle_shutdown_does_not_wait_for_a_stuck_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_a_request_has_a_time_limit() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         request_timeout_secs: 2,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let mut conn = trickling_upload(&app).await;
@@ -125,9 +125,9 @@ async fn lifecycle_a_worker_answers_health_checks_only() {
     let args = serve_args(
         &database_url,
         blob_dir.path(),
-        &Options {
+        ServeArgs {
             role: spe::service::Role::Worker,
-            ..Options::default()
+            ..test_args()
         },
     );
     let worker = tokio::spawn(spe::service::run(args, Some(listener), rx));
@@ -168,9 +168,9 @@ async fn start_error(database_url: &str, no_migrate: bool) -> String {
     let args = serve_args(
         database_url,
         blob_dir.path(),
-        &Options {
+        ServeArgs {
             no_migrate,
-            ..Options::default()
+            ..test_args()
         },
     );
     let (_stop, rx) = tokio::sync::watch::channel(false);
@@ -237,11 +237,11 @@ async fn lifecycle_a_slow_header_client_is_cut() {
 /// the service answers normally as soon as connections free up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_a_saturated_pool_answers_503_with_retry_after() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         db_connections: 2,
         db_acquire_timeout_secs: 1,
         workers: 0,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     // With api_keys locked, each request's key lookup blocks while holding one of the two connections.

@@ -14,6 +14,7 @@ mod logs;
 mod openapi;
 mod roles;
 mod s3;
+mod stored;
 mod supervise;
 mod sweep;
 mod worker_crash;

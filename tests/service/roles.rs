@@ -121,9 +121,9 @@ async fn roles_are_enforced_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_protect_ops_when_configured() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         protect_ops: true,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     for path in ["/healthz", "/readyz", "/metrics"] {

@@ -90,10 +90,10 @@ async fn sweep_deletes_crash_leftovers_and_keeps_referenced_blobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sweeps_in_the_background_without_hurting_uploads() {
-    let app = TestApp::with(Options {
+    let app = TestApp::with(ServeArgs {
         blob_sweep_interval_secs: 1,
         blob_sweep_min_age_secs: 0,
-        ..Options::default()
+        ..test_args()
     })
     .await;
     let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();

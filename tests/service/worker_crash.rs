@@ -70,11 +70,11 @@ async fn wait_running(app: &TestApp, location: &str) -> Value {
     }
 }
 
-fn api_only() -> Options {
-    Options {
+fn api_only() -> ServeArgs {
+    ServeArgs {
         role: spe::service::Role::Api,
         workers: 0,
-        ..Options::default()
+        ..test_args()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::{per_metric, JobStatus, Metrics, Params, Progress, Support};
 use crate::engine::fit::{Calibration, Fit, Mapping};
-use crate::engine::spe::{PseudoOutcome, SpeParams};
+use crate::engine::spe::PseudoOutcome;
 use crate::store::calibrations::CalibrationRow;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -186,13 +186,10 @@ pub struct CalibrationView {
 
 impl From<CalibrationRow> for CalibrationView {
     fn from(c: CalibrationRow) -> Self {
-        let params: Params = serde_json::from_value::<SpeParams>(c.params)
-            .map(Into::into)
-            .unwrap_or_default();
-        let result = c
-            .result
-            .and_then(|v| serde_json::from_value::<Calibration>(v).ok())
-            .map(|cal| (&cal).into());
+        // The store decoded both (a corrupt document is an error there). A calibration in an older
+        // format has no result this spe can show; it is listed, and refused when used.
+        let params: Params = c.params.into();
+        let result = c.result.as_ref().and_then(|r| r.current()).map(Into::into);
         CalibrationView {
             id: c.id,
             model_id: c.model_id,

@@ -1,10 +1,11 @@
 //! Estimates: what GET /v1/estimates/{id} and the lists return.
 
 use super::{per_metric, JobStatus, Metrics, Progress, Support};
-use crate::engine::spe::{Estimate, PseudoOutcome};
+use crate::engine::spe::{self, Estimate, PseudoOutcome};
 use crate::store::estimates::EstimateRow;
+use crate::store::results;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -37,7 +38,7 @@ pub enum EstimateOutcome {
 }
 
 /// HD95 in millimetres: the HD95 estimate (working-grid pixels) times the batch's mean pixel size.
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Hd95Mm {
     /// Mean size of a 128x128-grid pixel over the batch, in mm.
     pub pixel_mm: f64,
@@ -67,12 +68,14 @@ pub struct EstimateResult {
     pub pseudo_per_repetition: Vec<Metrics>,
 }
 
-#[derive(Deserialize)]
-struct StoredEstimate {
-    estimate: Estimate,
-    pseudo: PseudoOutcome,
-    #[serde(default)]
-    hd95_mm: Option<Hd95Mm>,
+impl From<spe::Hd95Mm> for Hd95Mm {
+    fn from(h: spe::Hd95Mm) -> Self {
+        Hd95Mm {
+            pixel_mm: h.pixel_mm,
+            estimate: h.estimate,
+            interval: h.interval,
+        }
+    }
 }
 
 /// One uploaded file of a batch, by digest (an estimate is traced to its input this way even after the
@@ -87,7 +90,7 @@ pub struct InputFileView {
     pub images: i64,
 }
 
-#[derive(Serialize, Deserialize, ToSchema)]
+#[derive(Serialize, ToSchema)]
 pub struct Timings {
     /// From submission to the start of the (last) attempt.
     pub queued_s: Option<f64>,
@@ -96,6 +99,17 @@ pub struct Timings {
     /// Decoding, segmentation, reverse segmentation and mapping.
     pub compute_s: f64,
     pub total_s: f64,
+}
+
+impl From<results::Timings> for Timings {
+    fn from(t: results::Timings) -> Self {
+        Timings {
+            queued_s: t.queued_s,
+            load_s: t.load_s,
+            compute_s: t.compute_s,
+            total_s: t.total_s,
+        }
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -124,61 +138,59 @@ pub struct EstimateView {
 
 impl From<EstimateRow> for EstimateView {
     fn from(e: EstimateRow) -> Self {
-        let result = e
-            .result
-            .and_then(|v| serde_json::from_value::<StoredEstimate>(v).ok())
-            .map(|s| {
-                let per_repetition = match s.pseudo {
-                    PseudoOutcome::Ok { per_repetition, .. } => {
-                        per_repetition.into_iter().map(Into::into).collect()
-                    }
-                    PseudoOutcome::InsufficientSupport { .. } => Vec::new(),
-                };
-                match s.estimate {
-                    Estimate::Ok {
-                        metrics,
-                        support,
-                        anchor,
-                        warnings,
-                    } => EstimateResult {
-                        status: EstimateOutcome::Ok,
-                        hd95_mm: s.hd95_mm,
-                        metrics: metrics
-                            .into_iter()
-                            .map(|(m, v)| {
-                                let v = MetricEstimate {
-                                    estimate: v.estimate,
-                                    interval: v.interval,
-                                    pseudo: v.pseudo,
-                                    agreement: v.agreement,
-                                };
-                                (m, v)
-                            })
-                            .collect(),
-                        support: support.into(),
-                        message: None,
-                        anchor,
-                        warnings: warnings
-                            .into_iter()
-                            .map(|w| EstimateWarning {
-                                code: w.code,
-                                message: w.message,
-                            })
-                            .collect(),
-                        pseudo_per_repetition: per_repetition,
-                    },
-                    Estimate::InsufficientSupport { support, message } => EstimateResult {
-                        status: EstimateOutcome::InsufficientSupport,
-                        hd95_mm: None,
-                        metrics: MetricEstimates::default(),
-                        support: support.into(),
-                        message: Some(message),
-                        anchor: None,
-                        warnings: Vec::new(),
-                        pseudo_per_repetition: per_repetition,
-                    },
+        // The store decoded it (a corrupt document is an error there, never None here).
+        let result = e.result.map(|s| {
+            let per_repetition = match s.pseudo {
+                PseudoOutcome::Ok { per_repetition, .. } => {
+                    per_repetition.into_iter().map(Into::into).collect()
                 }
-            });
+                PseudoOutcome::InsufficientSupport { .. } => Vec::new(),
+            };
+            match s.estimate {
+                Estimate::Ok {
+                    metrics,
+                    support,
+                    anchor,
+                    warnings,
+                } => EstimateResult {
+                    status: EstimateOutcome::Ok,
+                    hd95_mm: s.hd95_mm.map(Into::into),
+                    metrics: metrics
+                        .into_iter()
+                        .map(|(m, v)| {
+                            let v = MetricEstimate {
+                                estimate: v.estimate,
+                                interval: v.interval,
+                                pseudo: v.pseudo,
+                                agreement: v.agreement,
+                            };
+                            (m, v)
+                        })
+                        .collect(),
+                    support: support.into(),
+                    message: None,
+                    anchor,
+                    warnings: warnings
+                        .into_iter()
+                        .map(|w| EstimateWarning {
+                            code: w.code,
+                            message: w.message,
+                        })
+                        .collect(),
+                    pseudo_per_repetition: per_repetition,
+                },
+                Estimate::InsufficientSupport { support, message } => EstimateResult {
+                    status: EstimateOutcome::InsufficientSupport,
+                    hd95_mm: None,
+                    metrics: MetricEstimates::default(),
+                    support: support.into(),
+                    message: Some(message),
+                    anchor: None,
+                    warnings: Vec::new(),
+                    pseudo_per_repetition: per_repetition,
+                },
+            }
+        });
         EstimateView {
             id: e.id,
             model_id: e.model_id,
@@ -195,7 +207,7 @@ impl From<EstimateRow> for EstimateView {
             started_at: e.started_at,
             finished_at: e.finished_at,
             result,
-            timings: e.timings.and_then(|t| serde_json::from_value(t).ok()),
+            timings: e.timings.map(Into::into),
             pixels_retained: e.pixels_retained,
             inputs: None,
         }
