@@ -262,6 +262,7 @@ fn run_dataset(
         .collect::<Result<Vec<_>>>()?;
     let reverse = LabelFusion::new(LabelFusionParams::default());
     let params = SpeParams::default();
+
     println!(
         "\n## {dataset}: {} checkpoints, {} reference, {} calibration, {} holdout images",
         models.len(),
@@ -344,6 +345,12 @@ fn run_dataset(
             estimate: read.map_or(0.0, |r| r.0),
             interval: read.map_or([0.0, 0.0], |r| r.1),
             estimate_hd95: read.and_then(|r| r.2),
+            signals: match &estimate {
+                Estimate::Ok { metrics, .. } => metrics
+                    .get(&Metric::Dice)
+                    .map(|d| [d.pseudo, d.agreement.unwrap_or(f64::NAN)]),
+                Estimate::InsufficientSupport { .. } => None,
+            },
             insufficient_support: read.is_none(),
             baseline,
             estimate_seconds: seconds,

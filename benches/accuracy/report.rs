@@ -21,6 +21,8 @@ pub struct BatchRow {
     /// [0, 0] when the estimate is insufficient_support.
     pub interval: [f64; 2],
     pub estimate_hd95: Option<f64>,
+    /// The Dice pseudo metric and atlas agreement the estimate read (for looking into the mapping).
+    pub signals: Option<[f64; 2]>,
     pub insufficient_support: bool,
     /// The deployed checkpoint's calibration-half Dice.
     pub baseline: f64,
