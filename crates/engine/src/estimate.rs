@@ -86,12 +86,18 @@ pub fn estimate(
                 fit_for(top, metric, anchor.is_some()).map_or(0.0, |f| f.shift_rmse.powi(2));
             let at = |level: &Level| -> Option<(f64, f64)> {
                 let fit = fit_for(level, metric, anchor.is_some())?;
-                let offset = anchor.map_or(0.0, |a| anchor_offset(fit, a, level.size));
-                let value = fit.predict(pseudo, agreement) + offset;
-                let mapped: Vec<f64> = per_repetition
-                    .iter()
-                    .map(|p| fit.predict(p, agreement))
-                    .collect();
+                // Anchored: the anchor's mean real value at this level, moved by the part of the mapped
+                // change that is real change within a checkpoint (within_slope).
+                let (from, slope) = match anchor.and_then(|a| anchor_draws(fit, a, level.size)) {
+                    Some((real, mapped)) => (Some((real, mapped)), fit.within_slope),
+                    None => (None, 1.0),
+                };
+                let moved = |p: &MetricSet| match from {
+                    Some((real, mapped)) => real + slope * (fit.predict(p, agreement) - mapped),
+                    None => fit.predict(p, agreement),
+                };
+                let value = moved(pseudo);
+                let mapped: Vec<f64> = per_repetition.iter().map(moved).collect();
                 let residual = residual_variance(fit, calibration, n, anchor.is_some());
                 let half = Z95 * (residual + shifted + levels::mean_sd(&mapped)[1].powi(2)).sqrt();
                 Some((value, half))
@@ -147,19 +153,27 @@ fn bracket(levels: &[Level], key: usize) -> (&Level, &Level, f64) {
     (a, b, t)
 }
 
-/// Mean residual of the anchor checkpoint's draws at this level under this fit.
-fn anchor_offset(fit: &Fit, anchor: &CheckpointPoint, size: usize) -> f64 {
-    let residuals: Vec<f64> = anchor
+/// The anchor checkpoint's draws at this level: their mean real value and mean mapped value under this fit.
+fn anchor_draws(fit: &Fit, anchor: &CheckpointPoint, size: usize) -> Option<(f64, f64)> {
+    let pairs: Vec<(f64, f64)> = anchor
         .draws
         .iter()
         .filter(|d| d.size == size)
-        .map(|d| d.real.get(fit.input) - fit.predict(&d.pseudo, d.agreement.as_ref()))
+        .map(|d| {
+            (
+                d.real.get(fit.input),
+                fit.predict(&d.pseudo, d.agreement.as_ref()),
+            )
+        })
         .collect();
-    if residuals.is_empty() {
-        0.0
-    } else {
-        residuals.iter().sum::<f64>() / residuals.len() as f64
+    if pairs.is_empty() {
+        return None;
     }
+    let n = pairs.len() as f64;
+    Some((
+        pairs.iter().map(|p| p.0).sum::<f64>() / n,
+        pairs.iter().map(|p| p.1).sum::<f64>() / n,
+    ))
 }
 
 /// Variance of the estimate's error at one level for a batch of `n` images.

@@ -98,6 +98,12 @@ pub struct Fit {
     /// checkpoint's own offset, for anchored fits): what a changed batch adds to the error.
     #[serde(default)]
     pub shift_rmse: f64,
+    /// For anchored estimates: how much of the mapped change from the anchor is real change, the slope of
+    /// the real values on the mapped ones within checkpoints (leave-one-checkpoint-out predictions, around
+    /// each checkpoint's mean; shifted copies included). Below 1 where the score's variation within a
+    /// checkpoint is mostly noise (small batches, a steep stretch of the curve). 1 for curve fits.
+    #[serde(default = "unit_slope")]
+    pub within_slope: f64,
     /// Pearson r between the score and the real values over the fitted points (the paper's figure).
     pub pearson_r: f64,
     /// Pearson r between leave-one-out predictions and the real values.
@@ -118,6 +124,13 @@ impl Fit {
             .apply(score(pseudo, agreement, self.agreement_weight))
     }
 }
+
+fn unit_slope() -> f64 {
+    1.0
+}
+
+/// Range of [`Fit::within_slope`]: never an amplifier of more than half again.
+const WITHIN_SLOPE_MAX: f64 = 1.5;
 
 /// The mixed score; without an agreement only the pseudo metric is available.
 fn score(pseudo: f64, agreement: Option<f64>, weight: f64) -> f64 {
@@ -251,6 +264,13 @@ pub fn fit_observations(
     let mapping = form.fit(&x, &y).ok_or_else(|| {
         EngineError::Calibration(format!("{}: the {} fit failed", metric.name(), form.name()))
     })?;
+    // The candidate is chosen as it reads the curve; how much of its change within a checkpoint to
+    // trust is measured after (choosing both together let the shifted copies alone pick the top level).
+    let slope = match criterion {
+        Criterion::Curve => 1.0,
+        Criterion::Anchored => within_slope(&loo, &y, obs),
+    };
+    let loo = shrink_within(&loo, obs, slope);
     let residuals: Vec<f64> = y.iter().zip(&loo).map(|(t, p)| t - p).collect();
     let fitted: Vec<usize> = (0..obs.len()).filter(|&i| obs[i].fitted).collect();
     let pick = |v: &[f64]| fitted.iter().map(|&i| v[i]).collect::<Vec<f64>>();
@@ -263,6 +283,7 @@ pub fn fit_observations(
         loo_rmse: mean(yf.iter().zip(&lf).map(|(t, p)| (t - p).powi(2))).sqrt(),
         within_rmse: within_rmse(&residuals, obs),
         shift_rmse: shift_rmse(&residuals, obs, criterion),
+        within_slope: slope,
         pearson_r: pearson(&xf, &yf),
         loo_pearson_r: pearson(&lf, &yf),
         n_points: fitted.len(),
@@ -279,7 +300,8 @@ fn mean(values: impl Iterator<Item = f64>) -> f64 {
     }
 }
 
-/// Each checkpoint's mean residual over its fitted observations (its anchor offset).
+/// Each checkpoint's mean of `residuals` (or any per-observation value) over its fitted observations: for
+/// residuals, its anchor offset.
 fn group_offsets(residuals: &[f64], obs: &[Observation]) -> BTreeMap<usize, f64> {
     let mut sums: BTreeMap<usize, (f64, usize)> = BTreeMap::new();
     for (r, o) in residuals.iter().zip(obs).filter(|(_, o)| o.fitted) {
@@ -325,6 +347,41 @@ fn shift_rmse(residuals: &[f64], obs: &[Observation], criterion: Criterion) -> f
             (r - offset).powi(2)
         });
     mean(errors).sqrt()
+}
+
+/// Least-squares slope through the origin of the real values on the predictions, both taken around
+/// their checkpoint's mean over its fitted observations; 1 when nothing varies within checkpoints.
+fn within_slope(predicted: &[f64], real: &[f64], obs: &[Observation]) -> f64 {
+    let (mp, mr) = (group_offsets(predicted, obs), group_offsets(real, obs));
+    let (mut sxy, mut sxx) = (0.0, 0.0);
+    for (i, o) in obs.iter().enumerate() {
+        let (Some(p0), Some(r0)) = (mp.get(&o.group), mr.get(&o.group)) else {
+            continue;
+        };
+        let (x, y) = (predicted[i] - p0, real[i] - r0);
+        sxy += x * y;
+        sxx += x * x;
+    }
+    if sxx <= 1e-18 {
+        return 1.0;
+    }
+    (sxy / sxx).clamp(0.0, WITHIN_SLOPE_MAX)
+}
+
+/// Predictions moved toward their checkpoint's mean prediction: mean + slope * (prediction - mean).
+fn shrink_within(predicted: &[f64], obs: &[Observation], slope: f64) -> Vec<f64> {
+    if slope == 1.0 {
+        return predicted.to_vec();
+    }
+    let means = group_offsets(predicted, obs);
+    predicted
+        .iter()
+        .zip(obs)
+        .map(|(p, o)| match means.get(&o.group) {
+            Some(m) => m + slope * (p - m),
+            None => *p,
+        })
+        .collect()
 }
 
 /// RMS of the fitted residuals around their checkpoint's mean (degrees of freedom corrected per

@@ -199,3 +199,23 @@ fn warnings_name_what_is_unusual_about_the_batch() {
     far.distance = 0.03;
     assert_eq!(codes(&far, Some("digest3")), vec!["extrapolation"]);
 }
+
+#[test]
+fn anchored_estimates_move_by_the_part_of_the_mapped_change_that_is_real() {
+    let with_slope = |slope: f64| {
+        let mut cal = calibration(&REALS, |_| 0.0, 0.0, 2);
+        for level in &mut cal.levels {
+            for fit in level.anchored_fits.values_mut() {
+                fit.within_slope = slope;
+            }
+        }
+        cal
+    };
+    let change = |cal: &Calibration| {
+        let at = |p: f64| dice(&estimate(&signals(p, 16), cal, Some("digest4"))).estimate;
+        at(0.84) - at(0.80)
+    };
+    let (full, half) = (change(&with_slope(1.0)), change(&with_slope(0.5)));
+    assert!(full > 0.02, "{full}");
+    assert!((half - 0.5 * full).abs() < 1e-9, "full {full} half {half}");
+}

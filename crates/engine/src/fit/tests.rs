@@ -238,3 +238,46 @@ fn shifted_copies_judge_but_are_not_fitted() {
     );
     assert!(judged.shift_rmse > 0.02, "{judged:?}");
 }
+
+/// Eight checkpoints on a line of slope 1; within each, the score wanders by `noise` per draw while the
+/// real value follows only `follows` of it.
+fn draws_whose_real_follows(follows: f64) -> Vec<Observation> {
+    let mut obs = Vec::new();
+    for g in 0..8 {
+        let level = 0.5 + 0.05 * g as f64;
+        for r in 0..12 {
+            let noise = 0.03 * ((r * 5 + g) as f64 * 0.9).sin();
+            obs.push(Observation {
+                pseudo: level + noise,
+                agreement: None,
+                real: level + follows * noise,
+                group: g,
+                fitted: true,
+            });
+        }
+    }
+    obs
+}
+
+#[test]
+fn anchored_fits_trust_only_the_part_of_a_change_that_is_real_within_a_checkpoint() {
+    for follows in [0.0, 0.5, 1.0] {
+        let obs = draws_whose_real_follows(follows);
+        let anchored = fit_observations(Metric::Dice, &obs, Criterion::Anchored).unwrap();
+        assert!(
+            close(anchored.within_slope, follows, 0.1),
+            "real follows {follows} of the score: slope {}",
+            anchored.within_slope
+        );
+        let curve = fit_observations(Metric::Dice, &obs, Criterion::Curve).unwrap();
+        assert_eq!(curve.within_slope, 1.0, "curve fits are read as they are");
+    }
+    // Where the score's wandering is pure noise, the anchored residuals are those of the anchor alone.
+    let noise_only = fit_observations(
+        Metric::Dice,
+        &draws_whose_real_follows(0.0),
+        Criterion::Anchored,
+    )
+    .unwrap();
+    assert!(noise_only.within_rmse < 0.005, "{noise_only:?}");
+}
