@@ -99,7 +99,13 @@ pub fn estimate(
                 let value = moved(pseudo);
                 let mapped: Vec<f64> = per_repetition.iter().map(moved).collect();
                 let residual = residual_variance(fit, calibration, n, anchor.is_some());
-                let half = Z95 * (residual + shifted + levels::mean_sd(&mapped)[1].powi(2)).sqrt();
+                // The further the batch moves the estimate from its anchor, the more the slope's
+                // uncertainty counts.
+                let travel = from.map_or(0.0, |(_, m)| fit.predict(pseudo, agreement) - m);
+                let slope_term = (fit.within_slope_sd * travel).powi(2);
+                let half = Z95
+                    * (residual + shifted + slope_term + levels::mean_sd(&mapped)[1].powi(2))
+                        .sqrt();
                 Some((value, half))
             };
             let (v0, h0) = at(lower)?;

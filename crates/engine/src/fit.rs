@@ -104,6 +104,10 @@ pub struct Fit {
     /// checkpoint is mostly noise (small batches, a steep stretch of the curve). 1 for curve fits.
     #[serde(default = "unit_slope")]
     pub within_slope: f64,
+    /// How much single checkpoints' within slopes spread around `within_slope`: an estimate that moves far
+    /// from its anchor carries this uncertainty times the distance (0 for curve fits).
+    #[serde(default)]
+    pub within_slope_sd: f64,
     /// Pearson r between the score and the real values over the fitted points (the paper's figure).
     pub pearson_r: f64,
     /// Pearson r between leave-one-out predictions and the real values.
@@ -266,8 +270,8 @@ pub fn fit_observations(
     })?;
     // The candidate is chosen as it reads the curve; how much of its change within a checkpoint to
     // trust is measured after (choosing both together let the shifted copies alone pick the top level).
-    let slope = match criterion {
-        Criterion::Curve => 1.0,
+    let (slope, slope_sd) = match criterion {
+        Criterion::Curve => (1.0, 0.0),
         Criterion::Anchored => within_slope(&loo, &y, obs),
     };
     let loo = shrink_within(&loo, obs, slope);
@@ -284,6 +288,7 @@ pub fn fit_observations(
         within_rmse: within_rmse(&residuals, obs),
         shift_rmse: shift_rmse(&residuals, obs, criterion),
         within_slope: slope,
+        within_slope_sd: slope_sd,
         pearson_r: pearson(&xf, &yf),
         loo_pearson_r: pearson(&lf, &yf),
         n_points: fitted.len(),
@@ -350,22 +355,35 @@ fn shift_rmse(residuals: &[f64], obs: &[Observation], criterion: Criterion) -> f
 }
 
 /// Least-squares slope through the origin of the real values on the predictions, both taken around
-/// their checkpoint's mean over its fitted observations; 1 when nothing varies within checkpoints.
-fn within_slope(predicted: &[f64], real: &[f64], obs: &[Observation]) -> f64 {
+/// their checkpoint's mean over its fitted observations (1 when nothing varies within checkpoints), and
+/// how much the checkpoints' own slopes spread around it (their standard deviation, each weighted by its
+/// checkpoint's variation in the predictions).
+fn within_slope(predicted: &[f64], real: &[f64], obs: &[Observation]) -> (f64, f64) {
     let (mp, mr) = (group_offsets(predicted, obs), group_offsets(real, obs));
-    let (mut sxy, mut sxx) = (0.0, 0.0);
+    let mut sums: BTreeMap<usize, (f64, f64)> = BTreeMap::new();
     for (i, o) in obs.iter().enumerate() {
         let (Some(p0), Some(r0)) = (mp.get(&o.group), mr.get(&o.group)) else {
             continue;
         };
         let (x, y) = (predicted[i] - p0, real[i] - r0);
-        sxy += x * y;
-        sxx += x * x;
+        let e = sums.entry(o.group).or_default();
+        e.0 += x * y;
+        e.1 += x * x;
     }
+    let (sxy, sxx) = sums
+        .values()
+        .fold((0.0, 0.0), |(a, b), (xy, xx)| (a + xy, b + xx));
     if sxx <= 1e-18 {
-        return 1.0;
+        return (1.0, 0.0);
     }
-    (sxy / sxx).clamp(0.0, WITHIN_SLOPE_MAX)
+    let slope = (sxy / sxx).clamp(0.0, WITHIN_SLOPE_MAX);
+    let spread = sums
+        .values()
+        .filter(|(_, xx)| *xx > 1e-18)
+        .map(|(xy, xx)| xx * (xy / xx - slope).powi(2))
+        .sum::<f64>()
+        / sxx;
+    (slope, spread.sqrt())
 }
 
 /// Predictions moved toward their checkpoint's mean prediction: mean + slope * (prediction - mean).

@@ -219,3 +219,26 @@ fn anchored_estimates_move_by_the_part_of_the_mapped_change_that_is_real() {
     assert!(full > 0.02, "{full}");
     assert!((half - 0.5 * full).abs() < 1e-9, "full {full} half {half}");
 }
+
+#[test]
+fn intervals_widen_with_how_far_an_estimate_moves_from_its_anchor_when_slopes_are_uncertain() {
+    let with_spread = |sd: f64| {
+        let mut cal = calibration(&REALS, |_| 0.0, 0.0, 2);
+        for level in &mut cal.levels {
+            for fit in level.anchored_fits.values_mut() {
+                fit.within_slope_sd = sd;
+            }
+        }
+        cal
+    };
+    let width = |cal: &Calibration, p: f64| {
+        let e = estimate(&signals(p, 16), cal, Some("digest4"));
+        let [lo, hi] = dice(&e).interval;
+        hi - lo
+    };
+    let (sure, unsure) = (with_spread(0.0), with_spread(0.5));
+    // Near the anchor's own value (pseudo 0.86 is checkpoint 4's) the spread hardly matters...
+    assert!(width(&unsure, 0.86) - width(&sure, 0.86) < 0.01);
+    // ...far from it, it does.
+    assert!(width(&unsure, 0.70) > width(&sure, 0.70) + 0.05);
+}

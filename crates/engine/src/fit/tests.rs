@@ -281,3 +281,30 @@ fn anchored_fits_trust_only_the_part_of_a_change_that_is_real_within_a_checkpoin
     .unwrap();
     assert!(noise_only.within_rmse < 0.005, "{noise_only:?}");
 }
+
+#[test]
+fn the_spread_of_checkpoints_own_slopes_is_measured() {
+    let same = fit_observations(
+        Metric::Dice,
+        &draws_whose_real_follows(0.5),
+        Criterion::Anchored,
+    )
+    .unwrap();
+    assert!(same.within_slope_sd < 0.05, "{}", same.within_slope_sd);
+    // Half the checkpoints follow their score fully, half not at all: slope 0.5 on average, spread 0.5.
+    let mut mixed = draws_whose_real_follows(1.0);
+    for o in mixed.iter_mut().filter(|o| o.group % 2 == 0) {
+        o.real = 0.5 + 0.05 * o.group as f64;
+    }
+    let mixed = fit_observations(Metric::Dice, &mixed, Criterion::Anchored).unwrap();
+    assert!(
+        close(mixed.within_slope, 0.5, 0.1),
+        "{}",
+        mixed.within_slope
+    );
+    assert!(
+        close(mixed.within_slope_sd, 0.5, 0.1),
+        "{}",
+        mixed.within_slope_sd
+    );
+}
