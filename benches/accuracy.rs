@@ -214,7 +214,7 @@ impl Bench<'_> {
         let predictions = model.predict(images)?;
         let real = pipeline::score(names, labels, &predictions).mean;
         let started = Instant::now();
-        let (estimate, _) = pipeline::estimate(
+        let (estimate, _) = pipeline::estimate_batch(
             model,
             self.calibration,
             self.reference,

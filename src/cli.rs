@@ -173,9 +173,9 @@ pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Evaluate(a) => evaluate(a),
-        Command::Calibrate(a) => calibrate(a),
-        Command::Estimate(a) => estimate(a),
+        Command::Evaluate(a) => evaluate_command(a),
+        Command::Calibrate(a) => calibrate_command(a),
+        Command::Estimate(a) => estimate_command(a),
         Command::Serve(a) => crate::service::serve(a),
         Command::Migrate(a) => crate::service::migrate(a),
         Command::Keys(a) => crate::service::keys_command(a),
@@ -242,7 +242,7 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
     Ok(())
 }
 
-fn evaluate(args: EvaluateArgs) -> Result<()> {
+fn evaluate_command(args: EvaluateArgs) -> Result<()> {
     let runtime = start_runtime(&args.runtime)?;
     let spec = read_spec(&args.spec)?;
     let model = load_model(&runtime, &args.model, &spec, &file_stem(&args.model))?;
@@ -265,7 +265,7 @@ fn load_reference(dir: &Path, max_pixels: u64) -> Result<ReferenceSet> {
     Ok(ReferenceSet::new(&set.images, set.labels)?)
 }
 
-fn calibrate(args: CalibrateArgs) -> Result<()> {
+fn calibrate_command(args: CalibrateArgs) -> Result<()> {
     let runtime = start_runtime(&args.runtime)?;
     let spec = read_spec(&args.spec)?;
     let params = args.protocol.params(SpeParams::default());
@@ -359,7 +359,7 @@ fn print_fits(calibration: &Calibration) {
     }
 }
 
-fn estimate(args: EstimateArgs) -> Result<()> {
+fn estimate_command(args: EstimateArgs) -> Result<()> {
     let runtime = start_runtime(&args.runtime)?;
     let spec = read_spec(&args.spec)?;
     let text = std::fs::read_to_string(&args.calibration)
@@ -388,7 +388,7 @@ fn estimate(args: EstimateArgs) -> Result<()> {
         &runtime,
         args.protocol.reverse_threshold,
     )?;
-    let (estimate, _) = pipeline::estimate(
+    let (estimate, _) = pipeline::estimate_batch(
         &model,
         &calibration,
         &reference,

@@ -210,7 +210,7 @@ fn check_protocol(params: &SpeParams, calibrated: &SpeParams) -> Result<(), Pipe
 }
 
 /// Stage 2 for one unlabeled batch.
-pub fn estimate(
+pub fn estimate_batch(
     model: &SegModel,
     calibration: &Calibration,
     reference: &ReferenceSet,
@@ -238,6 +238,6 @@ pub fn estimate(
         .collect();
     let masks = model.predict(&images)?;
     let signals = estimate::measure(reverse, &images, &masks, reference, params)?;
-    let result = estimate::estimate(&signals, calibration, Some(model.sha256()));
+    let result = estimate::map_signals(&signals, calibration, Some(model.sha256()));
     Ok((result, signals.outcome))
 }

@@ -44,7 +44,7 @@ fn calibrate(family: &Family, out: &Path, extra: &[&str]) -> serde_json::Value {
     read_json(out)
 }
 
-fn estimate(
+fn run_estimate(
     family: &Family,
     checkpoint: &str,
     cal: &Path,
@@ -141,7 +141,7 @@ fn calibrate_and_estimate(family: &Family, count: usize, tolerance: f64) {
     );
 
     // The empty checkpoint finds nothing in the batch either.
-    let empty = estimate(
+    let empty = run_estimate(
         family,
         "ckpt_00",
         &cal_path,
@@ -156,7 +156,7 @@ fn calibrate_and_estimate(family: &Family, count: usize, tolerance: f64) {
     let mut errors = Vec::new();
     for k in 1..count {
         let name = format!("ckpt_{k:02}");
-        let est = estimate(
+        let est = run_estimate(
             family,
             &name,
             &cal_path,
@@ -217,13 +217,13 @@ fn same_inputs_and_seed_give_the_same_numbers_and_the_seed_matters() {
     assert_ne!(reps[0], reps[1], "different subsets per repetition");
     assert_eq!(cal_a["checkpoints"][3]["support"]["used"], 5);
     // The estimate reads the protocol from the calibration.
-    let e1 = estimate(&GRAY, "ckpt_05", &a, &dir.path().join("e1.json"), &[]);
-    let e2 = estimate(&GRAY, "ckpt_05", &a, &dir.path().join("e2.json"), &[]);
+    let e1 = run_estimate(&GRAY, "ckpt_05", &a, &dir.path().join("e1.json"), &[]);
+    let e2 = run_estimate(&GRAY, "ckpt_05", &a, &dir.path().join("e2.json"), &[]);
     assert_eq!(e1, e2);
     assert_eq!(e1["support"]["used"], 5);
     // Other repetitions and seeds only draw other supports; another support size would read mappings
     // fitted for other pseudo metrics, so it is refused.
-    let e3 = estimate(
+    let e3 = run_estimate(
         &GRAY,
         "ckpt_05",
         &a,
@@ -334,7 +334,7 @@ fn universeg_contract_onnx_runs_as_the_reverse_segmenter() {
         cal["reverse"]
     );
     assert_eq!(cal["excluded"], serde_json::json!(["ckpt_00"]));
-    let est = estimate(
+    let est = run_estimate(
         &GRAY,
         "ckpt_06",
         &cal_path,

@@ -202,9 +202,11 @@ async fn worker(
                     let (ctx, kind, id) = (ctx.clone(), job.kind, job.id);
                     move |progress: Progress| async move {
                         match kind {
-                            queue::JobKind::Estimate => run::estimate(&ctx, id, &progress).await,
+                            queue::JobKind::Estimate => {
+                                run::estimate_job(&ctx, id, &progress).await
+                            }
                             queue::JobKind::Calibration => {
-                                run::calibration(&ctx, id, &progress).await
+                                run::calibration_job(&ctx, id, &progress).await
                             }
                         }
                     }

@@ -199,7 +199,7 @@ fn final_if_corrupt(e: store::StoreError) -> JobError {
     }
 }
 
-pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
+pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
     let started = Instant::now();
     progress.set(0.05, "loading");
     let row = estimates::get(&ctx.pool, id)
@@ -250,7 +250,7 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
             inputs.threshold,
         )?;
         let params: SpeParams = calibration.params;
-        let (estimate, pseudo) = pipeline::estimate(
+        let (estimate, pseudo) = pipeline::estimate_batch(
             &model,
             &calibration,
             &reference,
@@ -284,7 +284,7 @@ pub async fn estimate(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output
     })
 }
 
-pub async fn calibration(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
+pub async fn calibration_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Output, JobError> {
     progress.set(0.02, "loading");
     let row = calibrations::get(&ctx.pool, id)
         .await

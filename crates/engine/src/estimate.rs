@@ -59,7 +59,7 @@ pub fn measure(
 }
 
 /// Maps a batch's signals through the calibration. `anchor` is the deployed model's ONNX digest.
-pub fn estimate(
+pub fn map_signals(
     signals: &BatchSignals,
     calibration: &Calibration,
     anchor: Option<&str>,

@@ -107,12 +107,12 @@ fn each_batch_size_reads_the_mapping_fitted_for_its_support_count() {
         vec![4, 16, 64]
     );
     for size in [4usize, 16, 64] {
-        let e = estimate(&signals(0.8 - bias(size), size), &cal, None);
+        let e = map_signals(&signals(0.8 - bias(size), size), &cal, None);
         let got = dice(&e).estimate;
         assert!((got - 0.8).abs() < 0.005, "size {size}: {got}");
     }
     // Between two levels the two mappings are interpolated on a log scale.
-    let e = estimate(&signals(0.8 - bias(8), 8), &cal, None);
+    let e = map_signals(&signals(0.8 - bias(8), 8), &cal, None);
     assert!((dice(&e).estimate - 0.8).abs() < 0.01, "{e:?}");
     // One mapping for every size (the old protocol) would read the small batch far too low.
     let top = &cal.levels[2].fits[&Metric::Dice];
@@ -136,8 +136,8 @@ fn anchoring_removes_the_checkpoints_own_offset_from_the_curve() {
     )
     .unwrap();
     let batch = signals(0.86, 16);
-    let plain = dice(&estimate(&batch, &refit, None)).estimate;
-    let anchored_estimate = estimate(&batch, &refit, Some("digest4"));
+    let plain = dice(&map_signals(&batch, &refit, None)).estimate;
+    let anchored_estimate = map_signals(&batch, &refit, Some("digest4"));
     let anchored = dice(&anchored_estimate).estimate;
     assert!((anchored - 0.90).abs() < 0.01, "anchored {anchored}");
     assert!((plain - 0.90).abs() > 0.02, "unanchored {plain}");
@@ -160,7 +160,7 @@ fn intervals_cover_about_their_promise_on_data_with_a_known_answer() {
             let spread = noise * (16.0 / size as f64).sqrt();
             let r = real + spread * (rng.random::<f64>() - 0.5);
             let p = r - 0.05 + 0.5 * spread * normal(&mut rng);
-            let e = estimate(&signals(p, size), &cal, None);
+            let e = map_signals(&signals(p, size), &cal, None);
             let d = dice(&e);
             total += 1;
             covered += usize::from(d.interval[0] <= r && r <= d.interval[1]);
@@ -182,7 +182,7 @@ fn intervals_cover_about_their_promise_on_data_with_a_known_answer() {
 #[test]
 fn warnings_name_what_is_unusual_about_the_batch() {
     let cal = calibration(&REALS, |_| 0.0, 0.0, 4);
-    let codes = |s: &BatchSignals, anchor: Option<&str>| match estimate(s, &cal, anchor) {
+    let codes = |s: &BatchSignals, anchor: Option<&str>| match map_signals(s, &cal, anchor) {
         Estimate::Ok { warnings, .. } => warnings.into_iter().map(|w| w.code).collect::<Vec<_>>(),
         other => panic!("{other:?}"),
     };
@@ -212,7 +212,7 @@ fn anchored_estimates_move_by_the_part_of_the_mapped_change_that_is_real() {
         cal
     };
     let change = |cal: &Calibration| {
-        let at = |p: f64| dice(&estimate(&signals(p, 16), cal, Some("digest4"))).estimate;
+        let at = |p: f64| dice(&map_signals(&signals(p, 16), cal, Some("digest4"))).estimate;
         at(0.84) - at(0.80)
     };
     let (full, half) = (change(&with_slope(1.0)), change(&with_slope(0.5)));
@@ -232,7 +232,7 @@ fn intervals_widen_with_how_far_an_estimate_moves_from_its_anchor_when_slopes_ar
         cal
     };
     let width = |cal: &Calibration, p: f64| {
-        let e = estimate(&signals(p, 16), cal, Some("digest4"));
+        let e = map_signals(&signals(p, 16), cal, Some("digest4"));
         let [lo, hi] = dice(&e).interval;
         hi - lo
     };

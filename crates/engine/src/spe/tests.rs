@@ -1,5 +1,5 @@
 use super::*;
-use crate::estimate::{estimate, BatchSignals};
+use crate::estimate::{map_signals, BatchSignals};
 use crate::fit::{Calibration, CheckpointPoint, MaskStats};
 use crate::SIDE;
 use ndarray::Array2;
@@ -125,7 +125,7 @@ fn nothing_predicted_means_insufficient_support() {
         }
     );
     let cal = toy_calibration();
-    match estimate(&signals(outcome, 3), &cal, None) {
+    match map_signals(&signals(outcome, 3), &cal, None) {
         Estimate::InsufficientSupport { support, message } => {
             assert_eq!(support.rejected, 3);
             assert!(message.contains("3 batch images"), "{message}");
@@ -245,7 +245,7 @@ fn estimates_are_clamped_and_intervals_contain_them() {
     };
     let Estimate::Ok {
         metrics, support, ..
-    } = estimate(&signals(outcome, 3), &cal, None)
+    } = map_signals(&signals(outcome, 3), &cal, None)
     else {
         panic!("expected an estimate")
     };
