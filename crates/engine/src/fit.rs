@@ -117,7 +117,43 @@ pub struct Fit {
     pub candidates: BTreeMap<String, f64>,
 }
 
+impl Mapping {
+    /// Every number of the mapping is finite (JSON cannot hold the others).
+    fn is_finite(&self) -> bool {
+        match self {
+            Mapping::Linear { intercept, slope } | Mapping::Log { intercept, slope } => {
+                intercept.is_finite() && slope.is_finite()
+            }
+            Mapping::Quadratic {
+                coefficients,
+                range,
+            } => coefficients.iter().chain(range).all(|v| v.is_finite()),
+            Mapping::Isotonic { x, y } => x.iter().chain(y).all(|v| v.is_finite()),
+        }
+    }
+}
+
 impl Fit {
+    /// Every number of the fit is finite: finite but extreme calibration values (pseudo Dice 1e245) can
+    /// overflow in the fit, and a stored calibration holding infinities could not be read back.
+    pub fn is_finite(&self) -> bool {
+        self.mapping.is_finite()
+            && [
+                self.agreement_weight,
+                self.loo_mae,
+                self.loo_rmse,
+                self.within_rmse,
+                self.shift_rmse,
+                self.within_slope,
+                self.within_slope_sd,
+                self.pearson_r,
+                self.loo_pearson_r,
+            ]
+            .iter()
+            .chain(self.candidates.values())
+            .all(|v| v.is_finite())
+    }
+
     /// The mapped value for a batch's pseudo metrics and atlas agreement.
     pub fn predict(&self, pseudo: &MetricSet, agreement: Option<&MetricSet>) -> f64 {
         self.predict_values(pseudo.get(self.input), agreement.map(|a| a.get(self.input)))

@@ -223,6 +223,18 @@ impl Calibration {
                 anchored_fits,
             });
         }
+        let all_finite = levels
+            .iter()
+            .flat_map(|l| l.fits.values().chain(l.anchored_fits.values()))
+            .all(Fit::is_finite);
+        if !all_finite {
+            return Err(EngineError::Calibration(
+                "these calibration values give a fit with numbers that are not finite; the pseudo and \
+                 real metrics must be metric values (dice, jaccard, precision, recall between 0 and 1, \
+                 hd95 in pixels)"
+                    .into(),
+            ));
+        }
         let fits = levels
             .last()
             .map(|l| l.fits.clone())

@@ -179,6 +179,18 @@ fn calibration_needs_three_usable_checkpoints() {
     assert!(err.to_string().contains("2 of 3 checkpoints"), "{err}");
 }
 
+#[test]
+fn calibration_refuses_values_whose_fit_is_not_finite() {
+    // Finite but extreme: squares overflow in the least-squares fit.
+    let points = vec![
+        point("a", Some(0.3), 0.4),
+        point("b", Some(8.6e245), 0.6),
+        point("c", Some(0.6), 0.72),
+    ];
+    let err = Calibration::fit("test".into(), SpeParams::default(), 0, points).unwrap_err();
+    assert!(err.to_string().contains("not finite"), "{err}");
+}
+
 /// Draws of eight checkpoints: the pseudo metric places each checkpoint exactly but does not see which of
 /// its draws are harder; the agreement sees that but carries an offset per checkpoint.
 fn two_signal_draws() -> Vec<Observation> {
