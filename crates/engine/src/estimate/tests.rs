@@ -200,17 +200,18 @@ fn warnings_name_what_is_unusual_about_the_batch() {
     assert_eq!(codes(&far, Some("digest3")), vec!["extrapolation"]);
 }
 
+/// The test calibration with every anchored fit edited.
+fn with_anchored_fits(edit: impl Fn(&mut Fit)) -> Calibration {
+    let mut cal = calibration(&REALS, |_| 0.0, 0.0, 2);
+    for level in &mut cal.levels {
+        level.anchored_fits.values_mut().for_each(&edit);
+    }
+    cal
+}
+
 #[test]
 fn anchored_estimates_move_by_the_part_of_the_mapped_change_that_is_real() {
-    let with_slope = |slope: f64| {
-        let mut cal = calibration(&REALS, |_| 0.0, 0.0, 2);
-        for level in &mut cal.levels {
-            for fit in level.anchored_fits.values_mut() {
-                fit.within_slope = slope;
-            }
-        }
-        cal
-    };
+    let with_slope = |slope: f64| with_anchored_fits(|fit| fit.within_slope = slope);
     let change = |cal: &Calibration| {
         let at = |p: f64| dice(&map_signals(&signals(p, 16), cal, Some("digest4"))).estimate;
         at(0.84) - at(0.80)
@@ -222,15 +223,7 @@ fn anchored_estimates_move_by_the_part_of_the_mapped_change_that_is_real() {
 
 #[test]
 fn intervals_widen_with_how_far_an_estimate_moves_from_its_anchor_when_slopes_are_uncertain() {
-    let with_spread = |sd: f64| {
-        let mut cal = calibration(&REALS, |_| 0.0, 0.0, 2);
-        for level in &mut cal.levels {
-            for fit in level.anchored_fits.values_mut() {
-                fit.within_slope_sd = sd;
-            }
-        }
-        cal
-    };
+    let with_spread = |sd: f64| with_anchored_fits(|fit| fit.within_slope_sd = sd);
     let width = |cal: &Calibration, p: f64| {
         let e = map_signals(&signals(p, 16), cal, Some("digest4"));
         let [lo, hi] = dice(&e).interval;
