@@ -268,7 +268,6 @@ fn run_dataset(
         .collect::<Result<Vec<_>>>()?;
     let reverse = LabelFusion::new(LabelFusionParams::default());
     let params = SpeParams::default();
-
     println!(
         "\n## {dataset}: {} checkpoints, {} reference, {} calibration, {} holdout images",
         models.len(),

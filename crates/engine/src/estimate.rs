@@ -88,20 +88,21 @@ pub fn map_signals(
                 let fit = fit_for(level, metric, anchor.is_some())?;
                 // Anchored: the anchor's mean real value at this level, moved by the part of the mapped
                 // change that is real change within a checkpoint (within_slope).
-                let (from, slope) = match anchor.and_then(|a| anchor_draws(fit, a, level.size)) {
-                    Some((real, mapped)) => (Some((real, mapped)), fit.within_slope),
-                    None => (None, 1.0),
+                let drawn = anchor.and_then(|a| anchor_draws(fit, a, level.size));
+                let moved = |mapped: f64| match drawn {
+                    Some((real, at)) => real + fit.within_slope * (mapped - at),
+                    None => mapped,
                 };
-                let moved = |p: &MetricSet| match from {
-                    Some((real, mapped)) => real + slope * (fit.predict(p, agreement) - mapped),
-                    None => fit.predict(p, agreement),
-                };
-                let value = moved(pseudo);
-                let mapped: Vec<f64> = per_repetition.iter().map(moved).collect();
+                let batch = fit.predict(pseudo, agreement);
+                let value = moved(batch);
+                let mapped: Vec<f64> = per_repetition
+                    .iter()
+                    .map(|p| moved(fit.predict(p, agreement)))
+                    .collect();
                 let residual = residual_variance(fit, calibration, n, anchor.is_some());
                 // The further the batch moves the estimate from its anchor, the more the slope's
                 // uncertainty counts.
-                let travel = from.map_or(0.0, |(_, m)| fit.predict(pseudo, agreement) - m);
+                let travel = drawn.map_or(0.0, |(_, at)| batch - at);
                 let slope_term = (fit.within_slope_sd * travel).powi(2);
                 let half = Z95
                     * (residual + shifted + slope_term + levels::mean_sd(&mapped)[1].powi(2))
