@@ -270,6 +270,7 @@ fn main() {
             prefer_nhwc: std::env::var("SPE_CUDA_PREFER_NHWC").is_ok_and(|v| v == "1"),
             fuse_conv_bias: std::env::var("SPE_CUDA_FUSE_CONV_BIAS").is_ok_and(|v| v == "1"),
         },
+        session_cache: 0,
     })
     .unwrap_or_else(|e| fail(format!("ONNX Runtime: {e}")));
     let bytes = std::fs::read(&model).unwrap_or_else(|e| fail(format!("{}: {e}", model.display())));

@@ -3,9 +3,9 @@
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::{self, LabelledSet, DEFAULT_MAX_PIXELS};
 use crate::engine::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
-use crate::engine::Gray;
+use crate::engine::{Gray, ReverseSegmenter};
 use crate::inference::{
-    self, ExecutionProvider, ModelSpec, ReverseChoice, Runtime, RuntimeConfig, SegModel,
+    ExecutionProvider, ModelSpec, Reverse, Runtime, RuntimeConfig, SegModel, DEFAULT_ONNX_THRESHOLD,
 };
 use crate::ingest::dicom;
 use crate::ingest::expand::{self, InputFile};
@@ -16,6 +16,7 @@ use clap::{Args, Parser, Subcommand};
 use rayon::prelude::*;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 #[derive(Parser)]
 #[command(
@@ -73,9 +74,9 @@ struct RuntimeArgs {
 struct ProtocolArgs {
     /// Reverse segmenter: `label-fusion` or `onnx:PATH` (a UniverSeg-contract ONNX).
     #[arg(long, default_value = "label-fusion")]
-    reverse: ReverseChoice,
+    reverse: ReverseFlag,
     /// Threshold on sigmoid(logits) for an ONNX reverse segmenter.
-    #[arg(long, default_value_t = 0.4)]
+    #[arg(long, default_value_t = DEFAULT_ONNX_THRESHOLD)]
     reverse_threshold: f32,
     /// Supports per repetition (default 64; estimate: the calibration's).
     #[arg(long)]
@@ -91,7 +92,35 @@ struct ProtocolArgs {
     seed: Option<u64>,
 }
 
+/// `--reverse`: `label-fusion`, or `onnx:PATH` for a UniverSeg-contract ONNX file.
+#[derive(Clone, Debug)]
+struct ReverseFlag(Option<PathBuf>);
+
+impl std::str::FromStr for ReverseFlag {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match (s, s.strip_prefix("onnx:")) {
+            ("label-fusion", _) => Ok(ReverseFlag(None)),
+            (_, Some(path)) if !path.is_empty() => Ok(ReverseFlag(Some(PathBuf::from(path)))),
+            _ => Err(format!(
+                "unknown reverse segmenter {s:?}: use `label-fusion` or `onnx:PATH` (a UniverSeg-contract ONNX)"
+            )),
+        }
+    }
+}
+
 impl ProtocolArgs {
+    /// The reverse segmenter the flags name; an ONNX file is named by its digest, as the service does.
+    fn build_reverse(&self, runtime: &Runtime) -> Result<Arc<dyn ReverseSegmenter>> {
+        let Some(path) = &self.reverse.0 else {
+            return Ok(Reverse::LabelFusion.build(runtime, None)?);
+        };
+        let bytes = std::fs::read(path)
+            .with_context(|| format!("cannot read the reverse segmenter {}", path.display()))?;
+        let reverse = Reverse::onnx(&crate::digest::sha256_hex(&bytes), self.reverse_threshold)?;
+        Ok(reverse.build(runtime, Some(&bytes))?)
+    }
+
     fn params(&self, base: SpeParams) -> SpeParams {
         SpeParams {
             min_area: self.min_area.unwrap_or(base.min_area),
@@ -212,6 +241,8 @@ fn start_runtime(args: &RuntimeArgs) -> Result<Runtime> {
         provider_required: args.provider_required,
         intra_threads: args.threads,
         cuda: args.cuda.into(),
+        // One command, one use of each model: nothing to keep.
+        session_cache: 0,
     })?)
 }
 
@@ -287,11 +318,7 @@ fn calibrate_command(args: CalibrateArgs) -> Result<()> {
     let calibration_set: LabelledSet =
         image_io::load_labelled_dir(&args.calibration, args.runtime.max_pixels)
             .with_context(|| format!("calibration set {}", args.calibration.display()))?;
-    let reverse = inference::build_reverse(
-        &args.protocol.reverse,
-        &runtime,
-        args.protocol.reverse_threshold,
-    )?;
+    let reverse = args.protocol.build_reverse(&runtime)?;
     eprintln!(
         "calibrating {} checkpoints: {} reference images, {} calibration images, {}",
         models.len(),
@@ -383,11 +410,7 @@ fn estimate_command(args: EstimateArgs) -> Result<()> {
         max_request_pixels: u64::MAX,
     };
     let batch = load_batch(&args.images, &opts)?;
-    let reverse = inference::build_reverse(
-        &args.protocol.reverse,
-        &runtime,
-        args.protocol.reverse_threshold,
-    )?;
+    let reverse = args.protocol.build_reverse(&runtime)?;
     let (estimate, _) = pipeline::estimate_batch(
         &model,
         &calibration,

@@ -379,6 +379,7 @@ pub async fn run(
         provider_required: args.provider_required,
         intra_threads: args.threads,
         cuda: args.cuda.into(),
+        session_cache: args.session_cache as usize,
     };
     let runtime =
         tokio::task::spawn_blocking(move || Runtime::init(config).map_err(|e| e.to_string()))

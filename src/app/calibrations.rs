@@ -6,7 +6,7 @@ use super::{blocking, check_queue, first_under_key, replay, staged, AppError, Co
 use crate::engine::fit::{Calibration, CheckpointPoint, MIN_POINTS};
 use crate::engine::image_io;
 use crate::engine::spe::SpeParams;
-use crate::inference::{ModelSpec, SegModel};
+use crate::inference::{ModelSpec, Reverse, SegModel};
 use crate::ingest::expand::InputPair;
 use crate::jobs::queue::{self, JobKind};
 use crate::store::blobs::Staged;
@@ -324,7 +324,7 @@ pub async fn from_pairs(
         return Ok(first.resource_id);
     }
     let model = &target.model;
-    let reverse = reverse_description(ctx, model).await?;
+    let reverse = reverse_description(model)?;
     let fitted = Calibration::fit(reverse, fit.params, 0, fit.points)?;
     let new = NewCalibration {
         id: Uuid::new_v4(),
@@ -353,29 +353,11 @@ pub async fn from_pairs(
     first_under_key(ctx, keyed, stored, |winner| winner.resource_id).await
 }
 
-async fn reverse_description(ctx: &Context, model: &ModelRow) -> Result<String, AppError> {
-    let onnx = match model.reverse_segmenter_id {
-        None => None,
-        Some(rid) => {
-            let row = app_models::get_reverse(ctx, rid)
-                .await
-                .map_err(|_| AppError::Internal(format!("reverse segmenter {rid} is missing")))?;
-            let bytes = ctx.blobs.get(&row.onnx_sha256).await?;
-            Some((row.onnx_sha256, bytes))
-        }
-    };
-    let runtime = ctx.runtime()?.clone();
-    let threshold = model.reverse_threshold;
-    blocking(move || {
-        crate::jobs::run::build_reverse(
-            &runtime,
-            onnx.as_ref().map(|(s, b)| (s.as_str(), b.as_ref())),
-            threshold,
-        )
+/// What the model's reverse segmenter records in a calibration; nothing is loaded.
+fn reverse_description(model: &ModelRow) -> Result<String, AppError> {
+    Reverse::from_stored(model.reverse_sha256.as_deref(), model.onnx_threshold)
         .map(|r| r.describe())
-        .map_err(|e| AppError::Internal(e.to_string()))
-    })
-    .await?
+        .map_err(|e| AppError::Internal(format!("model {}: {e}", model.id)))
 }
 
 /// Makes a succeeded calibration its model's active one.

@@ -2,7 +2,7 @@
 //! share.
 
 use super::{blocking, cleanup, staged, AppError, Context};
-use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, SegModel};
+use crate::inference::{ModelSpec, OnnxReverse, OnnxReverseParams, Reverse, SegModel};
 use crate::ingest::expand::{self, InputFile, InputPair, NamedImage};
 use crate::store::blobs::Staged;
 use crate::store::image_sets::{self, Item, SetInfo, SetKind};
@@ -55,27 +55,19 @@ pub struct NewModel {
     pub reverse: Option<OnnxReverseChoice>,
 }
 
-/// Label fusion has no threshold of its own; the column keeps the ONNX default.
-const LABEL_FUSION_THRESHOLD: f32 = 0.4;
-
 /// Registers a model once its ONNX file loads and matches its spec.
 pub async fn register(ctx: &Context, new: NewModel) -> Result<ModelRow, AppError> {
     validate_name(&new.name)?;
     let spec = ModelSpec::parse(&new.spec_text)?;
     let (reverse_id, threshold) = match &new.reverse {
-        None => (None, LABEL_FUSION_THRESHOLD),
+        None => (None, None),
         Some(OnnxReverseChoice { id, threshold }) => {
-            if !(*threshold > 0.0 && *threshold < 1.0) {
-                return Err(AppError::InvalidInput(
-                    "reverse.threshold must be strictly between 0 and 1".into(),
-                ));
-            }
-            if models::get_reverse(&ctx.pool, *id).await?.is_none() {
-                return Err(AppError::InvalidInput(format!(
-                    "reverse segmenter {id} is not registered"
-                )));
-            }
-            (Some(*id), *threshold)
+            let row = models::get_reverse(&ctx.pool, *id).await?.ok_or_else(|| {
+                AppError::InvalidInput(format!("reverse segmenter {id} is not registered"))
+            })?;
+            Reverse::onnx(&row.onnx_sha256, *threshold)
+                .map_err(|e| AppError::InvalidInput(format!("reverse: {e}")))?;
+            (Some(*id), Some(*threshold))
         }
     };
     let runtime = ctx.runtime()?.clone();
@@ -92,7 +84,7 @@ pub async fn register(ctx: &Context, new: NewModel) -> Result<ModelRow, AppError
             onnx_sha256: &sha,
             onnx_size: onnx.len() as i64,
             reverse_segmenter_id: reverse_id,
-            reverse_threshold: threshold,
+            onnx_threshold: threshold,
         };
         models::insert(staged.tx(), row)
             .await

@@ -71,6 +71,19 @@ impl Default for LabelFusionParams {
 }
 
 impl LabelFusionParams {
+    /// What a calibration records (threads do not change the result, so they are left out).
+    pub fn describe(&self) -> String {
+        format!(
+            "label-fusion(res={},sigma={},top_k={},h_scale={},search={},threshold={})",
+            self.resolution,
+            self.sigma,
+            self.top_k,
+            self.h_scale,
+            self.search_radius,
+            self.threshold
+        )
+    }
+
     /// The formula exactly as method.md states it: 128x128, sigma 4, all supports, no alignment.
     pub fn method_md() -> Self {
         Self {
@@ -436,11 +449,7 @@ impl ReverseSegmenter for LabelFusion {
     }
 
     fn describe(&self) -> String {
-        let p = &self.params;
-        format!(
-            "label-fusion(res={},sigma={},top_k={},h_scale={},search={},threshold={})",
-            p.resolution, p.sigma, p.top_k, p.h_scale, p.search_radius, p.threshold
-        )
+        self.params.describe()
     }
 }
 

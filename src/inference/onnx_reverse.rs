@@ -1,6 +1,7 @@
 //! Any ONNX model following the UniverSeg contract (method.md) as a reverse segmenter.
 //! inputs `target` [B,1,H,W], `support_images` and `support_labels` [B or 1,S,1,H,W]; output `logits` [B,1,H,W].
 
+use super::session_cache::PooledSession;
 use super::{InferenceError, Runtime};
 use crate::engine::{EngineError, Mask, ReverseSegmenter, SupportSet, SIDE};
 use half::f16;
@@ -22,7 +23,7 @@ const MAX_SUPPORTS: usize = 64;
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct OnnxReverseParams {
-    /// Foreground where sigmoid(logits) > threshold (the UniverSeg reference code used 0.4).
+    /// Foreground where sigmoid(logits) > threshold.
     pub threshold: f32,
     /// Queries per run.
     pub batch: usize,
@@ -31,7 +32,7 @@ pub struct OnnxReverseParams {
 impl Default for OnnxReverseParams {
     fn default() -> Self {
         Self {
-            threshold: 0.4,
+            threshold: super::DEFAULT_ONNX_THRESHOLD,
             batch: 8,
         }
     }
@@ -45,7 +46,7 @@ pub struct OnnxReverse {
     replicate_support: bool,
     /// A fixed target batch dimension overrides `params.batch`.
     batch: usize,
-    session: Mutex<Session>,
+    session: Mutex<PooledSession>,
 }
 
 impl OnnxReverse {
@@ -129,6 +130,11 @@ impl OnnxReverse {
             batch,
             session: Mutex::new(session),
         })
+    }
+
+    /// What a calibration records for the segmenter loaded under `name` with `threshold`.
+    pub fn description(name: &str, threshold: f32) -> String {
+        format!("onnx({name},threshold={threshold})")
     }
 
     fn to_value<D: ndarray::Dimension>(&self, a: Array<f32, D>) -> Result<DynValue, String> {
@@ -272,6 +278,6 @@ impl ReverseSegmenter for OnnxReverse {
     }
 
     fn describe(&self) -> String {
-        format!("onnx({},threshold={})", self.name, self.params.threshold)
+        Self::description(&self.name, self.params.threshold)
     }
 }

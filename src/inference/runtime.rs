@@ -1,8 +1,10 @@
 //! Loading ONNX Runtime (`load-dynamic`) and building sessions on the configured execution provider.
 
+use super::session_cache::{PooledSession, SessionCache};
 use super::InferenceError;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::Session;
+use sha2::Digest;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -52,6 +54,8 @@ pub struct RuntimeConfig {
     pub intra_threads: usize,
     /// Kernel choices for the CUDA provider (from `--cuda-*` / `SPE_CUDA_*`).
     pub cuda: CudaKernels,
+    /// Idle sessions kept for reuse by later jobs (0: every load builds a new session).
+    pub session_cache: usize,
 }
 
 impl Default for RuntimeConfig {
@@ -62,6 +66,7 @@ impl Default for RuntimeConfig {
             provider_required: false,
             intra_threads: 0,
             cuda: CudaKernels::default(),
+            session_cache: 0,
         }
     }
 }
@@ -72,6 +77,7 @@ pub struct Runtime {
     config: RuntimeConfig,
     pub library: PathBuf,
     environment: ort::environment::Environment,
+    sessions: SessionCache,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -109,6 +115,7 @@ impl Runtime {
         });
         let (library, environment) = loaded.clone().map_err(InferenceError::RuntimeMissing)?;
         let runtime = Self {
+            sessions: SessionCache::new(config.session_cache),
             config,
             library,
             environment,
@@ -159,8 +166,23 @@ impl Runtime {
         Ok(())
     }
 
-    /// A session for `bytes`, on the configured provider (falling back to CPU unless required).
-    pub fn session(&self, bytes: &[u8], model: &str) -> Result<Session, InferenceError> {
+    /// A session for `bytes`: an idle one of the same model from the session cache, or a new one on the
+    /// configured provider (falling back to CPU unless required). It returns to the cache when dropped.
+    pub fn session(&self, bytes: &[u8], model: &str) -> Result<PooledSession, InferenceError> {
+        let sha256 = hex::encode(sha2::Sha256::digest(bytes));
+        let session = match self.sessions.take(&sha256) {
+            Some(session) => session,
+            None => self.build_session(bytes, model)?,
+        };
+        Ok(PooledSession::new(session, sha256, self.sessions.clone()))
+    }
+
+    /// Idle sessions in the cache now.
+    pub fn idle_sessions(&self) -> usize {
+        self.sessions.idle()
+    }
+
+    fn build_session(&self, bytes: &[u8], model: &str) -> Result<Session, InferenceError> {
         let load = |e: ort::Error| InferenceError::Load {
             model: model.to_string(),
             reason: e.to_string(),

@@ -1,12 +1,11 @@
 //! The user's segmentation model: a JSON spec says how to feed it and how to read a mask from it.
 
+use super::session_cache::PooledSession;
 use super::{InferenceError, Runtime};
 use crate::engine::{Gray, Mask, SIDE};
 use ndarray::{Array4, ArrayViewD, Axis};
-use ort::session::Session;
 use ort::value::{TensorElementType, TensorRef, ValueType};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 use std::sync::Mutex;
 use utoipa::ToSchema;
 
@@ -134,7 +133,7 @@ pub struct SegModel {
     spec: ModelSpec,
     input_name: String,
     output_name: String,
-    session: Mutex<Session>,
+    session: Mutex<PooledSession>,
 }
 
 impl SegModel {
@@ -213,7 +212,7 @@ impl SegModel {
         }
         Ok(Self {
             name: name.to_string(),
-            sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            sha256: session.sha256().to_string(),
             spec: spec.clone(),
             input_name: input.name().to_string(),
             output_name: output.name().to_string(),

@@ -7,10 +7,7 @@ use crate::engine::image_io::{self, LabelledSet};
 use crate::engine::spe::{self, ReferenceSet, SpeParams};
 use crate::engine::{EngineError, ReverseSegmenter};
 use crate::engine::{Gray, Mask};
-use crate::inference::ModelSpec;
-use crate::inference::{
-    LabelFusion, LabelFusionParams, OnnxReverse, OnnxReverseParams, Runtime, SegModel,
-};
+use crate::inference::{ModelSpec, Reverse, Runtime, SegModel};
 use crate::pipeline::{self, CheckpointMasks};
 use crate::store::results::{EstimateResult, StoredCalibration, Timings, V1};
 use crate::store::{self, calibrations, estimates, image_sets, models, BlobStore};
@@ -131,32 +128,18 @@ fn decode_labelled(set: &RawSet, max_pixels: u64) -> Result<LabelledSet, JobErro
     })
 }
 
-/// The reverse segmenter a model was registered with. ONNX ones are named by digest so `describe()`
-/// (stored in calibrations and compared at estimate time) is the same in every process.
-pub fn build_reverse(
-    runtime: &Runtime,
-    onnx: Option<(&str, &[u8])>,
-    threshold: f32,
-) -> Result<Arc<dyn ReverseSegmenter>, JobError> {
-    Ok(match onnx {
-        None => Arc::new(LabelFusion::new(LabelFusionParams::default())),
-        Some((sha, bytes)) => Arc::new(OnnxReverse::load(
-            runtime,
-            bytes,
-            &format!("sha256:{sha}"),
-            OnnxReverseParams {
-                threshold,
-                ..OnnxReverseParams::default()
-            },
-        )?),
-    })
-}
-
 struct ModelInputs {
     spec: ModelSpec,
     onnx: bytes::Bytes,
-    reverse: Option<(String, bytes::Bytes)>,
-    threshold: f32,
+    reverse: Reverse,
+    /// The ONNX reverse segmenter's model file, when it is one.
+    reverse_onnx: Option<bytes::Bytes>,
+}
+
+impl ModelInputs {
+    fn build_reverse(&self, runtime: &Runtime) -> Result<Arc<dyn ReverseSegmenter>, JobError> {
+        Ok(self.reverse.build(runtime, self.reverse_onnx.as_deref())?)
+    }
 }
 
 async fn model_inputs(
@@ -169,24 +152,19 @@ async fn model_inputs(
     let spec: ModelSpec = serde_json::from_value(model.spec.clone())
         .map_err(|e| JobError::Corrupt(format!("model spec: {e}")))?;
     let onnx = ctx.blobs.get(&model.onnx_sha256).await?;
-    let reverse = match model.reverse_segmenter_id {
+    let reverse = Reverse::from_stored(model.reverse_sha256.as_deref(), model.onnx_threshold)
+        .map_err(|e| JobError::Corrupt(format!("model {model_id}: {e}")))?;
+    let reverse_onnx = match reverse.onnx_sha256() {
+        Some(sha) => Some(ctx.blobs.get(sha).await?),
         None => None,
-        Some(id) => {
-            let row = models::get_reverse(&ctx.pool, id)
-                .await?
-                .ok_or_else(|| JobError::Corrupt(format!("reverse segmenter {id} is missing")))?;
-            let bytes = ctx.blobs.get(&row.onnx_sha256).await?;
-            Some((row.onnx_sha256, bytes))
-        }
     };
-    let threshold = model.reverse_threshold;
     Ok((
         model,
         ModelInputs {
             spec,
             onnx,
             reverse,
-            threshold,
+            reverse_onnx,
         },
     ))
 }
@@ -241,14 +219,7 @@ pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Ou
         let reference = ReferenceSet::new(&reference.images, reference.labels)?;
         let images = decode_images(&batch, max_pixels)?;
         let model = SegModel::load(&runtime, &inputs.onnx, "model", &inputs.spec)?;
-        let reverse = build_reverse(
-            &runtime,
-            inputs
-                .reverse
-                .as_ref()
-                .map(|(s, b)| (s.as_str(), b.as_ref())),
-            inputs.threshold,
-        )?;
+        let reverse = inputs.build_reverse(&runtime)?;
         let params: SpeParams = calibration.params;
         let (estimate, pseudo) = pipeline::estimate_batch(
             &model,
@@ -335,14 +306,7 @@ pub async fn calibration_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result
         let reference = decode_labelled(&reference, max_pixels)?;
         let reference = ReferenceSet::new(&reference.images, reference.labels)?;
         let cal_set = decode_labelled(&cal_set, max_pixels)?;
-        let reverse = build_reverse(
-            &runtime,
-            inputs
-                .reverse
-                .as_ref()
-                .map(|(s, b)| (s.as_str(), b.as_ref())),
-            inputs.threshold,
-        )?;
+        let reverse = inputs.build_reverse(&runtime)?;
         let shifted = pipeline::shifted_sets(&cal_set);
         let masks = sources
             .into_iter()

@@ -129,6 +129,10 @@ pub struct ServeArgs {
     /// Rayon threads for the engine (0 = all cores).
     #[arg(long, env = "SPE_THREADS", default_value_t = 0)]
     pub threads: usize,
+    /// ONNX Runtime sessions kept idle for the next job of the same model (each holds the model's
+    /// weights, on the GPU when there is one); 0 builds a new session for every job.
+    #[arg(long, env = "SPE_SESSION_CACHE", default_value_t = 8, value_parser = clap::value_parser!(u32).range(0..=256))]
+    pub session_cache: u32,
     /// ONNX Runtime execution provider: cpu, cuda or tensorrt.
     #[arg(long, env = "SPE_PROVIDER", default_value = "cpu")]
     pub provider: ExecutionProvider,

@@ -13,15 +13,25 @@ pub struct ModelRow {
     pub onnx_sha256: String,
     pub onnx_size: i64,
     pub reverse_segmenter_id: Option<Uuid>,
-    pub reverse_threshold: f32,
+    /// The ONNX reverse segmenter's digest and threshold; both None for label fusion.
+    pub reverse_sha256: Option<String>,
+    pub onnx_threshold: Option<f32>,
     pub reference_set_id: Option<Uuid>,
     pub reference_size: Option<i32>,
     pub active_calibration_id: Option<Uuid>,
     pub created_at: DateTime<Utc>,
 }
 
+// A row written by a replica of the previous release has no `onnx_threshold`: its `reverse_threshold`
+// holds the same value (migration 0008).
 const MODEL_COLUMNS: &str = "m.id, m.name, m.spec, m.onnx_sha256, m.onnx_size, m.reverse_segmenter_id, \
-     m.reverse_threshold, m.reference_set_id, s.size AS reference_size, m.active_calibration_id, m.created_at";
+     r.onnx_sha256 AS reverse_sha256, \
+     CASE WHEN m.reverse_segmenter_id IS NOT NULL THEN COALESCE(m.onnx_threshold, m.reverse_threshold) END \
+     AS onnx_threshold, \
+     m.reference_set_id, s.size AS reference_size, m.active_calibration_id, m.created_at";
+
+const MODEL_FROM: &str = "models m LEFT JOIN image_sets s ON s.id = m.reference_set_id \
+     LEFT JOIN reverse_segmenters r ON r.id = m.reverse_segmenter_id";
 
 pub struct NewModel<'a> {
     pub name: &'a str,
@@ -29,14 +39,18 @@ pub struct NewModel<'a> {
     pub onnx_sha256: &'a str,
     pub onnx_size: i64,
     pub reverse_segmenter_id: Option<Uuid>,
-    pub reverse_threshold: f32,
+    /// Some exactly when `reverse_segmenter_id` is.
+    pub onnx_threshold: Option<f32>,
 }
 
 pub async fn insert(conn: &mut PgConnection, new: NewModel<'_>) -> Result<Uuid, StoreError> {
     let id = Uuid::new_v4();
+    // `reverse_threshold` is read only by replicas of the previous release (see migration 0008): the
+    // ONNX threshold, or for label fusion the column's own default, which nothing reads.
     sqlx::query(
-        "INSERT INTO models (id, name, spec, onnx_sha256, onnx_size, reverse_segmenter_id, reverse_threshold)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO models (id, name, spec, onnx_sha256, onnx_size, reverse_segmenter_id, onnx_threshold,
+                             reverse_threshold)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, COALESCE($7, 0.4))",
     )
     .bind(id)
     .bind(new.name)
@@ -44,16 +58,14 @@ pub async fn insert(conn: &mut PgConnection, new: NewModel<'_>) -> Result<Uuid, 
     .bind(new.onnx_sha256)
     .bind(new.onnx_size)
     .bind(new.reverse_segmenter_id)
-    .bind(new.reverse_threshold)
+    .bind(new.onnx_threshold)
     .execute(conn)
     .await?;
     Ok(id)
 }
 
 pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<ModelRow>, StoreError> {
-    let sql = format!(
-        "SELECT {MODEL_COLUMNS} FROM models m LEFT JOIN image_sets s ON s.id = m.reference_set_id WHERE m.id = $1"
-    );
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM {MODEL_FROM} WHERE m.id = $1");
     Ok(sqlx::query_as::<_, ModelRow>(&sql)
         .bind(id)
         .fetch_optional(pool)
@@ -61,9 +73,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<ModelRow>, StoreError
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<ModelRow>, StoreError> {
-    let sql = format!(
-        "SELECT {MODEL_COLUMNS} FROM models m LEFT JOIN image_sets s ON s.id = m.reference_set_id ORDER BY m.created_at, m.id"
-    );
+    let sql = format!("SELECT {MODEL_COLUMNS} FROM {MODEL_FROM} ORDER BY m.created_at, m.id");
     Ok(sqlx::query_as::<_, ModelRow>(&sql).fetch_all(pool).await?)
 }
 

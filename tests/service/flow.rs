@@ -51,6 +51,17 @@ async fn flow_register_calibrate_estimate_poll() {
     let model = app.get_json(&format!("/v1/models/{id}"), &app.reader).await;
     assert_eq!(model["active_calibration_id"], cal["id"]);
     assert_eq!(model["reference_set"]["images"], 24);
+    assert_eq!(
+        model["reverse_segmenter"],
+        serde_json::json!({"kind": "label_fusion"})
+    );
+    // Label fusion has no threshold, and the model stores none.
+    let stored: Option<f32> = sqlx::query_scalar("SELECT onnx_threshold FROM models WHERE id = $1")
+        .bind(uuid::Uuid::parse_str(&id).unwrap())
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, None);
 
     let r = app
         .post_form(
@@ -297,13 +308,34 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
     )
     .await;
 
-    let form = Form::new()
-        .text("name", "with-universeg")
+    let out_of_range = Form::new()
+        .text("name", "bad-threshold")
         .text("spec", SPEC)
         .text(
             "reverse",
-            format!(r#"{{"kind":"onnx","id":"{rid}","threshold":0.4}}"#),
+            format!(r#"{{"kind":"onnx","id":"{rid}","threshold":1.5}}"#),
         )
+        .part(
+            "onnx",
+            file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
+        );
+    let problem = expect_problem(
+        app.post_form("/v1/models", &app.admin, out_of_range).await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+    )
+    .await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("strictly between 0 and 1"),
+        "{problem}"
+    );
+
+    let form = Form::new()
+        .text("name", "with-universeg")
+        .text("spec", SPEC)
+        .text("reverse", format!(r#"{{"kind":"onnx","id":"{rid}"}}"#))
         .part(
             "onnx",
             file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
@@ -311,8 +343,24 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
     let r = app.post_form("/v1/models", &app.admin, form).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let model: Value = r.json().await.unwrap();
-    assert_eq!(model["reverse_segmenter"]["kind"], "onnx");
+    assert_eq!(
+        model["reverse_segmenter"],
+        serde_json::json!({"kind": "onnx", "id": rid, "threshold": 0.4}),
+        "the default threshold"
+    );
     let id = model["id"].as_str().unwrap();
+    let model_id = uuid::Uuid::parse_str(id).unwrap();
+    let (stored, legacy): (Option<f32>, f32) =
+        sqlx::query_as("SELECT onnx_threshold, reverse_threshold FROM models WHERE id = $1")
+            .bind(model_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        (stored, legacy),
+        (Some(0.4), 0.4),
+        "the previous release's column is kept filled for its replicas"
+    );
     let r = app
         .client
         .put(app.at(&format!("/v1/models/{id}/reference-set")))
@@ -341,11 +389,13 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
         )
         .await;
     assert_eq!(cal["status"], "succeeded", "{cal}");
-    assert!(
-        cal["result"]["reverse"]
-            .as_str()
-            .unwrap()
-            .starts_with("onnx("),
+    // Named by the digest, as the CLI names it too.
+    assert_eq!(
+        cal["result"]["reverse"],
+        format!(
+            "onnx(sha256:{},threshold=0.4)",
+            reverse["onnx"]["sha256"].as_str().unwrap()
+        ),
         "{cal}"
     );
     let r = app
@@ -363,6 +413,14 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
         )
         .await;
     assert_eq!(est["status"], "succeeded", "{est}");
+    // A row as a replica of the previous release writes it: only the old column holds the threshold.
+    sqlx::query("UPDATE models SET onnx_threshold = NULL, reverse_threshold = 0.3 WHERE id = $1")
+        .bind(model_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let model = app.get_json(&format!("/v1/models/{id}"), &app.reader).await;
+    assert_eq!(model["reverse_segmenter"]["threshold"], 0.3);
     // Interactive docs and the document they read.
     let docs = app.client.get(app.at("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);

@@ -37,13 +37,21 @@ pub enum ReverseSpec {
         id: Uuid,
         /// Foreground where sigmoid(logits) > threshold.
         #[serde(default = "default_threshold")]
-        #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0, default = 0.4)]
+        #[schema(exclusive_minimum = 0.0, exclusive_maximum = 1.0, default = documented_threshold)]
         threshold: f32,
     },
 }
 
 fn default_threshold() -> f32 {
-    0.4
+    crate::inference::DEFAULT_ONNX_THRESHOLD
+}
+
+/// The default as written: widening the f32 would document 0.4000000059604645.
+fn documented_threshold() -> f64 {
+    default_threshold()
+        .to_string()
+        .parse()
+        .expect("a float's display parses")
 }
 
 #[derive(Serialize, ToSchema)]
@@ -78,12 +86,9 @@ impl From<ModelRow> for Model {
                 sha256: m.onnx_sha256,
                 size: m.onnx_size,
             },
-            reverse_segmenter: match m.reverse_segmenter_id {
-                None => ReverseSpec::LabelFusion,
-                Some(id) => ReverseSpec::Onnx {
-                    id,
-                    threshold: m.reverse_threshold,
-                },
+            reverse_segmenter: match (m.reverse_segmenter_id, m.onnx_threshold) {
+                (Some(id), Some(threshold)) => ReverseSpec::Onnx { id, threshold },
+                _ => ReverseSpec::LabelFusion,
             },
             reference_set: m.reference_set_id.map(|id| SetSummary {
                 id,
