@@ -3,7 +3,8 @@
 # terminal, then this in another. It registers a model (the synthetic fixture by default; with
 # MODEL_ONNX/SPEC/REFERENCE/BATCH set, any model), attaches its reference set, activates a calibration
 # from pairs (no checkpoints to run), then posts N identical estimates one after another and prints each
-# one's load/compute/total seconds and the medians of all but the first (the first builds the sessions).
+# one's load/compute/sessions/total seconds and the medians of all but the first (the first may build the
+# sessions). Compare `spe serve --session-cache 0` (a new session for every job) with the default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,7 +36,7 @@ done
 
 images=()
 for f in "$BATCH"/*.png; do images+=(-F "image=@$f"); done
-echo "estimate load_s compute_s total_s"
+echo "estimate status load_s compute_s sessions_s total_s"
 results=()
 for i in $(seq 1 "$N"); do
   LOCATION=$(curl -sSf -o /dev/null -w '%header{location}' -H "$AUTH" "${images[@]}" \
@@ -43,11 +44,12 @@ for i in $(seq 1 "$N"); do
   until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .status == "failed"' >/dev/null; do
     sleep 0.1
   done
-  line=$(curl -sSf -H "$AUTH" $SPE$LOCATION | jq -r '"\(.status) \(.timings.load_s) \(.timings.compute_s) \(.timings.total_s)"')
+  line=$(curl -sSf -H "$AUTH" $SPE$LOCATION | jq -r '"\(.status) \(.timings.load_s) \(.timings.compute_s) \(.timings.sessions_s) \(.timings.total_s)"')
   echo "$i $line"
   results+=("$line")
 done
 median() { sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 rest=$(printf '%s\n' "${results[@]:1}")
 echo "median of estimates 2..$N: load_s $(cut -d' ' -f2 <<<"$rest" | median)" \
-  "compute_s $(cut -d' ' -f3 <<<"$rest" | median) total_s $(cut -d' ' -f4 <<<"$rest" | median)"
+  "compute_s $(cut -d' ' -f3 <<<"$rest" | median) sessions_s $(cut -d' ' -f4 <<<"$rest" | median)" \
+  "total_s $(cut -d' ' -f5 <<<"$rest" | median)"

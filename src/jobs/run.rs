@@ -213,33 +213,36 @@ pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Ou
     progress.set(0.2, "estimating");
     let runtime = ctx.runtime.clone();
     let max_pixels = ctx.max_pixels;
-    let (result, compute_s) = tokio::task::spawn_blocking(move || -> Result<_, JobError> {
-        let t = Instant::now();
-        let reference = decode_labelled(&reference, max_pixels)?;
-        let reference = ReferenceSet::new(&reference.images, reference.labels)?;
-        let images = decode_images(&batch, max_pixels)?;
-        let model = SegModel::load(&runtime, &inputs.onnx, "model", &inputs.spec)?;
-        let reverse = inputs.build_reverse(&runtime)?;
-        let params: SpeParams = calibration.params;
-        let (estimate, pseudo) = pipeline::estimate_batch(
-            &model,
-            &calibration,
-            &reference,
-            &images,
-            reverse.as_ref(),
-            &params,
-        )?;
-        let hd95_mm =
-            spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
-        let result = EstimateResult {
-            version: V1,
-            estimate,
-            pseudo,
-            hd95_mm,
-        };
-        Ok((result, t.elapsed().as_secs_f64()))
-    })
-    .await??;
+    let (result, compute_s, sessions_s) =
+        tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+            let t = Instant::now();
+            let reference = decode_labelled(&reference, max_pixels)?;
+            let reference = ReferenceSet::new(&reference.images, reference.labels)?;
+            let images = decode_images(&batch, max_pixels)?;
+            let sessions = Instant::now();
+            let model = SegModel::load(&runtime, &inputs.onnx, "model", &inputs.spec)?;
+            let reverse = inputs.build_reverse(&runtime)?;
+            let sessions_s = sessions.elapsed().as_secs_f64();
+            let params: SpeParams = calibration.params;
+            let (estimate, pseudo) = pipeline::estimate_batch(
+                &model,
+                &calibration,
+                &reference,
+                &images,
+                reverse.as_ref(),
+                &params,
+            )?;
+            let hd95_mm =
+                spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
+            let result = EstimateResult {
+                version: V1,
+                estimate,
+                pseudo,
+                hd95_mm,
+            };
+            Ok((result, t.elapsed().as_secs_f64(), sessions_s))
+        })
+        .await??;
     let timings = Timings {
         version: V1,
         queued_s: row
@@ -247,6 +250,7 @@ pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Ou
             .map(|s| (s - row.created_at).num_milliseconds() as f64 / 1000.0),
         load_s,
         compute_s,
+        sessions_s: Some(sessions_s),
         total_s: started.elapsed().as_secs_f64(),
     };
     Ok(Output::Estimate {

@@ -55,6 +55,10 @@ pub struct Timings {
     pub queued_s: Option<f64>,
     pub load_s: f64,
     pub compute_s: f64,
+    /// The part of `compute_s` spent getting ONNX Runtime sessions (building them, or taking idle
+    /// ones from the session cache). Absent in rows written before it was recorded.
+    #[serde(default)]
+    pub sessions_s: Option<f64>,
     pub total_s: f64,
 }
 

@@ -109,6 +109,11 @@ async fn flow_register_calibrate_estimate_poll() {
         2
     );
     assert!(est["timings"]["total_s"].as_f64().unwrap() > 0.0);
+    let sessions_s = est["timings"]["sessions_s"].as_f64().unwrap();
+    assert!(
+        sessions_s >= 0.0 && sessions_s <= est["timings"]["compute_s"].as_f64().unwrap(),
+        "{est}"
+    );
 
     // The same batch as a zip body.
     let entries: Vec<(String, Vec<u8>)> = sorted_files(&synthetic().join("batch"))

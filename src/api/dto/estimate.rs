@@ -98,6 +98,9 @@ pub struct Timings {
     pub load_s: f64,
     /// Decoding, segmentation, reverse segmentation and mapping.
     pub compute_s: f64,
+    /// The part of `compute_s` spent getting ONNX Runtime sessions (built, or reused from the session
+    /// cache); null for estimates made before it was recorded.
+    pub sessions_s: Option<f64>,
     pub total_s: f64,
 }
 
@@ -107,6 +110,7 @@ impl From<results::Timings> for Timings {
             queued_s: t.queued_s,
             load_s: t.load_s,
             compute_s: t.compute_s,
+            sessions_s: t.sessions_s,
             total_s: t.total_s,
         }
     }
