@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod app;
+pub mod background;
 pub mod cli;
 pub mod digest;
 /// The method is its own crate (crates/engine, no HTTP, SQL or ONNX Runtime); `spe::engine` names it.

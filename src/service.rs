@@ -226,17 +226,6 @@ async fn serve_http(
     }
 }
 
-/// The engine's threads (label fusion, decoding) run at nice 10, below the threads answering requests,
-/// so that on a small machine a busy worker does not slow polling, health checks and heartbeats.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    // SAFETY: setpriority takes plain integers; on Linux, PRIO_PROCESS with who = 0 is the calling thread.
-    #[expect(unsafe_code, reason = "setpriority(2) has no safe binding")]
-    unsafe {
-        libc::setpriority(libc::PRIO_PROCESS, 0, 10);
-    }
-}
-
 /// Longest time a client may take to send its request line and headers; then the connection is closed.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -296,7 +285,7 @@ pub fn serve(args: ServeArgs) -> Result<()> {
     // 0 threads = rayon's default (one per core).
     rayon::ThreadPoolBuilder::new()
         .num_threads(args.threads)
-        .start_handler(|_| lower_priority())
+        .start_handler(|_| crate::background::lower_priority())
         .build_global()
         .context("cannot size the thread pool")?;
     let runtime = tokio_runtime()?;

@@ -128,12 +128,12 @@ impl From<serde_json::Error> for AppError {
     }
 }
 
-/// Runs CPU-bound work (hashing, unzipping, decoding) on a blocking thread, off the async workers that
-/// answer every other request.
+/// Runs CPU-bound work (hashing, unzipping, decoding) on a blocking thread at the background priority,
+/// off the async workers that answer every other request.
 pub async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, AppError> {
-    Ok(tokio::task::spawn_blocking(f).await?)
+    Ok(crate::background::spawn_blocking(f).await?)
 }
 
 /// Removes blobs a failed request wrote (unless something references them by now).

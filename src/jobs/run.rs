@@ -214,7 +214,7 @@ pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Ou
     let runtime = ctx.runtime.clone();
     let max_pixels = ctx.max_pixels;
     let (result, compute_s, sessions_s) =
-        tokio::task::spawn_blocking(move || -> Result<_, JobError> {
+        crate::background::spawn_blocking(move || -> Result<_, JobError> {
             let t = Instant::now();
             let reference = decode_labelled(&reference, max_pixels)?;
             let reference = ReferenceSet::new(&reference.images, reference.labels)?;
@@ -306,7 +306,7 @@ pub async fn calibration_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result
     let runtime = ctx.runtime.clone();
     let max_pixels = ctx.max_pixels;
     let progress = progress.clone();
-    let result = tokio::task::spawn_blocking(move || -> Result<Calibration, JobError> {
+    let result = crate::background::spawn_blocking(move || -> Result<Calibration, JobError> {
         let reference = decode_labelled(&reference, max_pixels)?;
         let reference = ReferenceSet::new(&reference.images, reference.labels)?;
         let cal_set = decode_labelled(&cal_set, max_pixels)?;

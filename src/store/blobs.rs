@@ -35,7 +35,7 @@ pub async fn digest_off_thread(bytes: &Bytes) -> Result<String, StoreError> {
         return Ok(sha256_hex(bytes));
     }
     let bytes = bytes.clone();
-    tokio::task::spawn_blocking(move || sha256_hex(&bytes))
+    crate::background::spawn_blocking(move || sha256_hex(&bytes))
         .await
         .map_err(|e| io_error(std::io::Error::other(e)))
 }
