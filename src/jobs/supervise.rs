@@ -123,7 +123,9 @@ where
             record_failure(ctx, config, id, token, &reason).await
         }
         Ended::Done(Ok(output)) => record(ctx, config, id, token, Ok(&output), &lost).await,
-        Ended::Done(Err(e)) if e.transient() => retry_later(ctx, config, id, token, &e).await,
+        Ended::Done(Err(e)) if e.transient() => {
+            retry_later(ctx, config, id, token, &e, &lost).await
+        }
         Ended::Done(Err(e)) => {
             // A pipeline message can name an input file: the reason goes to the job's record only.
             tracing::warn!(
@@ -151,27 +153,48 @@ fn crashed(e: tokio::task::JoinError) -> JobError {
     JobError::Crashed(what)
 }
 
+/// Schedules the retry of a transient failure. The failure is often the database itself, so scheduling
+/// is retried through the outage while the heartbeat keeps the lease: an expired lease would count the
+/// next run as another attempt.
 async fn retry_later(
     ctx: &Ctx,
     config: &WorkerConfig,
     id: Uuid,
     token: Uuid,
     e: &JobError,
+    lost: &LeaseLost,
 ) -> &'static str {
-    match queue::retry_later(
-        &ctx.pool,
-        id,
-        token,
-        config.retry_window,
-        &e.public_message(),
-    )
-    .await
-    {
-        Ok(queue::Retry::Scheduled(delay)) => {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(500);
+    let scheduled = loop {
+        match queue::retry_later(
+            &ctx.pool,
+            id,
+            token,
+            config.retry_window,
+            &e.public_message(),
+        )
+        .await
+        {
+            Ok(scheduled) => break scheduled,
+            Err(store) if started.elapsed() < config.retry_window && !lost.is_lost() => {
+                tracing::warn!(error = %e, store_error = %store, "job failed; cannot schedule its retry yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+            Err(store) => {
+                // The lease expires and the job is claimed again once the database answers.
+                tracing::warn!(error = %e, store_error = %store, "job failed; cannot schedule its retry");
+                return "retry";
+            }
+        }
+    };
+    match scheduled {
+        queue::Retry::Scheduled(delay) => {
             tracing::warn!(error = %e, delay_s = delay, "job failed; will retry");
             "retry"
         }
-        Ok(queue::Retry::WindowSpent) => {
+        queue::Retry::WindowSpent => {
             tracing::warn!(error = %e, "job failed; its retry window is spent");
             let reason = format!(
                 "gave up after retrying for {} s (SPE_JOB_RETRY_WINDOW_SECS): {}",
@@ -180,12 +203,7 @@ async fn retry_later(
             );
             record_failure(ctx, config, id, token, &reason).await
         }
-        Ok(queue::Retry::LeaseLost) => "lost",
-        Err(store) => {
-            // The lease expires and the job is claimed again once the database answers.
-            tracing::warn!(error = %e, store_error = %store, "job failed; cannot schedule its retry");
-            "retry"
-        }
+        queue::Retry::LeaseLost => "lost",
     }
 }
 

@@ -1,6 +1,6 @@
 //! The job supervisor against a real database: a panic fails the job, transient failures are retried
-//! (without using up attempts) until the retry window is spent, a deadline stops the work, and a lost
-//! lease stops it too.
+//! (without using up attempts, also when scheduling the retry meets the outage) until the retry window
+//! is spent, a deadline stops the work, and a lost lease stops it too.
 
 use crate::common::*;
 use spe::jobs::queue::{self, Claimed, JobKind};
@@ -182,6 +182,51 @@ async fn supervise_transient_failures_retry_until_the_window_is_spent() {
             .starts_with("gave up after retrying for 900 s"),
         "{row:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn supervise_a_retry_that_meets_an_outage_is_scheduled_once_the_database_is_back() {
+    let s = setup().await;
+    let pool = s.ctx.pool.clone();
+    let claimed = claimed_job(&pool).await;
+    let id = claimed.id;
+    // The work fails as the database goes away (its jobs table, for 1.5 s: longer than the lease), as
+    // an outage during input loading does.
+    let label = supervise(
+        &s.ctx,
+        &config(),
+        claimed,
+        no_shutdown(),
+        move |_| async move {
+            sqlx::query("ALTER TABLE jobs RENAME TO jobs_away")
+                .execute(&pool)
+                .await
+                .unwrap();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(1500)).await;
+                sqlx::query("ALTER TABLE jobs_away RENAME TO jobs")
+                    .execute(&pool)
+                    .await
+                    .unwrap();
+            });
+            Err::<Output, _>(JobError::Store(spe::store::StoreError::MissingBlob(
+                "abc".into(),
+            )))
+        },
+    )
+    .await;
+    assert_eq!(label, "retry");
+    while sqlx::query_scalar::<_, bool>("SELECT to_regclass('jobs') IS NULL")
+        .fetch_one(&s.ctx.pool)
+        .await
+        .unwrap()
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let row = job(&s.ctx.pool, id).await;
+    // Scheduled as a retry, not left to a lapsed lease that would count another attempt.
+    assert_eq!(row.state, "queued", "{row:?}");
+    assert_eq!(row.attempts, 0, "{row:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
