@@ -17,10 +17,14 @@
 #                     mid-body, 1 storing its blobs), restarted: no orphaned image set, no stuck job (the
 #                     estimate runs again, one result), `spe admin sweep-blobs --min-age-secs 0` leaves
 #                     exactly the referenced blobs, and a new estimate succeeds
+#   E  s3             an API and a worker process on an S3 blob store (s3s-fs, built by `make test`):
+#                     S3 stopped for 15 s after an estimate is accepted and before the worker starts; the
+#                     job's input fetch meets the outage and is retried until S3 is back; one result
 # Each prints `PASS <name>: <figures>` or `FAIL <name>: <why>`; the exit status is 1 if any failed.
 # A watchdog stops the run after 9 minutes (it takes 3 to 5 on 2 cores). Everything it started is stopped
 # on every exit; its work directory (service log, blobs) is deleted on success, kept and named on failure.
-# Env: FAULT_REPS (slow calibrations' repetitions, default 700, doubled while they take < 40 s),
+# Env: FAULT_COPIES (how many copies of the fixture's calibration set a slow calibration uses, default 4,
+# doubled while it takes < 40 s; its repetitions are the API's maximum, 100),
 # FAULT_OUTAGE_S (default 15), FAULT_KEEP=1 (keep the work directory).
 set -uo pipefail
 export LC_ALL=C
@@ -31,7 +35,7 @@ if [ "${1:-}" != --inner ]; then
 fi
 
 SPE=http://127.0.0.1:18090 F=tests/fixtures/synthetic BIN=target/release/spe
-OUTAGE=${FAULT_OUTAGE_S:-15} REPS=${FAULT_REPS:-700}
+OUTAGE=${FAULT_OUTAGE_S:-15} COPIES=${FAULT_COPIES:-4}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1) && PSQL=$PGBIN/psql
 PGDIR=$("$PSQL" "$DATABASE_URL" -tAc 'SHOW data_directory') || exit 1
 "$PSQL" "${DATABASE_URL%/spe}/postgres" -q -c 'DROP DATABASE IF EXISTS spe' -c 'CREATE DATABASE spe' || exit 1
@@ -129,22 +133,34 @@ wait_end calibrations/$id 300
 [ "$STATUS" = succeeded ] || die "the walkthrough calibration ended $STATUS"
 echo "setup: model $MODEL, walkthrough calibration $(secs "$t" "$END_AT") s"
 # Slow calibrations are not activated: estimates keep using the quick one above.
-slow() { calibrate -F "params={\"support_size\":8,\"repetitions\":$REPS,\"seed\":3}" -F activate=false; }
+# A slow calibration: $COPIES copies of the calibration set (distinct image bytes), 64 supports, 100
+# repetitions (the API's maximum): long enough per checkpoint for an outage to fall within one.
+slow_set() { local k f n d=$WORK/cal$COPIES; mkdir -p "$d/images" "$d/labels"
+  for k in $(seq "$COPIES"); do for f in $F/calibration/images/*.png; do n=$(basename "$f" .png)
+    { cat "$f"; printf 'spe-fault cal %d' "$k"; } >"$d/images/${n}_$k.png"
+    cp "$F/calibration/labels/$n.png" "$d/labels/${n}_$k.png"
+  done; done
+  SLOW_ARGS=(); for f in $F/checkpoints/*.onnx; do SLOW_ARGS+=(-F "checkpoint=@$f"); done
+  for f in "$d"/images/*.png; do SLOW_ARGS+=(-F "image=@$f"); done
+  for f in "$d"/labels/*.png; do SLOW_ARGS+=(-F "label=@$f"); done
+}
+slow() { api -f "${SLOW_ARGS[@]}" -F 'params={"support_size":64,"repetitions":100,"seed":3}' -F activate=false \
+  $SPE/v1/models/$MODEL/calibrations | jq -r .id; }
 while :; do # its progress timeline ("seconds fraction" per poll) tells B when to stop PostgreSQL
-  t=$(now); id=$(slow) || die "slow calibration refused"; : >"$WORK/timeline"; end=$((SECONDS + 400))
+  slow_set; t=$(now); id=$(slow) || die "slow calibration refused"; : >"$WORK/timeline"; end=$((SECONDS + 400))
   while read -r s p a <<<"$(job calibrations/$id)"; [ "$s" != succeeded ] && [ "$s" != failed ] && [ $SECONDS -lt $end ]; do
     echo "$(secs "$t" "$(now)") $p" >>"$WORK/timeline"; sleep 0.3
   done
   [ "$s" = succeeded ] || die "the undisturbed slow calibration ended $s"
   BASE=$(secs "$t" "$(now)")
-  ge "$BASE" 40 || [ "$REPS" -ge 5600 ] && break
-  REPS=$((REPS * 2))
+  ge "$BASE" 40 || [ "$COPIES" -ge 64 ] && break
+  COPIES=$((COPIES * 2))
 done
 # Progress is stored by the heartbeat (every lease/3 = 3.3 s), after each checkpoint: 0.05 + 0.95 i/8, so
 # ">= 0.9" is only ever seen after the last one. B stops at the highest value first seen >= 4.5 s before
 # the end: it is still computing then, and its result write comes within the outage.
 B_AT=$(awk -v end="$BASE" 'end - $1 >= 4.5 && $2 + 0 > b + 0 {b = $2} END {print b + 0}' "$WORK/timeline")
-echo "setup: slow calibration (repetitions $REPS) $BASE s undisturbed; final-write stops at progress $B_AT"
+echo "setup: slow calibration ($COPIES copies of the calibration set) $BASE s undisturbed; final-write stops at progress $B_AT"
 
 # --- A, B: PostgreSQL down during a calibration --------------------------------------------------------
 cal_outage() { # name, progress to stop at; sets FIG
@@ -163,7 +179,7 @@ cal_outage() { # name, progress to stop at; sets FIG
 }
 if cal_outage calibration 0.3; then # its job must still be computing when PostgreSQL is back
   case $FIG in *"running just after it"*"0 waited > 2 s, 0 result writes"*) pass calibration "$FIG" ;;
-    *) fail calibration "it had finished computing within the outage (raise FAULT_REPS): $FIG" ;; esac
+    *) fail calibration "it had finished computing within the outage (raise FAULT_COPIES): $FIG" ;; esac
 fi
 if cal_outage final-write "$B_AT"; then
   case $FIG in *"0 waited > 2 s, 0 result writes"*) fail final-write "the outage missed the result write: $FIG" ;;
@@ -221,5 +237,49 @@ if [ "$orphans" = 0 ] && [ "$left" = 0 ] && [ "$jstate" = succeeded ] && [ "$jon
   && [ "$missing" = 0 ] && [ "$temp" = 0 ] && [ "$STATUS" = succeeded ]; then
   pass kill-uploads "$FIG"
 else fail kill-uploads "$FIG"; fi
+
+# --- E: the S3 blob store down while an estimate's inputs are fetched -------------------------------------
+# An API process and a worker process keep their blobs in s3s-fs (the S3 server `make test` builds). The
+# estimate is accepted while S3 is up; S3 is stopped before the worker starts, so the job meets the
+# outage when it fetches its inputs, and is retried with backoff until S3 is back.
+S3S=${S3S_FS:-$ROOT/.tools/bin/s3s-fs}
+if [ ! -x "$S3S" ]; then fail s3 "s3s-fs is missing at $S3S (make test builds it; or set S3S_FS)"; else
+  kill -9 "$SPE_PID"; wait "$SPE_PID" 2>/dev/null
+  export AWS_ACCESS_KEY_ID=fault AWS_SECRET_ACCESS_KEY=fault-secret-key AWS_REGION=us-east-1 \
+    AWS_ENDPOINT=http://127.0.0.1:18093 AWS_ALLOW_HTTP=true
+  mkdir -p "$WORK/s3/spe" # s3s-fs: a bucket is a folder
+  s3_start() {
+    "$S3S" --host 127.0.0.1 --port 18093 --access-key fault --secret-key fault-secret-key "$WORK/s3" \
+      >>"$WORK/s3.log" 2>&1 &
+    S3_PID=$!; BG+=($S3_PID)
+    for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:18093/ && return 0; sleep 0.1; done; return 1
+  }
+  s3_start || die "s3s-fs did not start (log: $WORK/s3.log)"
+  RUST_LOG=warn,spe=info "$BIN" serve --bind 127.0.0.1:18090 --role api --blob-store s3://spe/fault >>"$LOG" 2>&1 &
+  SPE_PID=$!
+  ready || die "the S3 API process did not become ready (log: $LOG)"
+  MODEL=$(api -f -F name=fault-s3 -F spec=@$F/spec_gray_argmax.json -F onnx=@$F/checkpoints/ckpt_07.onnx \
+    $SPE/v1/models | jq -r .id) || die "cannot register the S3 model"
+  args=(); for f in $F/reference/images/*.png; do args+=(-F "image=@$f"); done
+  for f in $F/reference/labels/*.png; do args+=(-F "label=@$f"); done
+  api -f -o /dev/null -X PUT "${args[@]}" $SPE/v1/models/$MODEL/reference-set || die "cannot attach the S3 reference set"
+  points=$(jq -nc '[range(0; 5) | 0.3 + 0.15 * . | {name: "p\(.)", pseudo: {dice: (. - 0.1), jaccard: (. - 0.1), precision: ., recall: ., hd95: (30 * (1 - .)), pearson: .}, real: {dice: ., jaccard: (0.9 * .), precision: ., recall: ., hd95: (30 * (1 - .)), pearson: .}}]')
+  api -f -o /dev/null -H 'Content-Type: application/json' \
+    -d "{\"points\": $points, \"params\": {\"support_size\": 16, \"repetitions\": 3}, \"activate\": true}" \
+    $SPE/v1/models/$MODEL/calibrations || die "cannot calibrate the S3 model from pairs"
+  copies 1 "$WORK/s"; t=$(now); id=$(estimate)
+  if [ -z "$id" ]; then fail s3 "the estimate was refused"; else
+    kill -9 "$S3_PID"; wait "$S3_PID" 2>/dev/null; down=$(now)
+    RUST_LOG=warn,spe=info "$BIN" serve --bind 127.0.0.1:18092 --role worker --blob-store s3://spe/fault \
+      --lease-secs 10 >>"$LOG" 2>&1 &
+    BG+=($!)
+    sleep "$OUTAGE"; s3_start || die "s3s-fs did not restart"; UP_AT=$(now)
+    wait_end estimates/$id 180
+    one=$(one_result estimates "$id")
+    FIG="S3 down $(secs "$down" "$UP_AT") s from before the worker started; succeeded $(secs "$UP_AT" "$END_AT") s after S3 was back; attempts $ATTEMPTS; $(log_count "$id" "will retry") retries scheduled"
+    if [ "$STATUS" = succeeded ] && [ "$one" = ok ] && [ "$ATTEMPTS" = 1 ]; then pass s3 "$FIG"
+    else fail s3 "ended $STATUS ($one): $FIG; error $(api $SPE/v1/estimates/$id | jq -c .error)"; fi
+  fi
+fi
 
 [ "$FAILED" = 0 ]
