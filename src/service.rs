@@ -336,6 +336,7 @@ pub async fn run(
     listener: Option<tokio::net::TcpListener>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<()> {
+    args.check().map_err(anyhow::Error::msg)?;
     let acquire = Duration::from_secs(args.db_acquire_timeout_secs);
     let pool = if args.no_migrate {
         let pool = connect_within(&args.db.database_url, args.db_connections, acquire).await?;

@@ -78,7 +78,9 @@ pub struct Claimed {
     pub created_at: DateTime<Utc>,
 }
 
-/// Claims the oldest runnable job: queued and due, or running with an expired lease (its worker is gone).
+/// Claims the oldest runnable job: queued and due, or running with a lease expired for another lease
+/// period (its worker is gone). The extra period is for database outages longer than the lease: when the
+/// database is back, the holder's heartbeat (every lease/3) renews first, and the job is not run twice.
 pub async fn claim(
     pool: &PgPool,
     worker: &str,
@@ -87,7 +89,8 @@ pub async fn claim(
     Ok(sqlx::query_as::<_, Claimed>(
         "WITH next AS (
              SELECT id FROM jobs
-             WHERE (state = 'queued' AND run_after <= now()) OR (state = 'running' AND lease_expires_at < now())
+             WHERE (state = 'queued' AND run_after <= now())
+                OR (state = 'running' AND lease_expires_at < now() - make_interval(secs => $2))
              ORDER BY created_at
              FOR UPDATE SKIP LOCKED
              LIMIT 1)

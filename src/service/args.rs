@@ -61,7 +61,9 @@ pub struct ServeArgs {
     /// Jobs run at once by this process (each uses every core).
     #[arg(long, env = "SPE_WORKERS", default_value_t = 1)]
     pub workers: usize,
-    /// Job lease: a worker that stops heartbeating for this long loses its job to another worker.
+    /// Job lease, renewed every third of it: a worker that stops heartbeating loses its job to another
+    /// worker once the lease has been expired for another lease period (so a database outage up to
+    /// about twice this long does not hand a running job over).
     #[arg(long, env = "SPE_LEASE_SECS", default_value_t = 30.0, value_parser = seconds_at_least::<1>)]
     pub lease_secs: f64,
     /// Queue poll interval (notifications usually wake workers sooner).
@@ -194,6 +196,21 @@ fn seconds_at_least<const MIN: u32>(text: &str) -> Result<f64, String> {
     }
 }
 
+impl ServeArgs {
+    /// Rules between settings, which clap checks one at a time.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_concurrent_uploads >= self.db_connections {
+            return Err(format!(
+                "--max-concurrent-uploads ({}) must be below --db-connections ({}): each upload holds one of \
+                 the API's database connections while it stores its files, and authentication and polling \
+                 need the others",
+                self.max_concurrent_uploads, self.db_connections
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::ServeArgs;
@@ -243,6 +260,17 @@ mod tests {
                 .shutdown_grace_secs,
             0.5
         );
+    }
+
+    /// Uploads can never take every connection of the API's pool: authentication and polling keep some.
+    #[test]
+    fn uploads_must_leave_connections_for_everything_else() {
+        assert_eq!(parse(&[]).unwrap().check(), Ok(()));
+        let crowded = parse(&["--db-connections", "8", "--max-concurrent-uploads", "8"]).unwrap();
+        let e = crowded.check().unwrap_err();
+        assert!(e.contains("must be below --db-connections (8)"), "{e}");
+        let fits = parse(&["--db-connections", "9", "--max-concurrent-uploads", "8"]).unwrap();
+        assert_eq!(fits.check(), Ok(()));
     }
 
     /// The defaults tests start from are clap's, whatever the environment says.

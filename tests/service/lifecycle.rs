@@ -239,6 +239,7 @@ async fn lifecycle_a_slow_header_client_is_cut() {
 async fn lifecycle_a_saturated_pool_answers_503_with_retry_after() {
     let app = TestApp::with(ServeArgs {
         db_connections: 2,
+        max_concurrent_uploads: 1,
         db_acquire_timeout_secs: 1,
         workers: 0,
         ..test_args()

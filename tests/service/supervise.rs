@@ -230,6 +230,43 @@ async fn supervise_a_retry_that_meets_an_outage_is_scheduled_once_the_database_i
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_lease_is_taken_over_only_after_another_lease_period() {
+    let s = setup().await;
+    let pool = &s.ctx.pool;
+    let held = claimed_job(pool).await;
+    let lease = Duration::from_millis(600);
+    let expired_for = |secs: f64| {
+        sqlx::query(
+            "UPDATE jobs SET lease_expires_at = now() - make_interval(secs => $2) WHERE id = $1",
+        )
+        .bind(held.id)
+        .bind(secs)
+        .execute(pool)
+    };
+    // Expired a moment ago, as after a database outage longer than the lease: nobody takes it over,
+    // and the holder's heartbeat renews it.
+    expired_for(0.3).await.unwrap();
+    assert!(queue::claim(pool, "other", lease).await.unwrap().is_none());
+    assert!(
+        queue::heartbeat(pool, held.id, held.lease_token, lease, 0.5, "computing")
+            .await
+            .unwrap()
+    );
+    // Expired for longer than another lease period: its worker is gone, and another one takes over.
+    expired_for(0.9).await.unwrap();
+    let taken = queue::claim(pool, "other", lease)
+        .await
+        .unwrap()
+        .expect("taken over");
+    assert_eq!((taken.id, taken.attempts), (held.id, 2));
+    assert!(
+        !queue::heartbeat(pool, held.id, held.lease_token, lease, 0.5, "computing")
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn supervise_a_deadline_stops_the_work_and_fails_the_job() {
     let s = setup().await;
     let claimed = claimed_job(&s.ctx.pool).await;
