@@ -164,29 +164,20 @@ async fn retry_later(
     e: &JobError,
     lost: &LeaseLost,
 ) -> &'static str {
-    let started = Instant::now();
-    let mut delay = Duration::from_millis(500);
-    let scheduled = loop {
-        match queue::retry_later(
-            &ctx.pool,
-            id,
-            token,
-            config.retry_window,
-            &e.public_message(),
-        )
-        .await
-        {
-            Ok(scheduled) => break scheduled,
-            Err(store) if started.elapsed() < config.retry_window && !lost.is_lost() => {
-                tracing::warn!(error = %e, store_error = %store, "job failed; cannot schedule its retry yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
-            }
-            Err(store) => {
-                // The lease expires and the job is claimed again once the database answers.
-                tracing::warn!(error = %e, store_error = %store, "job failed; cannot schedule its retry");
-                return "retry";
-            }
+    let message = e.public_message();
+    let scheduled = through_outage(
+        config,
+        lost,
+        "job failed; cannot schedule its retry yet",
+        || queue::retry_later(&ctx.pool, id, token, config.retry_window, &message),
+    )
+    .await;
+    let scheduled = match scheduled {
+        Ok(scheduled) => scheduled,
+        Err(store) => {
+            // The lease expires and the job is claimed again once the database answers.
+            tracing::warn!(error = %e, store_error = %store, "job failed; cannot schedule its retry");
+            return "retry";
         }
     };
     match scheduled {
@@ -227,29 +218,53 @@ async fn record(
     outcome: Result<&Output, &str>,
     lost: &LeaseLost,
 ) -> &'static str {
+    let finished = through_outage(
+        config,
+        lost,
+        "cannot store the job's outcome yet; retrying",
+        || run::finish(ctx, id, token, outcome),
+    )
+    .await;
+    match finished {
+        Ok(true) if outcome.is_ok() => {
+            tracing::info!("job succeeded");
+            "succeeded"
+        }
+        Ok(true) => "failed",
+        Ok(false) => {
+            tracing::warn!("lease lost before commit: result discarded");
+            "lost"
+        }
+        Err(e) => {
+            // Nothing was committed; the lease expires and the job runs again.
+            tracing::error!(error = %e, "cannot store the job's outcome");
+            "error"
+        }
+    }
+}
+
+/// Repeats a database call through an outage, with backoff, while the retry window lasts and the
+/// heartbeat holds the lease (`waiting` is logged at each failed try); the last error once it gives up.
+async fn through_outage<T, E, F>(
+    config: &WorkerConfig,
+    lost: &LeaseLost,
+    waiting: &str,
+    mut call: impl FnMut() -> F,
+) -> Result<T, E>
+where
+    E: std::fmt::Display,
+    F: Future<Output = Result<T, E>>,
+{
     let started = Instant::now();
     let mut delay = Duration::from_millis(500);
     loop {
-        match run::finish(ctx, id, token, outcome).await {
-            Ok(true) if outcome.is_ok() => {
-                tracing::info!("job succeeded");
-                return "succeeded";
-            }
-            Ok(true) => return "failed",
-            Ok(false) => {
-                tracing::warn!("lease lost before commit: result discarded");
-                return "lost";
-            }
+        match call().await {
             Err(e) if started.elapsed() < config.retry_window && !lost.is_lost() => {
-                tracing::warn!(error = %e, "cannot store the job's outcome yet; retrying");
+                tracing::warn!(error = %e, "{waiting}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(10));
             }
-            Err(e) => {
-                // Nothing was committed; the lease expires and the job runs again.
-                tracing::error!(error = %e, "cannot store the job's outcome");
-                return "error";
-            }
+            done => return done,
         }
     }
 }
