@@ -27,7 +27,7 @@ impl Pose {
 
 /// Rotations and scales searched (within what acquisitions vary by).
 const DEGREES: [f32; 5] = [-12.0, -6.0, 0.0, 6.0, 12.0];
-const SCALES: [f32; 5] = [0.85, 0.92, 1.0, 1.09, 1.18];
+const SCALES: [f32; 7] = [0.78, 0.85, 0.92, 1.0, 1.09, 1.18, 1.28];
 /// A pose other than the identity must match this much better (relative), so clean images stay as
 /// they are instead of being resampled for noise-level gains.
 const MARGIN: f32 = 0.08;

@@ -102,3 +102,18 @@ fn masks_move_with_their_images() {
     assert!((ratio - 4.0).abs() < 0.2, "{ratio}");
     assert_eq!(warp_mask(&mask, Pose::IDENTITY), mask);
 }
+
+#[test]
+fn a_strong_zoom_out_is_scaled_back_by_most_of_its_factor() {
+    let image = normalise(&anatomy(51.0, 57.0, 22.0, 30.0));
+    let shrunk = warp_image(
+        &image,
+        Pose {
+            degrees: 0.0,
+            scale: 0.78,
+        },
+    );
+    // Undoing 0.78 takes about 1.28; a search that stops at 1.18 leaves a tenth of the zoom in place.
+    let pose = canonical_pose(&shrunk, &references());
+    assert!(pose.scale > 1.2, "{pose:?}");
+}
