@@ -4,32 +4,68 @@ use super::{ApiError, AppState};
 use crate::store::keys::{self, Principal, Role};
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts, HeaderMap};
+use std::marker::PhantomData;
 
-/// The authenticated caller of a request.
-pub struct Caller(pub Principal);
+/// The role a handler needs, as a type (see [`Authorized`]).
+pub trait NeedsRole {
+    const ROLE: Role;
+}
 
-impl Caller {
-    pub fn require(&self, role: Role) -> Result<Principal, ApiError> {
-        if self.0.role >= role {
-            Ok(self.0)
-        } else {
-            Err(ApiError::Forbidden(format!(
-                "this API key has the {} role; this operation needs {} (or higher)",
-                self.0.role.as_str(),
-                role.as_str()
-            )))
-        }
+pub struct ReaderRole;
+pub struct SubmitterRole;
+pub struct AdminRole;
+
+impl NeedsRole for ReaderRole {
+    const ROLE: Role = Role::Reader;
+}
+impl NeedsRole for SubmitterRole {
+    const ROLE: Role = Role::Submitter;
+}
+impl NeedsRole for AdminRole {
+    const ROLE: Role = Role::Admin;
+}
+
+/// The application state, reached by a caller whose API key has at least `R`'s role: a handler that
+/// takes one cannot forget the role check. Roles are ordered: admin can do what a submitter can, a
+/// submitter what a reader can.
+pub struct Authorized<R> {
+    state: AppState,
+    pub principal: Principal,
+    role: PhantomData<R>,
+}
+
+pub type Reader = Authorized<ReaderRole>;
+pub type Submitter = Authorized<SubmitterRole>;
+pub type Admin = Authorized<AdminRole>;
+
+impl<R> std::ops::Deref for Authorized<R> {
+    type Target = AppState;
+
+    fn deref(&self) -> &AppState {
+        &self.state
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<R: NeedsRole + Send + Sync> FromRequestParts<AppState> for Authorized<R> {
     type Rejection = ApiError;
 
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        authenticate(&parts.headers, state).await.map(Caller)
+        let principal = authenticate(&parts.headers, state).await?;
+        if principal.role < R::ROLE {
+            return Err(ApiError::Forbidden(format!(
+                "this API key has the {} role; this operation needs {} (or higher)",
+                principal.role.as_str(),
+                R::ROLE.as_str()
+            )));
+        }
+        Ok(Self {
+            state: state.clone(),
+            principal,
+            role: PhantomData,
+        })
     }
 }
 

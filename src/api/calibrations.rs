@@ -1,7 +1,7 @@
 //! Calibrations: from checkpoints or predicted masks (queued jobs) or from (pseudo, real) pairs (fitted
 //! on the spot). A model has at most one active calibration; estimates use it.
 
-use super::auth::Caller;
+use super::auth::{Admin, Reader};
 use super::dto::{CalibrationList, CalibrationView, PairsRequest, Params};
 use super::error::Problem;
 use super::forms::CalibrationForm;
@@ -16,8 +16,7 @@ use crate::digest::sha256_hex;
 use crate::engine::fit::CheckpointPoint;
 use crate::engine::spe::{PseudoOutcome, SpeParams, SupportCount};
 use crate::store::calibrations;
-use crate::store::keys::Role;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use bytes::Bytes;
@@ -54,13 +53,12 @@ async fn view(state: &AppState, id: Uuid) -> Result<CalibrationView, ApiError> {
         (status = 409, description = "The model has no reference set yet", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Admin,
     IdPath(id): IdPath,
     headers: HeaderMap,
     req: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<CalibrationView>), ApiError> {
-    let principal = caller.require(Role::Admin)?;
+    let principal = state.principal;
     let key = idempotency_key(&headers, &principal, id, "calibrations")?;
     let media = media_type(&req);
     // Before the body is read: a full queue costs the client no upload.
@@ -247,16 +245,8 @@ fn pairs_fit(body: PairsRequest) -> Result<(PairsFit, String), ApiError> {
 /// A model's calibrations, newest first.
 #[utoipa::path(get, path = "/v1/models/{id}/calibrations", operation_id = "listCalibrations", tag = "calibrations",
     params(("id" = Uuid, Path, description = "Model id")),
-    responses(
-        (status = 200, body = CalibrationList),
-        Unauthorized, NotFound, Busy,
-    ))]
-async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath,
-) -> Result<Json<CalibrationList>, ApiError> {
-    caller.require(Role::Reader)?;
+    responses((status = 200, body = CalibrationList), Unauthorized, NotFound, Busy))]
+async fn list(state: Reader, IdPath(id): IdPath) -> Result<Json<CalibrationList>, ApiError> {
     app_models::get(&state, id).await?;
     let items = calibrations::list(&state.pool, id)
         .await?
@@ -269,16 +259,11 @@ async fn list(
 /// One calibration: status, progress and, when done, the fits and points.
 #[utoipa::path(get, path = "/v1/calibrations/{id}", operation_id = "getCalibration", tag = "calibrations",
     params(("id" = Uuid, Path, description = "Calibration id")),
-    responses(
-        (status = 200, body = CalibrationView),
-        Unauthorized, NotFound, Busy,
-    ))]
+    responses((status = 200, body = CalibrationView), Unauthorized, NotFound, Busy))]
 async fn get_calibration(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Reader,
     IdPath(id): IdPath,
 ) -> Result<Json<CalibrationView>, ApiError> {
-    caller.require(Role::Reader)?;
     Ok(Json(view(&state, id).await?))
 }
 
@@ -290,12 +275,7 @@ async fn get_calibration(
         Unauthorized, Forbidden, NotFound, Busy,
         (status = 409, description = "Not succeeded (yet)", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn activate(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath,
-) -> Result<Json<CalibrationView>, ApiError> {
-    caller.require(Role::Admin)?;
+async fn activate(state: Admin, IdPath(id): IdPath) -> Result<Json<CalibrationView>, ApiError> {
     app::activate(&state, id).await?;
     Ok(Json(view(&state, id).await?))
 }

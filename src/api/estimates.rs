@@ -1,6 +1,6 @@
 //! Estimates: submit an unlabeled batch (202 + Location), poll it, list a model's estimates.
 
-use super::auth::Caller;
+use super::auth::{Reader, Submitter};
 use super::dto::{Binary, EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
 use super::forms::BatchForm;
@@ -11,8 +11,7 @@ use crate::app::estimates as app;
 use crate::app::{blocking, Keyed};
 use crate::store::estimates::ListQuery;
 use crate::store::image_sets;
-use crate::store::keys::Role;
-use axum::extract::{FromRequest, Multipart, Query, Request, State};
+use axum::extract::{FromRequest, Multipart, Query, Request};
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use base64::Engine as _;
@@ -65,13 +64,12 @@ pub(crate) async fn view(state: &AppState, id: Uuid) -> Result<EstimateView, Api
         (status = 422, description = "Empty batch, unreadable or oversized image", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn submit(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Submitter,
     IdPath(id): IdPath,
     headers: HeaderMap,
     req: Request,
 ) -> Result<(StatusCode, HeaderMap, Json<EstimateView>), ApiError> {
-    let principal = caller.require(Role::Submitter)?;
+    let principal = state.principal;
     let key = idempotency_key(&headers, &principal, id, "estimates")?;
     // Before the body is read: a full queue or a model without calibration costs the client no upload.
     let target = app::admit(&state, id).await?;
@@ -130,16 +128,8 @@ async fn batch_form(state: &AppState, req: Request) -> Result<Upload, ApiError> 
 /// the estimates with intervals, pseudo metrics, support counts and timings.
 #[utoipa::path(get, path = "/v1/estimates/{id}", operation_id = "getEstimate", tag = "estimates",
     params(("id" = Uuid, Path, description = "Estimate id")),
-    responses(
-        (status = 200, body = EstimateView),
-        Unauthorized, NotFound, Busy,
-    ))]
-async fn get_estimate(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath,
-) -> Result<Json<EstimateView>, ApiError> {
-    caller.require(Role::Reader)?;
+    responses((status = 200, body = EstimateView), Unauthorized, NotFound, Busy))]
+async fn get_estimate(state: Reader, IdPath(id): IdPath) -> Result<Json<EstimateView>, ApiError> {
     Ok(Json(view(&state, id).await?))
 }
 
@@ -192,12 +182,10 @@ fn decode_cursor(cursor: &str) -> Result<(DateTime<Utc>, Uuid), ApiError> {
         (status = 400, body = Problem, content_type = "application/problem+json"),
     ))]
 async fn list(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Reader,
     IdPath(id): IdPath,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<EstimatePage>, ApiError> {
-    caller.require(Role::Reader)?;
     let Query(params) = query?;
     let limit = params.limit.unwrap_or(50);
     if !(1..=500).contains(&limit) {

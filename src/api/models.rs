@@ -1,6 +1,6 @@
 //! /v1/models (registration, reference sets) and /v1/reverse-segmenters.
 
-use super::auth::Caller;
+use super::auth::{Admin, Reader};
 use super::dto::{
     Model, ModelList, ReferenceSet, ReverseSegmenter, ReverseSegmenterList, ReverseSpec,
 };
@@ -10,10 +10,9 @@ use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Upload};
 use super::{ApiError, AppState, IdPath};
 use crate::app::models::{self as app, NewModel, OnnxReverseChoice, ReferenceSetInfo};
-use crate::store::keys::Role;
 use crate::store::models;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{Multipart, State};
+use axum::extract::Multipart;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -46,11 +45,9 @@ fn created(location: String) -> HeaderMap {
         (status = 503, description = "ONNX Runtime unavailable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Admin,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, HeaderMap, Json<Model>), ApiError> {
-    caller.require(Role::Admin)?;
     let mut form = Upload::read(multipart?, &["name", "spec", "onnx", "reverse"]).await?;
     let new = NewModel {
         name: form
@@ -80,12 +77,8 @@ async fn register(
 
 /// List registered models.
 #[utoipa::path(get, path = "/v1/models", operation_id = "listModels", tag = "models",
-    responses(
-        (status = 200, body = ModelList),
-        Unauthorized, Busy,
-    ))]
-async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<ModelList>, ApiError> {
-    caller.require(Role::Reader)?;
+    responses((status = 200, body = ModelList), Unauthorized, Busy))]
+async fn list(state: Reader) -> Result<Json<ModelList>, ApiError> {
     let items = models::list(&state.pool)
         .await?
         .into_iter()
@@ -97,32 +90,16 @@ async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<Mode
 /// One model.
 #[utoipa::path(get, path = "/v1/models/{id}", operation_id = "getModel", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
-    responses(
-        (status = 200, body = Model),
-        Unauthorized, NotFound, Busy,
-    ))]
-async fn get_model(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath,
-) -> Result<Json<Model>, ApiError> {
-    caller.require(Role::Reader)?;
+    responses((status = 200, body = Model), Unauthorized, NotFound, Busy))]
+async fn get_model(state: Reader, IdPath(id): IdPath) -> Result<Json<Model>, ApiError> {
     Ok(Json(app::get(&state, id).await?.into()))
 }
 
 /// Delete a model with its reference set, calibrations and estimates.
 #[utoipa::path(delete, path = "/v1/models/{id}", operation_id = "deleteModel", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
-    responses(
-        (status = 204, description = "Deleted"),
-        Unauthorized, Forbidden, NotFound, Busy,
-    ))]
-async fn delete_model(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath,
-) -> Result<StatusCode, ApiError> {
-    caller.require(Role::Admin)?;
+    responses((status = 204, description = "Deleted"), Unauthorized, Forbidden, NotFound, Busy))]
+async fn delete_model(state: Admin, IdPath(id): IdPath) -> Result<StatusCode, ApiError> {
     app::delete(&state, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -138,12 +115,10 @@ async fn delete_model(
         (status = 422, description = "Unreadable image, missing label, empty set", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn put_reference(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Admin,
     IdPath(id): IdPath,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<Json<ReferenceSet>, ApiError> {
-    caller.require(Role::Admin)?;
     app::get(&state, id).await?;
     let mut form = Upload::read(multipart?, &["image", "label", "archive", "axis"]).await?;
     let axis = form.take_axis()?;
@@ -173,12 +148,7 @@ fn reference_view(set: ReferenceSetInfo) -> ReferenceSet {
         Unauthorized, Busy,
         (status = 404, description = "No such model, or no reference set yet", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_reference(
-    State(state): State<AppState>,
-    caller: Caller,
-    IdPath(id): IdPath,
-) -> Result<Json<ReferenceSet>, ApiError> {
-    caller.require(Role::Reader)?;
+async fn get_reference(state: Reader, IdPath(id): IdPath) -> Result<Json<ReferenceSet>, ApiError> {
     Ok(Json(reference_view(app::reference(&state, id).await?)))
 }
 
@@ -192,11 +162,9 @@ async fn get_reference(
         (status = 422, description = "Not an ONNX model or not the UniverSeg contract", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn register_reverse(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Admin,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Result<(StatusCode, HeaderMap, Json<ReverseSegmenter>), ApiError> {
-    caller.require(Role::Admin)?;
     let mut form = Upload::read(multipart?, &["name", "onnx"]).await?;
     let name = form
         .take_text("name")?
@@ -214,15 +182,8 @@ async fn register_reverse(
 
 /// List registered reverse segmenters.
 #[utoipa::path(get, path = "/v1/reverse-segmenters", operation_id = "listReverseSegmenters", tag = "reverse-segmenters",
-    responses(
-        (status = 200, body = ReverseSegmenterList),
-        Unauthorized, Busy,
-    ))]
-async fn list_reverse(
-    State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<ReverseSegmenterList>, ApiError> {
-    caller.require(Role::Reader)?;
+    responses((status = 200, body = ReverseSegmenterList), Unauthorized, Busy))]
+async fn list_reverse(state: Reader) -> Result<Json<ReverseSegmenterList>, ApiError> {
     let items = models::list_reverse(&state.pool)
         .await?
         .into_iter()
@@ -234,15 +195,10 @@ async fn list_reverse(
 /// One reverse segmenter.
 #[utoipa::path(get, path = "/v1/reverse-segmenters/{id}", operation_id = "getReverseSegmenter", tag = "reverse-segmenters",
     params(("id" = Uuid, Path, description = "Reverse segmenter id")),
-    responses(
-        (status = 200, body = ReverseSegmenter),
-        Unauthorized, NotFound, Busy,
-    ))]
+    responses((status = 200, body = ReverseSegmenter), Unauthorized, NotFound, Busy))]
 async fn get_reverse(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Reader,
     IdPath(id): IdPath,
 ) -> Result<Json<ReverseSegmenter>, ApiError> {
-    caller.require(Role::Reader)?;
     Ok(Json(app::get_reverse(&state, id).await?.into()))
 }

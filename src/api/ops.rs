@@ -109,10 +109,7 @@ fn reachable<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> Strin
 
 /// Prometheus metrics: requests, job durations, queue depth, latest estimate per model and metric.
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", security(()),
-    responses(
-        (status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"),
-        Unauthorized,
-    ))]
+    responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), Unauthorized))]
 async fn metrics_text(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -2,7 +2,7 @@
 //! decode become an estimate job, and the answer lists accepted and failed instances as STOW-RS does
 //! (application/dicom+json), with the estimate's Location.
 
-use super::auth::Caller;
+use super::auth::Submitter;
 use super::dto::Binary;
 use super::error::Problem;
 use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
@@ -11,8 +11,7 @@ use crate::app::studies::Outcome;
 use crate::app::{estimates, studies, AppError};
 use crate::ingest::multipart::{related_boundary, related_parts};
 use crate::ingest::IngestError;
-use crate::store::keys::Role;
-use axum::extract::{FromRequest, Request, State};
+use axum::extract::{FromRequest, Request};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -103,13 +102,12 @@ fn ingest_error(source: IngestError) -> ApiError {
         (status = 422, description = "The decoded images cannot make a batch", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn store_instances(
-    State(state): State<AppState>,
-    caller: Caller,
+    state: Submitter,
     IdPath(id): IdPath,
     headers: HeaderMap,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let principal = caller.require(Role::Submitter)?;
+    let principal = state.principal;
     let key = idempotency_key(&headers, &principal, id, "studies")?;
     let target = estimates::admit(&state, id).await?;
     let boundary = dicom_boundary(&headers)?;

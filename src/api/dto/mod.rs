@@ -357,44 +357,37 @@ impl HealthChecks {
 /// `metrics.dice` rather than a map; an absent field is a metric without a number.
 macro_rules! per_metric {
     ($(#[doc = $doc:literal])* $name:ident($t:ty)) => {
+        $crate::api::dto::per_metric!(@fields $(#[doc = $doc])* $name($t) {
+            dice: Dice,
+            jaccard: Jaccard,
+            precision: Precision,
+            recall: Recall,
+            #[doc = "In pixels of the 128x128 working grid."]
+            hd95: Hd95,
+            pearson: Pearson,
+        });
+    };
+    (@fields $(#[doc = $doc:literal])* $name:ident($t:ty) {
+        $($(#[doc = $field_doc:literal])* $field:ident: $metric:ident,)*
+    }) => {
         $(#[doc = $doc])*
         #[derive(Default, Serialize, ToSchema)]
         pub struct $name {
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(value_type = $t, required = false)]
-            pub dice: Option<$t>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(value_type = $t, required = false)]
-            pub jaccard: Option<$t>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(value_type = $t, required = false)]
-            pub precision: Option<$t>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(value_type = $t, required = false)]
-            pub recall: Option<$t>,
-            /// In pixels of the 128x128 working grid.
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(value_type = $t, required = false)]
-            pub hd95: Option<$t>,
-            #[serde(skip_serializing_if = "Option::is_none")]
-            #[schema(value_type = $t, required = false)]
-            pub pearson: Option<$t>,
+            $(
+                $(#[doc = $field_doc])*
+                #[serde(skip_serializing_if = "Option::is_none")]
+                #[schema(value_type = $t, required = false)]
+                pub $field: Option<$t>,
+            )*
         }
 
         impl FromIterator<($crate::engine::metrics::Metric, $t)> for $name {
             fn from_iter<I: IntoIterator<Item = ($crate::engine::metrics::Metric, $t)>>(iter: I) -> Self {
-                use $crate::engine::metrics::Metric;
                 let mut out = Self::default();
                 for (metric, value) in iter {
-                    let slot = match metric {
-                        Metric::Dice => &mut out.dice,
-                        Metric::Jaccard => &mut out.jaccard,
-                        Metric::Precision => &mut out.precision,
-                        Metric::Recall => &mut out.recall,
-                        Metric::Hd95 => &mut out.hd95,
-                        Metric::Pearson => &mut out.pearson,
-                    };
-                    *slot = Some(value);
+                    match metric {
+                        $($crate::engine::metrics::Metric::$metric => out.$field = Some(value),)*
+                    }
                 }
                 out
             }
