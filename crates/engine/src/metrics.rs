@@ -118,6 +118,21 @@ impl MetricSet {
     }
 }
 
+#[cfg(test)]
+impl MetricSet {
+    /// Every ratio metric (Pearson too) at `ratio`, with the given HD95: a test fixture.
+    pub(crate) fn uniform(ratio: f64, hd95: f64) -> MetricSet {
+        MetricSet {
+            dice: ratio,
+            jaccard: ratio,
+            precision: ratio,
+            recall: ratio,
+            hd95,
+            pearson: ratio,
+        }
+    }
+}
+
 /// Compute all six metrics of `pred` against `label`.
 ///
 /// `spacing` is the physical size of a pixel as [row, col]; `None` measures HD95 in pixels. It must

@@ -213,14 +213,7 @@ pub fn pseudo_metrics_normalised(
             images: draw.iter().map(|&i| normalised[i].view()).collect(),
             labels: draw.iter().map(|&i| masks[i].view()).collect(),
         };
-        let reverse_masks = reverse.segment(&support_set, &queries)?;
-        if reverse_masks.len() != queries.len() {
-            return Err(EngineError::Reverse(format!(
-                "{} masks returned for {} queries",
-                reverse_masks.len(),
-                queries.len()
-            )));
-        }
+        let reverse_masks = segment_checked(reverse, &support_set, &queries)?;
         let scores: Vec<MetricSet> = reverse_masks
             .par_iter()
             .zip(reference.labels.par_iter())
@@ -278,7 +271,16 @@ pub fn atlas_masks(
         labels: picked.iter().map(|&i| reference.labels[i].view()).collect(),
     };
     let queries: Vec<ArrayView2<f32>> = normalised.iter().map(|i| i.view()).collect();
-    let masks = reverse.segment(&support, &queries)?;
+    segment_checked(reverse, &support, &queries)
+}
+
+/// [`ReverseSegmenter::segment`], refusing an answer without exactly one mask per query.
+fn segment_checked(
+    reverse: &dyn ReverseSegmenter,
+    support: &SupportSet<'_>,
+    queries: &[ArrayView2<'_, f32>],
+) -> Result<Vec<Mask>, EngineError> {
+    let masks = reverse.segment(support, queries)?;
     if masks.len() != queries.len() {
         return Err(EngineError::Reverse(format!(
             "{} masks returned for {} queries",

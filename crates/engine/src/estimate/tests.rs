@@ -6,14 +6,7 @@ use rand_chacha::ChaCha8Rng;
 use std::collections::BTreeMap;
 
 fn set(v: f64) -> MetricSet {
-    MetricSet {
-        dice: v,
-        jaccard: v,
-        precision: v,
-        recall: v,
-        hd95: 40.0 * (1.0 - v),
-        pearson: v,
-    }
+    MetricSet::uniform(v, 40.0 * (1.0 - v))
 }
 
 fn ok(pseudo: f64) -> PseudoOutcome {

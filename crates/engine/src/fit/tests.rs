@@ -148,15 +148,19 @@ fn point(name: &str, pseudo: Option<f64>, real: f64) -> CheckpointPoint {
     )
 }
 
-#[test]
-fn calibration_leaves_out_checkpoints_without_support() {
-    let points = vec![
+/// A checkpoint without support and two usable ones.
+fn an_empty_and_two_usable() -> Vec<CheckpointPoint> {
+    vec![
         point("empty", None, 0.0),
         point("a", Some(0.3), 0.4),
         point("b", Some(0.5), 0.6),
-        point("c", Some(0.6), 0.72),
-        point("d", Some(0.7), 0.8),
-    ];
+    ]
+}
+
+#[test]
+fn calibration_leaves_out_checkpoints_without_support() {
+    let mut points = an_empty_and_two_usable();
+    points.extend([point("c", Some(0.6), 0.72), point("d", Some(0.7), 0.8)]);
     let cal = Calibration::fit("test".into(), SpeParams::default(), 0, points).unwrap();
     assert_eq!(cal.excluded, vec!["empty".to_string()]);
     assert_eq!(cal.fits.len(), Metric::ALL.len());
@@ -170,11 +174,7 @@ fn calibration_leaves_out_checkpoints_without_support() {
 
 #[test]
 fn calibration_needs_three_usable_checkpoints() {
-    let points = vec![
-        point("empty", None, 0.0),
-        point("a", Some(0.3), 0.4),
-        point("b", Some(0.5), 0.6),
-    ];
+    let points = an_empty_and_two_usable();
     let err = Calibration::fit("test".into(), SpeParams::default(), 0, points).unwrap_err();
     assert!(err.to_string().contains("2 of 3 checkpoints"), "{err}");
 }

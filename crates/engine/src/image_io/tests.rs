@@ -85,6 +85,16 @@ fn cv_bilinear(src: &Array2<f32>, r: usize, c: usize) -> f64 {
     top * (1.0 - fr) + bottom * fr
 }
 
+/// Every pixel of `g` within `tol` of [`cv_bilinear`] of `src`.
+fn assert_bilinear(g: &Gray, src: &Array2<f32>, tol: f64) {
+    for ((r, c), &v) in g.indexed_iter() {
+        assert!(
+            (f64::from(v) - cv_bilinear(src, r, c)).abs() < tol,
+            "({r},{c})"
+        );
+    }
+}
+
 #[test]
 fn gray8_at_working_size_is_unchanged() {
     let f = |x: u32, y: u32| ((x * 7 + y * 13) % 256) as u8;
@@ -189,12 +199,7 @@ fn upscale_2x2_by_hand() {
     let bottom = 200.0 * (1.0 - t) + 255.0 * t;
     assert!((f64::from(g[(63, 63)]) - (top * (1.0 - t) + bottom * t)).abs() < 1e-4);
     let src = Array2::from_shape_fn((2, 2), |(r, c)| f32::from(src[r][c]));
-    for ((r, c), &v) in g.indexed_iter() {
-        assert!(
-            (f64::from(v) - cv_bilinear(&src, r, c)).abs() < 1e-4,
-            "({r},{c})"
-        );
-    }
+    assert_bilinear(&g, &src, 1e-4);
 }
 
 #[test]
@@ -202,12 +207,7 @@ fn upscale_non_square_matches_half_pixel_bilinear() {
     let f = |x: u32, y: u32| ((x * 37 + y * 91) % 256) as u8;
     let g = decode_gray(&gray8(50, 33, f), "odd.png", MAX).unwrap();
     let src = Array2::from_shape_fn((33, 50), |(r, c)| f32::from(f(c as u32, r as u32)));
-    for ((r, c), &v) in g.indexed_iter() {
-        assert!(
-            (f64::from(v) - cv_bilinear(&src, r, c)).abs() < 1e-3,
-            "({r},{c})"
-        );
-    }
+    assert_bilinear(&g, &src, 1e-3);
 }
 
 #[test]
@@ -360,6 +360,13 @@ fn write(dir: &Path, name: &str, bytes: &[u8]) {
     fs::write(dir.join(name), bytes).unwrap();
 }
 
+/// Loading the labelled directory at `root` fails with an error that says every one of `parts`.
+fn assert_load_fails_naming(root: &Path, parts: &[&str]) {
+    let err = load_labelled_dir(root, MAX).unwrap_err();
+    let text = err.to_string();
+    assert!(parts.iter().all(|p| text.contains(p)), "{err}");
+}
+
 #[test]
 fn labelled_dir_pairs_by_stem_sorted() {
     let root = tempfile::tempdir().unwrap();
@@ -386,27 +393,17 @@ fn labelled_dir_pairs_by_stem_sorted() {
     assert!(set.labels[1].iter().all(|&v| v));
 
     write(&images, "c.png", &gray8(8, 8, |_, _| 0));
-    let err = load_labelled_dir(root.path(), MAX).unwrap_err();
-    assert!(
-        err.to_string().contains("c.png") && err.to_string().contains("no label"),
-        "{err}"
-    );
+    assert_load_fails_naming(root.path(), &["c.png", "no label"]);
     fs::remove_file(images.join("c.png")).unwrap();
     write(&labels, "d.png", &gray8(8, 8, |_, _| 0));
-    let err = load_labelled_dir(root.path(), MAX).unwrap_err();
-    assert!(
-        err.to_string().contains("d.png") && err.to_string().contains("no image"),
-        "{err}"
-    );
+    assert_load_fails_naming(root.path(), &["d.png", "no image"]);
     fs::remove_file(labels.join("d.png")).unwrap();
     write(&images, "b.jpeg", &jpeg);
-    let err = load_labelled_dir(root.path(), MAX).unwrap_err();
-    assert!(err.to_string().contains("same name"), "{err}");
+    assert_load_fails_naming(root.path(), &["same name"]);
     fs::remove_file(images.join("b.jpeg")).unwrap();
     // A corrupt member fails the whole load, naming the file.
     write(&labels, "b.png", b"\x89PNG\r\n\x1a\nbroken");
-    let err = load_labelled_dir(root.path(), MAX).unwrap_err();
-    assert!(err.to_string().contains("b.png"), "{err}");
+    assert_load_fails_naming(root.path(), &["b.png"]);
 }
 
 #[test]

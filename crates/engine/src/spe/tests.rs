@@ -9,6 +9,10 @@ use ndarray::Array2;
 struct NearestSupport;
 
 impl ReverseSegmenter for NearestSupport {
+    fn describe(&self) -> String {
+        "nearest-support".into()
+    }
+
     fn segment(
         &self,
         support: &SupportSet<'_>,
@@ -27,9 +31,6 @@ impl ReverseSegmenter for NearestSupport {
                 support.labels[best].to_owned()
             })
             .collect())
-    }
-    fn describe(&self) -> String {
-        "nearest-support".into()
     }
 }
 
@@ -178,15 +179,12 @@ fn pseudo_metrics_reflect_the_quality_of_the_support_masks() {
     assert_eq!(again, bad, "same inputs and seed give the same numbers");
 }
 
+/// Metrics all at `v`, HD95 falling from 50 to 0 as `v` rises.
+fn set(v: f64) -> MetricSet {
+    MetricSet::uniform(v, 50.0 * (1.0 - v))
+}
+
 fn toy_calibration() -> Calibration {
-    let set = |v: f64| MetricSet {
-        dice: v,
-        jaccard: v,
-        precision: v,
-        recall: v,
-        hd95: 50.0 * (1.0 - v),
-        pearson: v,
-    };
     let points = [(0.2, 0.1), (0.4, 0.5), (0.6, 0.8), (0.7, 0.95)]
         .iter()
         .enumerate()
@@ -226,14 +224,6 @@ fn signals(outcome: PseudoOutcome, images: usize) -> BatchSignals {
 #[test]
 fn estimates_are_clamped_and_intervals_contain_them() {
     let cal = toy_calibration();
-    let set = |v: f64| MetricSet {
-        dice: v,
-        jaccard: v,
-        precision: v,
-        recall: v,
-        hd95: 50.0 * (1.0 - v),
-        pearson: v,
-    };
     // Far above the calibrated range: the raw mapping exceeds 1 and must be clamped.
     let outcome = PseudoOutcome::Ok {
         pseudo: set(0.99),
