@@ -21,9 +21,7 @@ use uuid::Uuid;
 
 /// The calibration, or [`AppError::NotFound`].
 pub async fn get(ctx: &Context, id: Uuid) -> Result<CalibrationRow, AppError> {
-    calibrations::get(&ctx.pool, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("calibration {id} does not exist")))
+    super::existing(calibrations::get(&ctx.pool, id).await?, "calibration", id)
 }
 
 /// A model ready to be calibrated: it exists and has a reference set.

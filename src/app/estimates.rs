@@ -16,9 +16,7 @@ use uuid::Uuid;
 
 /// The estimate, or [`AppError::NotFound`].
 pub async fn get(ctx: &Context, id: Uuid) -> Result<EstimateRow, AppError> {
-    estimates::get(&ctx.pool, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("estimate {id} does not exist")))
+    super::existing(estimates::get(&ctx.pool, id).await?, "estimate", id)
 }
 
 /// A model that can take a batch now: it has an active calibration this spe reads, and the queue has room.

@@ -59,6 +59,11 @@ impl Context {
     }
 }
 
+/// `row`, or [`AppError::NotFound`] naming what was looked up (e.g. "model") and its id.
+pub fn existing<T>(row: Option<T>, what: &str, id: uuid::Uuid) -> Result<T, AppError> {
+    row.ok_or_else(|| AppError::NotFound(format!("{what} {id} does not exist")))
+}
+
 /// Why a use case failed, in its own terms.
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {

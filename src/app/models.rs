@@ -28,16 +28,16 @@ pub fn validate_name(name: &str) -> Result<(), AppError> {
 
 /// The model, or [`AppError::NotFound`].
 pub async fn get(ctx: &Context, id: Uuid) -> Result<ModelRow, AppError> {
-    models::get(&ctx.pool, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("model {id} does not exist")))
+    super::existing(models::get(&ctx.pool, id).await?, "model", id)
 }
 
 /// The reverse segmenter, or [`AppError::NotFound`].
 pub async fn get_reverse(ctx: &Context, id: Uuid) -> Result<ReverseRow, AppError> {
-    models::get_reverse(&ctx.pool, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("reverse segmenter {id} does not exist")))
+    super::existing(
+        models::get_reverse(&ctx.pool, id).await?,
+        "reverse segmenter",
+        id,
+    )
 }
 
 /// A registered ONNX reverse segmenter and the threshold that binarises its output.
@@ -106,9 +106,7 @@ pub async fn delete(ctx: &Context, id: Uuid) -> Result<(), AppError> {
         .begin()
         .await
         .map_err(crate::store::StoreError::from)?;
-    let garbage = models::delete(&mut tx, id)
-        .await?
-        .ok_or_else(|| AppError::NotFound(format!("model {id} does not exist")))?;
+    let garbage = super::existing(models::delete(&mut tx, id).await?, "model", id)?;
     tx.commit().await.map_err(crate::store::StoreError::from)?;
     cleanup(ctx, &garbage).await;
     Ok(())
