@@ -437,6 +437,10 @@ fn mean_squared_difference(a: &[f32], b: &[f32]) -> f32 {
 }
 
 impl ReverseSegmenter for LabelFusion {
+    fn describe(&self) -> String {
+        self.params.describe()
+    }
+
     fn segment(
         &self,
         support: &SupportSet<'_>,
@@ -446,10 +450,6 @@ impl ReverseSegmenter for LabelFusion {
             Some(pool) => pool.install(|| self.run(support, queries)),
             None => self.run(support, queries),
         }
-    }
-
-    fn describe(&self) -> String {
-        self.params.describe()
     }
 }
 

@@ -211,6 +211,15 @@ impl OnnxReverse {
 }
 
 impl ReverseSegmenter for OnnxReverse {
+    /// UniverSeg's published weights were trained with at most 64 supports.
+    fn max_supports(&self) -> Option<usize> {
+        Some(MAX_SUPPORTS)
+    }
+
+    fn describe(&self) -> String {
+        Self::description(&self.name, self.params.threshold)
+    }
+
     fn segment(
         &self,
         support: &SupportSet<'_>,
@@ -270,14 +279,5 @@ impl ReverseSegmenter for OnnxReverse {
             masks.extend(out);
         }
         Ok(masks)
-    }
-
-    /// UniverSeg's published weights were trained with at most 64 supports.
-    fn max_supports(&self) -> Option<usize> {
-        Some(MAX_SUPPORTS)
-    }
-
-    fn describe(&self) -> String {
-        Self::description(&self.name, self.params.threshold)
     }
 }

@@ -4,7 +4,7 @@ use super::session_cache::PooledSession;
 use super::{InferenceError, Runtime};
 use crate::engine::{Gray, Mask, SIDE};
 use ndarray::{Array4, ArrayViewD, Axis};
-use ort::value::{TensorElementType, TensorRef, ValueType};
+use ort::value::{Outlet, TensorElementType, TensorRef, ValueType};
 use serde::{Deserialize, Serialize};
 use std::sync::Mutex;
 use utoipa::ToSchema;
@@ -150,38 +150,10 @@ impl SegModel {
             model: name.to_string(),
             reason,
         };
-        let input = match &spec.input.name {
-            Some(n) => session
-                .inputs()
-                .iter()
-                .find(|o| o.name() == n)
-                .ok_or_else(|| {
-                    mismatch(format!(
-                        "it has no input named {n:?} (its inputs: {})",
-                        names(session.inputs().iter().map(|o| o.name()))
-                    ))
-                })?,
-            None => session
-                .inputs()
-                .first()
-                .ok_or_else(|| mismatch("it declares no input".into()))?,
-        };
-        let output = match &spec.output.name {
-            Some(n) => session
-                .outputs()
-                .iter()
-                .find(|o| o.name() == n)
-                .ok_or_else(|| {
-                    mismatch(format!(
-                        "it has no output named {n:?} (its outputs: {})",
-                        names(session.outputs().iter().map(|o| o.name()))
-                    ))
-                })?,
-            None => session
-                .outputs()
-                .first()
-                .ok_or_else(|| mismatch("it declares no output".into()))?,
-        };
+        let input =
+            port(session.inputs(), spec.input.name.as_deref(), "input").map_err(mismatch)?;
+        let output =
+            port(session.outputs(), spec.output.name.as_deref(), "output").map_err(mismatch)?;
         let in_shape =
             float_tensor_shape(input.dtype(), "input", input.name()).map_err(mismatch)?;
         check_dim(&in_shape, 1, spec.input.channels as i64, "input channels").map_err(mismatch)?;
@@ -327,6 +299,21 @@ fn scale(image: &Gray, scale: Scale) -> Gray {
                 image.mapv(|v| ((v as f64 - mean) / sd) as f32)
             }
         }
+    }
+}
+
+/// The input or output (`what`) named `wanted` among `ports`, or the first when none is named.
+fn port<'s>(ports: &'s [Outlet], wanted: Option<&str>, what: &str) -> Result<&'s Outlet, String> {
+    match wanted {
+        Some(n) => ports.iter().find(|o| o.name() == n).ok_or_else(|| {
+            format!(
+                "it has no {what} named {n:?} (its {what}s: {})",
+                names(ports.iter().map(|o| o.name()))
+            )
+        }),
+        None => ports
+            .first()
+            .ok_or_else(|| format!("it declares no {what}")),
     }
 }
 

@@ -299,7 +299,10 @@ fn pixels_of(images: &[NamedImage]) -> u64 {
         .sum()
 }
 
-fn expand_one(file: &InputFile, budget: &Budget) -> Result<Vec<NamedImage>, ExpandError> {
+/// What expanding some input gives: its images, or why it is refused.
+type Expanded = Result<Vec<NamedImage>, ExpandError>;
+
+fn expand_one(file: &InputFile, budget: &Budget) -> Expanded {
     let opts = budget.opts;
     let format = Format::sniff(&file.data);
     match format {
@@ -359,22 +362,28 @@ pub fn check_total(images: &[NamedImage], what: &str, opts: &Options) -> Result<
 }
 
 /// Unlabelled files -> images. CPU-bound: call from `spawn_blocking`.
-pub fn unlabelled(
-    files: &[InputFile],
+pub fn unlabelled(files: &[InputFile], opts: &Options, what: &str) -> Expanded {
+    expand_all(files, opts, what, expand_one)
+}
+
+/// Expands every input in parallel against one shared [`Budget`], then checks the total.
+fn expand_all<T: Sync>(
+    inputs: &[T],
     opts: &Options,
     what: &str,
-) -> Result<Vec<NamedImage>, ExpandError> {
+    expand: impl Fn(&T, &Budget) -> Expanded + Sync,
+) -> Expanded {
     let budget = Budget::new(opts, what);
-    let nested = files
+    let nested = inputs
         .par_iter()
-        .map(|f| expand_one(f, &budget))
+        .map(|input| expand(input, &budget))
         .collect::<Result<Vec<_>, _>>()?;
     let images: Vec<NamedImage> = nested.into_iter().flatten().collect();
     check_total(&images, what, opts)?;
     Ok(images)
 }
 
-fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, ExpandError> {
+fn expand_pair(pair: &InputPair, budget: &Budget) -> Expanded {
     let opts = budget.opts;
     let (name, origin) = (&pair.name, &pair.origin);
     match (Format::sniff(&pair.image), Format::sniff(&pair.label)) {
@@ -413,7 +422,7 @@ fn expand_pair(pair: &InputPair, budget: &Budget) -> Result<Vec<NamedImage>, Exp
 }
 
 /// A labelled volume: the slices whose label has at least `min_label_area` pixels on the working grid.
-fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, ExpandError> {
+fn nifti_pair(pair: &InputPair, opts: &Options) -> Expanded {
     let (name, origin) = (&pair.name, &pair.origin);
     let limits = opts.nifti_limits();
     let planes = nifti::decode_volume(&pair.image, opts.axis, &limits)
@@ -477,19 +486,8 @@ fn nifti_pair(pair: &InputPair, opts: &Options) -> Result<Vec<NamedImage>, Expan
 }
 
 /// Labelled pairs -> images with labels. CPU-bound: call from `spawn_blocking`.
-pub fn labelled(
-    pairs: &[InputPair],
-    opts: &Options,
-    what: &str,
-) -> Result<Vec<NamedImage>, ExpandError> {
-    let budget = Budget::new(opts, what);
-    let nested = pairs
-        .par_iter()
-        .map(|p| expand_pair(p, &budget))
-        .collect::<Result<Vec<_>, _>>()?;
-    let images: Vec<NamedImage> = nested.into_iter().flatten().collect();
-    check_total(&images, what, opts)?;
-    Ok(images)
+pub fn labelled(pairs: &[InputPair], opts: &Options, what: &str) -> Expanded {
+    expand_all(pairs, opts, what, expand_pair)
 }
 
 #[cfg(test)]
@@ -513,17 +511,22 @@ mod budget_tests {
         png_bytes(&raw, side as usize, side as usize, ExtendedColorType::L8)
     }
 
+    /// `n` parts holding the same bytes, named `{prefix}{i}`.
+    fn copies(data: &Bytes, n: usize, prefix: &str) -> Vec<InputFile> {
+        (0..n)
+            .map(|i| InputFile {
+                name: format!("{prefix}{i}"),
+                data: data.clone(),
+                origin: format!("image part #{i}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn large_declared_pngs_are_refused_by_the_request_total() {
         let png = zeros_png(5000);
         assert!(png.len() < 200_000, "{} bytes", png.len());
-        let files: Vec<InputFile> = (0..1000)
-            .map(|i| InputFile {
-                name: format!("p{i}"),
-                data: png.clone(),
-                origin: format!("image part #{i}"),
-            })
-            .collect();
+        let files = copies(&png, 1000, "p");
         // 1000 x 25 Mpx against a 100 Mpx budget: refused after a handful, not after decoding all.
         let started = std::time::Instant::now();
         let e = unlabelled(&files, &opts(2000, 100_000_000), "the batch")
@@ -552,13 +555,7 @@ mod budget_tests {
         let nii = Bytes::from(crate::ingest::nifti::testdata::nifti_u8(
             dims, &data, [1.0; 3], true,
         ));
-        let files: Vec<InputFile> = (0..16)
-            .map(|i| InputFile {
-                name: format!("v{i}"),
-                data: nii.clone(),
-                origin: format!("image part #{i}"),
-            })
-            .collect();
+        let files = copies(&nii, 16, "v");
         // 16 volumes of 64 slices against 100 images: the third volume is over.
         let e = unlabelled(&files, &opts(100, u64::MAX), "the batch")
             .err()

@@ -105,11 +105,7 @@ pub fn decode_volume(
     axis: Option<usize>,
     limits: &Limits,
 ) -> Result<Vec<Plane>, IngestError> {
-    guard(|| {
-        let axis = check_axis(axis)?;
-        let volume = load(bytes, axis, limits)?;
-        Ok(volume.image_planes(axis))
-    })
+    read_volume(bytes, axis, limits, Volume::image_planes)
 }
 
 /// The slices of a label volume along `axis`.
@@ -118,16 +114,29 @@ pub fn decode_label_volume(
     axis: Option<usize>,
     limits: &Limits,
 ) -> Result<Vec<LabelPlane>, IngestError> {
-    guard(|| {
-        let axis = check_axis(axis)?;
-        let volume = load(bytes, axis, limits)?;
+    read_volume(bytes, axis, limits, |volume, axis| {
         let spacing_mm = volume.header.plane_spacing(axis);
-        Ok((0..volume.header.dims[axis])
+        (0..volume.header.dims[axis])
             .map(|s| LabelPlane {
                 mask: volume.slice(axis, s, |v| v != 0.0 && !v.is_nan()),
                 spacing_mm,
             })
-            .collect())
+            .collect()
+    })
+}
+
+/// Checks `axis` (default the last), loads the volume and gives `read` what it needs of it, with a panic
+/// anywhere on the way turned into an error.
+fn read_volume<'a, T>(
+    bytes: &'a [u8],
+    axis: Option<usize>,
+    limits: &Limits,
+    read: impl FnOnce(&Volume<'a>, usize) -> T,
+) -> Result<T, IngestError> {
+    guard(|| {
+        let axis = check_axis(axis)?;
+        let volume = load(bytes, axis, limits)?;
+        Ok(read(&volume, axis))
     })
 }
 

@@ -27,6 +27,18 @@ fn dice(g: &Mask, p: &Mask) -> f64 {
     }
 }
 
+/// Label fusion at the full 128 resolution that takes each query's single most similar support.
+fn best_support_at_full_resolution(support: &SupportSet<'_>, queries: &[Array2<f32>]) -> Vec<Mask> {
+    let params = LabelFusionParams {
+        resolution: 128,
+        top_k: 1,
+        ..LabelFusionParams::default()
+    };
+    LabelFusion::new(params)
+        .segment(support, &views(queries))
+        .unwrap()
+}
+
 /// Moves an image (or mask) by (dy, dx) pixels, replicating edges.
 fn moved<T: Copy>(a: &Array2<T>, dy: i32, dx: i32) -> Array2<T> {
     let clamp = |v: i32| v.clamp(0, SIDE as i32 - 1) as usize;
@@ -78,14 +90,7 @@ fn alignment_recovers_a_shifted_atlas() {
     let support_img = [moved(&images[0], dy, dx)];
     let support_lab = [moved(&labels[0], dy, dx)];
     let support = support_set(&support_img, &support_lab);
-    let params = LabelFusionParams {
-        resolution: 128,
-        top_k: 1,
-        ..LabelFusionParams::default()
-    };
-    let masks = LabelFusion::new(params)
-        .segment(&support, &views(&images))
-        .unwrap();
+    let masks = best_support_at_full_resolution(&support, &images);
     assert_eq!(
         masks[0], labels[0],
         "the support's label moved back onto the query"
@@ -105,14 +110,7 @@ fn alignment_recovers_a_shifted_atlas() {
 fn a_query_equal_to_a_support_gets_that_label_at_full_resolution() {
     let (images, labels) = reference::synthetic_set(12, 5);
     let support = support_set(&images, &labels);
-    let params = LabelFusionParams {
-        resolution: 128,
-        top_k: 1,
-        ..LabelFusionParams::default()
-    };
-    let masks = LabelFusion::new(params)
-        .segment(&support, &views(&images[4..6]))
-        .unwrap();
+    let masks = best_support_at_full_resolution(&support, &images[4..6]);
     assert_eq!(masks[0], labels[4]);
     assert_eq!(masks[1], labels[5]);
 }
@@ -173,28 +171,17 @@ fn rejects_bad_inputs() {
         lf.segment(&support, &[small.view()]),
         Err(EngineError::Invalid(_))
     ));
-    for bad in [
-        LabelFusionParams {
-            resolution: 32,
-            ..LabelFusionParams::default()
-        },
-        LabelFusionParams {
-            sigma: 0.0,
-            ..LabelFusionParams::default()
-        },
-        LabelFusionParams {
-            h_scale: f32::NAN,
-            ..LabelFusionParams::default()
-        },
-        LabelFusionParams {
-            search_radius: 100,
-            ..LabelFusionParams::default()
-        },
-        LabelFusionParams {
-            threshold: 1.0,
-            ..LabelFusionParams::default()
-        },
-    ] {
+    // Each spoils one parameter of the defaults.
+    let spoilers: [fn(&mut LabelFusionParams); 5] = [
+        |p| p.resolution = 32,
+        |p| p.sigma = 0.0,
+        |p| p.h_scale = f32::NAN,
+        |p| p.search_radius = 100,
+        |p| p.threshold = 1.0,
+    ];
+    for spoil in spoilers {
+        let mut bad = LabelFusionParams::default();
+        spoil(&mut bad);
         assert!(bad.validate().is_err(), "{bad:?}");
         let lf = LabelFusion::new(bad);
         assert!(matches!(

@@ -30,22 +30,21 @@ struct Bytes<'a> {
 }
 
 impl Bytes<'_> {
+    /// The `N` bytes at `at` in little-endian order (reversed when the input is big endian).
+    fn word<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
+        let mut b: [u8; N] = self.data.get(at..at.checked_add(N)?)?.try_into().ok()?;
+        if self.big_endian {
+            b.reverse();
+        }
+        Some(b)
+    }
+
     fn u16(&self, at: usize) -> Option<u16> {
-        let b: [u8; 2] = self.data.get(at..at.checked_add(2)?)?.try_into().ok()?;
-        Some(if self.big_endian {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        })
+        self.word(at).map(u16::from_le_bytes)
     }
 
     fn u32(&self, at: usize) -> Option<u32> {
-        let b: [u8; 4] = self.data.get(at..at.checked_add(4)?)?.try_into().ok()?;
-        Some(if self.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        })
+        self.word(at).map(u32::from_le_bytes)
     }
 
     /// Fails when `len` bytes starting at `at` are not all in the input.

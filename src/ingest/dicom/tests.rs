@@ -55,6 +55,13 @@ impl Img {
         }
     }
 
+    /// Signed 16-bit MONOCHROME2 samples.
+    fn signed16(rows: usize, cols: usize) -> Img {
+        let mut img = Img::new(rows as u16, cols as u16, 16, "MONOCHROME2");
+        img.signed = true;
+        img
+    }
+
     fn with(mut self, element: El) -> Img {
         self.extra.push(element);
         self
@@ -280,10 +287,9 @@ fn unsigned_16bit_is_stretched_min_max() {
 fn signed_16bit_with_rescale() {
     let stored = [-2000i16, -1024, 0, 1, 3071, 500];
     let words: Vec<u16> = stored.iter().map(|&v| v as u16).collect();
-    let mut img = Img::new(2, 3, 16, "MONOCHROME2")
+    let mut img = Img::signed16(2, 3)
         .text(tags::RESCALE_SLOPE, VR::DS, "2")
         .text(tags::RESCALE_INTERCEPT, VR::DS, "-1024");
-    img.signed = true;
     img.stored = 12;
     img.high = 11;
     // 12 bits stored: -2000 and 3071 do not fit and wrap as the file's stored bits say.

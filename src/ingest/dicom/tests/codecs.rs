@@ -36,10 +36,9 @@ fn rle_8bit_multi_frame() {
 #[test]
 fn rle_16bit_signed_with_rescale() {
     let stored = [-1000i16, -1, 0, 1, 255, 256, 32767, -32768];
-    let mut img = Img::new(2, 4, 16, "MONOCHROME2")
+    let img = Img::signed16(2, 4)
         .text(tags::RESCALE_SLOPE, VR::DS, "0.5")
         .text(tags::RESCALE_INTERCEPT, VR::DS, "10");
-    img.signed = true;
     let high = stored.iter().map(|v| (*v as u16 >> 8) as u8).collect();
     let low = stored.iter().map(|v| *v as u16 as u8).collect();
     let i = ok(&img.file(RLE_LOSSLESS, encapsulated(vec![rle_fragment(&[high, low])])));
@@ -241,12 +240,7 @@ fn jpeg_lossless_signed_12_bit_with_rescale() {
     ];
     // Signed samples are coded as their 12-bit two's complement bit patterns.
     let coded: Vec<u16> = values.iter().map(|&v| (v as u16) & 0x0FFF).collect();
-    let mut img = Img::new(rows as u16, cols as u16, 16, "MONOCHROME2").text(
-        tags::RESCALE_INTERCEPT,
-        VR::DS,
-        "-24",
-    );
-    img.signed = true;
+    let mut img = Img::signed16(rows, cols).text(tags::RESCALE_INTERCEPT, VR::DS, "-24");
     img.stored = 12;
     img.high = 11;
     let jpeg = lossless_jpeg::encode(&coded, rows, cols, 12, 1);

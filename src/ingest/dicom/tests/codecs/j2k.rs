@@ -116,12 +116,7 @@ fn j2k_16bit_signed_multi_frame_with_rescale() {
         .iter()
         .map(|p| encode(std::slice::from_ref(p), rows as u32, cols as u32, 16, true))
         .collect();
-    let mut img = Img::new(rows as u16, cols as u16, 16, "MONOCHROME2").text(
-        tags::RESCALE_SLOPE,
-        VR::DS,
-        "3",
-    );
-    img.signed = true;
+    let mut img = Img::signed16(rows, cols).text(tags::RESCALE_SLOPE, VR::DS, "3");
     img.frames = 2;
     let i = ok(&img.file(J2K_LOSSLESS, encapsulated(fragments)));
     for (n, f) in frames.iter().enumerate() {
