@@ -214,6 +214,19 @@ def finish_model(graph, name: str) -> onnx.ModelProto:
     return m
 
 
+def checkpoint_model(nodes, inits, graph_name: str, inp, out, name: str) -> onnx.ModelProto:
+    """A one-input one-output model over [N, channels, H, W] float tensors; `inp` and `out` are
+    (tensor name, channels)."""
+    graph = helper.make_graph(
+        nodes,
+        graph_name,
+        [helper.make_tensor_value_info(inp[0], TensorProto.FLOAT, ["N", inp[1], H, W])],
+        [helper.make_tensor_value_info(out[0], TensorProto.FLOAT, ["N", out[1], H, W])],
+        inits,
+    )
+    return finish_model(graph, name)
+
+
 def save_model(m: onnx.ModelProto, path: Path):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(m.SerializeToString(deterministic=True))
@@ -268,26 +281,10 @@ def opening_nodes(inp: str, r: int, prefix: str, inits: list) -> tuple[list, str
 
 
 # Gray/argmax family: (box size, threshold on gray/255, opening radius or 0); None = predicts nothing.
-GRAY_CKPTS = [
-    None,
-    (1, 0.68, 0),
-    (1, 0.65, 0),
-    (3, 0.60, 0),
-    (3, 0.57, 0),
-    (3, 0.54, 0),
-    (5, 0.50, 0),
-    (5, 0.47, 7),
-]
+GRAY_CKPTS = [None, (1, 0.68, 0), (1, 0.65, 0), (3, 0.60, 0), (3, 0.57, 0), (3, 0.54, 0), (5, 0.50, 0), (5, 0.47, 7)]
 
 # RGB/sigmoid family (threshold is on the luminance/255 of the raw input).
-RGB_CKPTS = [
-    None,
-    (1, 0.66, 0),
-    (3, 0.61, 0),
-    (3, 0.56, 0),
-    (5, 0.52, 0),
-    (5, 0.48, 5),
-]
+RGB_CKPTS = [None, (1, 0.66, 0), (3, 0.61, 0), (3, 0.56, 0), (5, 0.52, 0), (5, 0.48, 5)]
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
 
 
@@ -343,14 +340,10 @@ def gray_argmax_model(params, idx: int) -> onnx.ModelProto:
         numpy_helper.from_array(np.zeros(2, np.float32), "head_b"),
     ]
     nodes.append(helper.make_node("Conv", [fg, "head_w", "head_b"], ["logits"]))
-    graph = helper.make_graph(
-        nodes,
-        f"synthetic_gray_ckpt_{idx:02d}",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, H, W])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, H, W])],
-        inits,
+    return checkpoint_model(
+        nodes, inits, f"synthetic_gray_ckpt_{idx:02d}", ("image", 1), ("logits", 2),
+        f"synthetic gray/argmax checkpoint {idx:02d}: params={params}",
     )
-    return finish_model(graph, f"synthetic gray/argmax checkpoint {idx:02d}: params={params}")
 
 
 def rgb_sigmoid_model(params, idx: int) -> onnx.ModelProto:
@@ -373,14 +366,10 @@ def rgb_sigmoid_model(params, idx: int) -> onnx.ModelProto:
         more, fg = opening_nodes(out0, r, "open_", inits)
         nodes += more
         nodes.append(helper.make_node("Identity", [fg], ["prob_logits"]))
-    graph = helper.make_graph(
-        nodes,
-        f"synthetic_rgb_ckpt_{idx:02d}",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 3, H, W])],
-        [helper.make_tensor_value_info("prob_logits", TensorProto.FLOAT, ["N", 1, H, W])],
-        inits,
+    return checkpoint_model(
+        nodes, inits, f"synthetic_rgb_ckpt_{idx:02d}", ("input", 3), ("prob_logits", 1),
+        f"synthetic rgb/sigmoid checkpoint {idx:02d}: params={params}",
     )
-    return finish_model(graph, f"synthetic rgb/sigmoid checkpoint {idx:02d}: params={params}")
 
 
 # --------------------------------------------------------------------------------------
