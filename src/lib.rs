@@ -10,6 +10,7 @@ pub use spe_engine as engine;
 pub mod inference;
 pub mod ingest;
 pub mod jobs;
+pub mod monitor;
 pub mod pipeline;
 pub mod service;
 pub mod store;
