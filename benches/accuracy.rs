@@ -278,13 +278,9 @@ fn run_dataset(
 
     let started = Instant::now();
     let mut progress = |i: usize, n: usize, p: &spe::engine::fit::CheckpointPoint| {
-        eprintln!(
-            "  calibrate [{}/{n}] {}: real dice {:.4} ({:.1}s)",
-            i + 1,
-            p.name,
-            p.real.dice,
-            started.elapsed().as_secs_f64()
-        );
+        let (k, name, dice) = (i + 1, &p.name, p.real.dice);
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("  calibrate [{k}/{n}] {name}: real dice {dice:.4} ({seconds:.1}s)");
         std::ops::ControlFlow::Continue(())
     };
     let calibration = pipeline::calibrate(

@@ -33,8 +33,45 @@ impl Drop for Server {
     }
 }
 
+/// One GET of the finished estimate, its latency (ms) or its failure counted.
+#[derive(Clone)]
+struct Poll {
+    client: reqwest::Client,
+    resource: String,
+    key: String,
+    latencies: Arc<Mutex<Vec<f64>>>,
+    errors: Arc<Mutex<usize>>,
+}
+
+impl Poll {
+    async fn get(self) {
+        let t = Instant::now();
+        match self
+            .client
+            .get(&self.resource)
+            .bearer_auth(&self.key)
+            .send()
+            .await
+        {
+            Ok(r) if r.status().is_success() => {
+                let _ = r.bytes().await;
+                self.latencies
+                    .lock()
+                    .unwrap()
+                    .push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            _ => *self.errors.lock().unwrap() += 1,
+        }
+    }
+}
+
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Sends the request and reads its JSON body.
+async fn json_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
 }
 
 fn synthetic() -> PathBuf {
@@ -42,10 +79,8 @@ fn synthetic() -> PathBuf {
 }
 
 fn files(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
+    let entries = std::fs::read_dir(dir).unwrap();
+    let mut v: Vec<PathBuf> = entries.map(|e| e.unwrap().path()).collect();
     v.sort();
     v
 }
@@ -153,16 +188,13 @@ async fn main() {
         .text("name", "load")
         .text("spec", SPEC)
         .part("onnx", part(&synthetic().join("checkpoints/ckpt_07.onnx")));
-    let model: Value = client
-        .post(format!("{url}/v1/models"))
-        .bearer_auth(&key)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let model = json_of(
+        client
+            .post(format!("{url}/v1/models"))
+            .bearer_auth(&key)
+            .multipart(form),
+    )
+    .await;
     let model = model["id"].as_str().unwrap().to_string();
     let mut form = Form::new();
     for f in files(&synthetic().join("reference/images")) {
@@ -214,15 +246,7 @@ async fn main() {
         .unwrap();
     let location = r.headers()["location"].to_str().unwrap().to_string();
     loop {
-        let v: Value = client
-            .get(format!("{url}{location}"))
-            .bearer_auth(&key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let v = json_of(client.get(format!("{url}{location}")).bearer_auth(&key)).await;
         if v["status"] == "succeeded" || v["status"] == "failed" {
             break;
         }
@@ -279,52 +303,24 @@ async fn main() {
     }
     let latencies = Arc::new(Mutex::new(Vec::new()));
     let get_errors = Arc::new(Mutex::new(0usize));
-    let poller = {
-        let (client, url, key, location, latencies, get_errors) = (
-            client.clone(),
-            url.clone(),
-            key.clone(),
-            location.clone(),
-            latencies.clone(),
-            get_errors.clone(),
-        );
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(GET_EVERY);
-            let mut inflight = Vec::new();
-            while Instant::now() < until {
-                tick.tick().await;
-                let (client, url, key, location, latencies, get_errors) = (
-                    client.clone(),
-                    url.clone(),
-                    key.clone(),
-                    location.clone(),
-                    latencies.clone(),
-                    get_errors.clone(),
-                );
-                inflight.push(tokio::spawn(async move {
-                    let t = Instant::now();
-                    match client
-                        .get(format!("{url}{location}"))
-                        .bearer_auth(&key)
-                        .send()
-                        .await
-                    {
-                        Ok(r) if r.status().is_success() => {
-                            let _ = r.bytes().await;
-                            latencies
-                                .lock()
-                                .unwrap()
-                                .push(t.elapsed().as_secs_f64() * 1000.0);
-                        }
-                        _ => *get_errors.lock().unwrap() += 1,
-                    }
-                }));
-            }
-            for t in inflight {
-                let _ = t.await;
-            }
-        })
+    let poll = Poll {
+        client: client.clone(),
+        resource: format!("{url}{location}"),
+        key: key.clone(),
+        latencies: latencies.clone(),
+        errors: get_errors.clone(),
     };
+    let poller = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(GET_EVERY);
+        let mut inflight = Vec::new();
+        while Instant::now() < until {
+            tick.tick().await;
+            inflight.push(tokio::spawn(poll.clone().get()));
+        }
+        for t in inflight {
+            let _ = t.await;
+        }
+    });
     let slow: Vec<_> = (0..SLOW_CLIENTS)
         .map(|_| {
             let addr = format!("127.0.0.1:{port}");

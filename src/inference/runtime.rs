@@ -22,24 +22,29 @@ pub enum ExecutionProvider {
 impl std::str::FromStr for ExecutionProvider {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda),
-            "tensorrt" => Ok(Self::Tensorrt),
-            _ => Err(format!(
-                "unknown execution provider {s:?}: use cpu, cuda or tensorrt"
-            )),
-        }
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown execution provider {s:?}: use cpu, cuda or tensorrt"))
     }
 }
 
 impl std::fmt::Display for ExecutionProvider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
+        f.write_str(self.name())
+    }
+}
+
+impl ExecutionProvider {
+    const ALL: [ExecutionProvider; 3] = [Self::Cpu, Self::Cuda, Self::Tensorrt];
+
+    /// The lowercase name (also the serde name).
+    fn name(self) -> &'static str {
+        match self {
             Self::Cpu => "cpu",
             Self::Cuda => "cuda",
             Self::Tensorrt => "tensorrt",
-        })
+        }
     }
 }
 

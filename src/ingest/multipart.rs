@@ -104,11 +104,10 @@ mod tests {
     fn body(boundary: &str, parts: &[(&str, &[u8])]) -> Bytes {
         let mut out = Vec::new();
         for (ct, data) in parts {
-            out.extend_from_slice(format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n").as_bytes());
-            out.extend_from_slice(data);
-            out.extend_from_slice(b"\r\n");
+            let head = format!("--{boundary}\r\nContent-Type: {ct}\r\n\r\n");
+            out.extend([head.as_bytes(), data, b"\r\n"].concat());
         }
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+        out.extend(format!("--{boundary}--\r\n").into_bytes());
         Bytes::from(out)
     }
 
