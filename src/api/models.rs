@@ -10,9 +10,11 @@ use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Upload};
 use super::{ApiError, AppState, IdPath};
 use crate::app::models::{self as app, NewModel, OnnxReverseChoice, ReferenceSetInfo};
+use crate::app::thresholds;
+use crate::monitor::{Rule, Thresholds};
 use crate::store::models;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::Multipart;
+use axum::extract::{FromRequest, Multipart, Request};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -24,6 +26,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(put_reference, get_reference))
         .routes(routes!(register_reverse, list_reverse))
         .routes(routes!(get_reverse))
+        .routes(routes!(get_thresholds, put_thresholds))
 }
 
 fn created(location: String) -> HeaderMap {
@@ -201,4 +204,33 @@ async fn get_reverse(
     IdPath(id): IdPath,
 ) -> Result<Json<ReverseSegmenter>, ApiError> {
     Ok(Json(app::get_reverse(&state, id).await?.into()))
+}
+
+/// The model's alert thresholds, per metric: `min` / `max`, or relative to the deployed model's real value
+/// on the active calibration's split (`below_calibration` / `above_calibration`). `{}` when none are set.
+#[utoipa::path(get, path = "/v1/models/{id}/thresholds", operation_id = "getThresholds", tag = "models",
+    params(("id" = Uuid, Path, description = "Model id")),
+    responses((status = 200, body = BTreeMap<String, Rule>), Unauthorized, NotFound, Busy))]
+async fn get_thresholds(state: Reader, IdPath(id): IdPath) -> Result<Json<Thresholds>, ApiError> {
+    Ok(Json(thresholds::get(&state, id).await?))
+}
+
+/// Replace the model's alert thresholds (`{}` removes them), e.g. `{"dice": {"min": 0.85}, "hd95": {"max":
+/// 12}}` or `{"dice": {"below_calibration": 0.05}}`. Each later estimate carries the alerts it raises;
+/// stored estimates keep theirs.
+#[utoipa::path(put, path = "/v1/models/{id}/thresholds", operation_id = "putThresholds", tag = "models",
+    params(("id" = Uuid, Path, description = "Model id")),
+    request_body = BTreeMap<String, Rule>,
+    responses(
+        (status = 200, body = BTreeMap<String, Rule>),
+        Unauthorized, Forbidden, NotFound, Busy,
+        (status = 422, description = "Unknown metric or field, a bound out of range, or a relative rule without a calibration value", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn put_thresholds(
+    state: Admin,
+    IdPath(id): IdPath,
+    req: Request,
+) -> Result<Json<Thresholds>, ApiError> {
+    let Json(body) = Json::<Thresholds>::from_request(req, &state).await?;
+    Ok(Json(thresholds::set(&state, id, body).await?))
 }

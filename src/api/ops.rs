@@ -5,7 +5,9 @@ use super::dto::{Health, HealthChecks};
 use super::error::Problem;
 use super::problems::Unauthorized;
 use super::{ApiError, AppState};
+use crate::engine::metrics::Metric;
 use crate::engine::spe::Estimate;
+use crate::monitor::Severity;
 use crate::store::estimates;
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -107,7 +109,8 @@ fn reachable<T, E: std::fmt::Display>(what: &str, result: Result<T, E>) -> Strin
     }
 }
 
-/// Prometheus metrics: requests, job durations, queue depth, latest estimate per model and metric.
+/// Prometheus metrics: requests, job durations, queue depth, and per model and metric its latest estimate
+/// with interval (`spe_estimate{bound}`) and whether it raised an alert (`spe_alert_active`).
 #[utoipa::path(get, path = "/metrics", operation_id = "getMetrics", tag = "operations", security(()),
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain"), Unauthorized))]
 async fn metrics_text(
@@ -122,12 +125,35 @@ async fn metrics_text(
             .set(n as f64);
     }
     for (model, result) in estimates::latest_per_model(&state.pool).await? {
-        let Estimate::Ok { metrics, .. } = result.estimate else {
-            continue;
+        let alerting = |metric: Metric| {
+            result
+                .alerts
+                .iter()
+                .any(|a| a.metric == metric && a.severity == Severity::Alert)
         };
-        for (metric, value) in metrics {
-            metrics::gauge!("spe_latest_estimate", "model" => model.clone(), "metric" => metric.name())
-                .set(value.estimate);
+        let mut alert_metrics: Vec<Metric> = result.alerts.iter().map(|a| a.metric).collect();
+        if let Estimate::Ok { metrics, .. } = &result.estimate {
+            for (&metric, value) in metrics {
+                let name = metric.name();
+                metrics::gauge!("spe_latest_estimate", "model" => model.clone(), "metric" => name)
+                    .set(value.estimate);
+                let [lower, upper] = value.interval;
+                for (bound, v) in [
+                    ("estimate", value.estimate),
+                    ("lower", lower),
+                    ("upper", upper),
+                ] {
+                    metrics::gauge!("spe_estimate", "model" => model.clone(), "metric" => name, "bound" => bound)
+                        .set(v);
+                }
+                alert_metrics.push(metric);
+            }
+        }
+        alert_metrics.sort();
+        alert_metrics.dedup();
+        for metric in alert_metrics {
+            metrics::gauge!("spe_alert_active", "model" => model.clone(), "metric" => metric.name())
+                .set(if alerting(metric) { 1.0 } else { 0.0 });
         }
     }
     let body = prometheus().map(|h| h.render()).unwrap_or_default();

@@ -7,6 +7,7 @@ pub mod calibrations;
 pub mod estimates;
 pub mod models;
 pub mod studies;
+pub mod thresholds;
 
 use crate::engine::EngineError;
 use crate::inference::{InferenceError, Runtime};

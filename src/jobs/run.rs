@@ -4,15 +4,18 @@
 use super::{JobError, Progress};
 use crate::engine::fit::Calibration;
 use crate::engine::image_io::{self, LabelledSet};
+use crate::engine::metrics::Metric;
 use crate::engine::spe::{self, ReferenceSet, SpeParams};
 use crate::engine::{EngineError, ReverseSegmenter};
 use crate::engine::{Gray, Mask};
 use crate::inference::{ModelSpec, Reverse, Runtime, SegModel};
+use crate::monitor;
 use crate::pipeline::{self, CheckpointMasks};
 use crate::store::results::{EstimateResult, StoredCalibration, Timings, V1};
 use crate::store::{self, calibrations, estimates, image_sets, models, BlobStore};
 use futures::{StreamExt, TryStreamExt};
 use sqlx::PgPool;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -203,7 +206,21 @@ pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Ou
     let reference_id = cal_row
         .reference_set_id
         .ok_or_else(|| JobError::Corrupt("the calibration has no reference set".into()))?;
-    let (_, inputs) = model_inputs(ctx, row.model_id).await?;
+    let (model, inputs) = model_inputs(ctx, row.model_id).await?;
+    // Thresholds as they stand when the estimate is computed; changing them later leaves its alerts be.
+    let thresholds = models::thresholds(&ctx.pool, row.model_id)
+        .await
+        .map_err(final_if_corrupt)?
+        .unwrap_or_default();
+    let baseline = monitor::Baseline {
+        calibration: &calibration,
+        onnx_sha256: &model.onnx_sha256,
+    };
+    let calibration_values: BTreeMap<Metric, f64> = Metric::ALL
+        .into_iter()
+        .filter_map(|m| baseline.value(m).ok().map(|v| (m, v)))
+        .collect();
+    let finds_something = baseline.finds_something();
     let reference = fetch_set(ctx, reference_id, true).await?;
     let batch = fetch_set(ctx, row.batch_set_id, false).await?;
     let load_s = started.elapsed().as_secs_f64();
@@ -234,11 +251,18 @@ pub async fn estimate_job(ctx: &Ctx, id: Uuid, progress: &Progress) -> Result<Ou
             )?;
             let hd95_mm =
                 spe::mean_pixel_mm(&batch.pixel_mm).and_then(|mm| spe::hd95_mm(&estimate, mm));
+            let alerts = monitor::evaluate(
+                &estimate,
+                &thresholds,
+                |m| calibration_values.get(&m).copied(),
+                finds_something,
+            );
             let result = EstimateResult {
                 version: V1,
                 estimate,
                 pseudo,
                 hd95_mm,
+                alerts,
             };
             Ok((result, t.elapsed().as_secs_f64(), sessions_s))
         })

@@ -131,18 +131,26 @@ pub async fn set_result(
         .bind(id)
         .bind(results::to_json(result)?)
         .bind(results::to_json(timings)?)
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+    // Results are written in the order jobs finish, so the last one written is the model's latest.
+    sqlx::query(
+        "INSERT INTO latest_estimates (model_id, estimate_id) SELECT model_id, id FROM estimates WHERE id = $1
+         ON CONFLICT (model_id) DO UPDATE SET estimate_id = EXCLUDED.estimate_id",
+    )
+    .bind(id)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 
-/// Per model and metric, the latest succeeded estimate (for the Prometheus gauge).
+/// Per model, its latest succeeded estimate (for the Prometheus gauges): one row per model, kept on
+/// write, however many estimates are stored.
 pub async fn latest_per_model(pool: &PgPool) -> Result<Vec<(String, EstimateResult)>, StoreError> {
     let rows: Vec<(String, Uuid, serde_json::Value)> = sqlx::query_as(
-        "SELECT DISTINCT ON (e.model_id) m.name, e.id, e.result FROM estimates e
-         JOIN jobs j ON j.id = e.id JOIN models m ON m.id = e.model_id
-         WHERE j.state = 'succeeded' AND e.result IS NOT NULL
-         ORDER BY e.model_id, j.finished_at DESC",
+        "SELECT m.name, e.id, e.result FROM latest_estimates l
+         JOIN models m ON m.id = l.model_id JOIN estimates e ON e.id = l.estimate_id
+         WHERE e.result IS NOT NULL ORDER BY m.name",
     )
     .fetch_all(pool)
     .await?;

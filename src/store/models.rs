@@ -1,6 +1,7 @@
 //! Registered segmentation models and reverse segmenters.
 
 use super::{image_sets, StoreError};
+use crate::monitor::Thresholds;
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -70,6 +71,37 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<ModelRow>, StoreError
         .bind(id)
         .fetch_optional(pool)
         .await?)
+}
+
+/// The model's alert thresholds: None when the model does not exist, empty when none are set.
+pub async fn thresholds(pool: &PgPool, id: Uuid) -> Result<Option<Thresholds>, StoreError> {
+    let row: Option<Option<serde_json::Value>> =
+        sqlx::query_scalar("SELECT thresholds FROM models WHERE id = $1")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    row.map(|v| match v {
+        Some(v) => super::results::decode(v, "model", id, "thresholds"),
+        None => Ok(Thresholds::new()),
+    })
+    .transpose()
+}
+
+/// Replaces the model's thresholds (empty: none); false when the model does not exist.
+pub async fn set_thresholds(
+    pool: &PgPool,
+    id: Uuid,
+    thresholds: &Thresholds,
+) -> Result<bool, StoreError> {
+    let stored = (!thresholds.is_empty())
+        .then(|| super::results::to_json(thresholds))
+        .transpose()?;
+    let done = sqlx::query("UPDATE models SET thresholds = $2 WHERE id = $1")
+        .bind(id)
+        .bind(stored)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected() == 1)
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<ModelRow>, StoreError> {

@@ -5,6 +5,7 @@
 use super::StoreError;
 use crate::engine::fit::{Calibration, CALIBRATION_FORMAT};
 use crate::engine::spe::{Estimate, Hd95Mm, PseudoOutcome};
+use crate::monitor::Alert;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -44,6 +45,9 @@ pub struct EstimateResult {
     /// Present when every batch image carried its pixel size.
     #[serde(default)]
     pub hd95_mm: Option<Hd95Mm>,
+    /// The thresholds the estimate broke or came near, as they stood when it was computed.
+    #[serde(default)]
+    pub alerts: Vec<Alert>,
 }
 
 /// `estimates.timings`: where an estimate job's time went, in seconds.

@@ -14,7 +14,10 @@ mod logs;
 mod openapi;
 mod roles;
 mod s3;
+#[path = "../common/mod.rs"]
+mod shared_data;
 mod stored;
 mod supervise;
 mod sweep;
+mod thresholds;
 mod worker_crash;

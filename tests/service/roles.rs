@@ -23,6 +23,8 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("POST", "/v1/reverse-segmenters", Some("admin")),
     ("GET", "/v1/reverse-segmenters", Some("reader")),
     ("GET", "/v1/reverse-segmenters/{id}", Some("reader")),
+    ("GET", "/v1/models/{id}/thresholds", Some("reader")),
+    ("PUT", "/v1/models/{id}/thresholds", Some("admin")),
     ("GET", "/healthz", None),
     ("GET", "/readyz", None),
     ("GET", "/metrics", None),
@@ -121,11 +123,7 @@ async fn roles_are_enforced_on_every_route() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn roles_protect_ops_when_configured() {
-    let app = TestApp::with(ServeArgs {
-        protect_ops: true,
-        ..test_args()
-    })
-    .await;
+    let app = TestApp::configured(|a| a.protect_ops = true).await;
     for path in ["/healthz", "/readyz", "/metrics"] {
         expect_problem(
             app.client.get(app.at(path)).send().await.unwrap(),

@@ -66,6 +66,9 @@ pub struct EstimateResult {
     pub warnings: Vec<EstimateWarning>,
     /// Pseudo metrics of each repetition (their spread enters the interval).
     pub pseudo_per_repetition: Vec<Metrics>,
+    /// The model's thresholds this estimate broke (`severity: alert`) or whose interval it crossed
+    /// (`warning`), as the thresholds stood when it was computed; empty when none.
+    pub alerts: Vec<crate::monitor::Alert>,
 }
 
 impl From<spe::Hd95Mm> for Hd95Mm {
@@ -182,6 +185,7 @@ impl From<EstimateRow> for EstimateView {
                         })
                         .collect(),
                     pseudo_per_repetition: per_repetition,
+                    alerts: s.alerts,
                 },
                 Estimate::InsufficientSupport { support, message } => EstimateResult {
                     status: EstimateOutcome::InsufficientSupport,
@@ -192,6 +196,7 @@ impl From<EstimateRow> for EstimateView {
                     anchor: None,
                     warnings: Vec::new(),
                     pseudo_per_repetition: per_repetition,
+                    alerts: s.alerts,
                 },
             }
         });
