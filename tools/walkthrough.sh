@@ -70,3 +70,19 @@ until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .sta
   sleep 1
 done
 curl -sSf -H "$AUTH" $SPE$LOCATION | jq -c '{status, images, dice: .result.metrics.dice.estimate, inputs}'
+
+# 8. Alerts: a threshold no model reaches; the next estimate carries the alert, /metrics exports it.
+curl -sSf -X PUT -H "$AUTH" -H 'Content-Type: application/json' -d '{"dice": {"min": 0.99}}' \
+  $SPE/v1/models/$MODEL/thresholds
+echo
+args=()
+for f in $F/batch/*.png; do args+=(-F "image=@$f"); done
+LOCATION=$(curl -sSf -o /dev/null -w '%header{location}' -H "$AUTH" "${args[@]}" $SPE/v1/models/$MODEL/estimates)
+echo "estimate $LOCATION"
+until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .status == "failed"' >/dev/null; do
+  sleep 1
+done
+curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e -c '.result.alerts | select(.[0].severity == "alert")'
+NAME=$(curl -sSf -H "$AUTH" $SPE/v1/models/$MODEL | jq -r .name)
+curl -sSf $SPE/metrics | grep -E "^spe_alert_active\{.*model=\"$NAME\"" | grep dice | grep -q ' 1$'
+echo "alert active for $NAME"
