@@ -391,6 +391,8 @@ pub async fn run(
             blobs.clone(),
             Duration::from_secs(args.blob_sweep_interval_secs),
             Duration::from_secs(args.blob_sweep_min_age_secs),
+            (args.estimate_retention_days > 0)
+                .then(|| Duration::from_secs(u64::from(args.estimate_retention_days) * 86_400)),
             shutdown.clone(),
         ))
     });

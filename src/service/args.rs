@@ -157,6 +157,11 @@ pub struct ServeArgs {
     /// A blob is swept only once it is this old (a margin for uploads in flight).
     #[arg(long, env = "SPE_BLOB_SWEEP_MIN_AGE_SECS", default_value_t = DEFAULT_SWEEP_MIN_AGE_SECS)]
     pub blob_sweep_min_age_secs: u64,
+    /// Delete finished estimates (with their jobs and batch images) this many days after they finished,
+    /// except each model's latest; run with the blob sweep. 0 = keep them forever.
+    #[arg(long, env = "SPE_ESTIMATE_RETENTION_DAYS", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=36_500))]
+    pub estimate_retention_days: u32,
     /// An admin key `spe_<id>.<secret>` installed at start-up (for containers); never re-enabled once
     /// revoked.
     #[arg(long, env = "SPE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]

@@ -159,6 +159,38 @@ pub async fn latest_per_model(pool: &PgPool) -> Result<Vec<(String, EstimateResu
         .collect()
 }
 
+/// Deletes up to `limit` estimates that finished before `cutoff`, never a model's latest, with their jobs,
+/// Idempotency-Keys (a replay is then a new request), received-instance records and batch sets. Returns
+/// how many, and the blob digests no row names any more (to collect after commit).
+pub async fn delete_finished_before(
+    conn: &mut PgConnection,
+    cutoff: DateTime<Utc>,
+    limit: i64,
+) -> Result<(u64, Vec<String>), StoreError> {
+    let old: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT e.id, e.batch_set_id FROM estimates e JOIN jobs j ON j.id = e.id
+         WHERE j.state IN ('succeeded', 'failed') AND j.finished_at < $1
+           AND NOT EXISTS (SELECT 1 FROM latest_estimates l WHERE l.estimate_id = e.id)
+         ORDER BY j.finished_at LIMIT $2
+         FOR UPDATE OF e SKIP LOCKED",
+    )
+    .bind(cutoff)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let (ids, sets): (Vec<Uuid>, Vec<Uuid>) = old.into_iter().unzip();
+    for sql in [
+        "DELETE FROM idempotency_keys WHERE resource_id = ANY($1)",
+        "DELETE FROM received_instances WHERE estimate_id = ANY($1)",
+        "DELETE FROM estimates WHERE id = ANY($1)",
+        "DELETE FROM jobs WHERE id = ANY($1)",
+    ] {
+        sqlx::query(sql).bind(&ids).execute(&mut *conn).await?;
+    }
+    let garbage = super::image_sets::delete_unused(conn, &sets).await?;
+    Ok((ids.len() as u64, garbage))
+}
+
 /// The batch set of an estimate (None when `id` is not an estimate).
 pub async fn batch_set(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>, StoreError> {
     Ok(

@@ -158,3 +158,55 @@ async fn relative_and_malformed_thresholds_are_refused_with_reasons() {
     expect_problem(put(&app, unknown, &relative).await, StatusCode::NOT_FOUND).await;
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_old_estimates_but_never_a_models_latest() {
+    let app = TestApp::configured(|a| {
+        a.estimate_retention_days = 30;
+        a.blob_sweep_interval_secs = 1;
+    })
+    .await;
+    let (id, _) = calibrated_model(&app, "retained").await;
+    let old = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
+    let latest = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
+    // Both finished 100 days ago; the latest one stays as the model's alert state.
+    for est in [&old, &latest] {
+        sqlx::query(
+            "UPDATE jobs SET finished_at = now() - interval '100 days' WHERE id = $1::uuid",
+        )
+        .bind(est["id"].as_str().unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let old_path = format!("/v1/estimates/{}", old["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while app.get(&old_path, &app.reader).await.status() != StatusCode::NOT_FOUND {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the old estimate was not deleted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let latest_path = format!("/v1/estimates/{}", latest["id"].as_str().unwrap());
+    assert_eq!(
+        app.get(&latest_path, &app.reader).await.status(),
+        StatusCode::OK
+    );
+    let batch_sets: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM image_sets s WHERE s.id = (SELECT batch_set_id FROM estimates WHERE id = $1::uuid)",
+    )
+    .bind(latest["id"].as_str().unwrap())
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(batch_sets, 1);
+    let orphaned: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM jobs j WHERE j.kind = 'estimate' AND NOT EXISTS (SELECT 1 FROM estimates e WHERE e.id = j.id)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(orphaned, 0, "the deleted estimate's job went with it");
+    app.stop().await;
+}
