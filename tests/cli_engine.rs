@@ -24,23 +24,46 @@ const RGB_SIGMOID: Family = Family {
     spec: "spec_rgb_sigmoid.json",
 };
 
+/// `spe calibrate` of these checkpoints (with `spec`) on the synthetic reference and calibration sets,
+/// writing `out`; `extra` follows.
+fn calibrate_args(checkpoints: &Path, spec: &Path, out: &Path, extra: &[&str]) -> Vec<String> {
+    let syn = synthetic();
+    let (reference, calibration) = (syn.join("reference"), syn.join("calibration"));
+    let mut args = command_line(
+        "calibrate --checkpoints {} --spec {} --reference {} --calibration {} --out {}",
+        &[checkpoints, spec, &reference, &calibration, out],
+    );
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
+/// `spe estimate` of the family's `checkpoint` through `cal` on `images` with the synthetic reference
+/// set, writing `out`; `extra` follows.
+fn estimate_args(
+    family: &Family,
+    checkpoint: &str,
+    cal: &Path,
+    images: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Vec<String> {
+    let syn = synthetic();
+    let model = syn
+        .join(family.checkpoints)
+        .join(format!("{checkpoint}.onnx"));
+    let (spec, reference) = (syn.join(family.spec), syn.join("reference"));
+    let mut args = command_line(
+        "estimate --model {} --spec {} --calibration {} --reference {} --images {} --out {}",
+        &[&model, &spec, cal, &reference, images, out],
+    );
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args
+}
+
 fn calibrate(family: &Family, out: &Path, extra: &[&str]) -> serde_json::Value {
     let syn = synthetic();
-    let mut args: Vec<String> = vec![
-        "calibrate".into(),
-        "--checkpoints".into(),
-        o(syn.join(family.checkpoints)),
-        "--spec".into(),
-        o(syn.join(family.spec)),
-        "--reference".into(),
-        o(syn.join("reference")),
-        "--calibration".into(),
-        o(syn.join("calibration")),
-        "--out".into(),
-        o(out),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    spe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (checkpoints, spec) = (syn.join(family.checkpoints), syn.join(family.spec));
+    spe(&strs(&calibrate_args(&checkpoints, &spec, out, extra)));
     read_json(out)
 }
 
@@ -51,67 +74,30 @@ fn run_estimate(
     out: &Path,
     extra: &[&str],
 ) -> serde_json::Value {
-    estimate_on(
-        family,
-        checkpoint,
-        cal,
-        &synthetic().join("batch"),
-        out,
-        extra,
-    )
-}
-
-fn estimate_on(
-    family: &Family,
-    checkpoint: &str,
-    cal: &Path,
-    images: &Path,
-    out: &Path,
-    extra: &[&str],
-) -> serde_json::Value {
-    let syn = synthetic();
-    let model = syn
-        .join(family.checkpoints)
-        .join(format!("{checkpoint}.onnx"));
-    let mut args: Vec<String> = vec![
-        "estimate".into(),
-        "--model".into(),
-        o(model),
-        "--spec".into(),
-        o(syn.join(family.spec)),
-        "--calibration".into(),
-        o(cal),
-        "--reference".into(),
-        o(syn.join("reference")),
-        "--images".into(),
-        o(images),
-        "--out".into(),
-        o(out),
-    ];
-    args.extend(extra.iter().map(|a| a.to_string()));
-    spe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let batch = synthetic().join("batch");
+    spe(&strs(&estimate_args(
+        family, checkpoint, cal, &batch, out, extra,
+    )));
     read_json(out)
 }
 
 fn real_dice_on_batch(family: &Family, checkpoint: &str, dir: &Path) -> f64 {
     let syn = synthetic();
     let out = dir.join(format!("eval_{checkpoint}.json"));
-    let args: Vec<String> = vec![
-        "evaluate".into(),
-        "--model".into(),
-        o(syn
-            .join(family.checkpoints)
-            .join(format!("{checkpoint}.onnx"))),
-        "--spec".into(),
-        o(syn.join(family.spec)),
-        "--images".into(),
-        o(syn.join("batch")),
-        "--labels".into(),
-        o(syn.join("batch_labels")),
-        "--out".into(),
-        o(&out),
-    ];
-    spe(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let model = syn
+        .join(family.checkpoints)
+        .join(format!("{checkpoint}.onnx"));
+    let args = command_line(
+        "evaluate --model {} --spec {} --images {} --labels {} --out {}",
+        &[
+            &model,
+            &syn.join(family.spec),
+            &syn.join("batch"),
+            &syn.join("batch_labels"),
+            &out,
+        ],
+    );
+    spe(&strs(&args));
     read_json(&out)["mean"]["dice"].as_f64().unwrap()
 }
 
@@ -231,28 +217,9 @@ fn same_inputs_and_seed_give_the_same_numbers_and_the_seed_matters() {
         &["--repetitions", "2", "--seed", "3"],
     );
     assert_eq!(e3["status"], "ok", "{e3}");
-    let syn = synthetic();
-    let e4 = dir.path().join("e4.json");
-    expect_failure(
-        &[
-            "estimate",
-            "--model",
-            s(&syn.join("checkpoints/ckpt_05.onnx")),
-            "--spec",
-            s(&syn.join(GRAY.spec)),
-            "--calibration",
-            s(&a),
-            "--reference",
-            s(&syn.join("reference")),
-            "--images",
-            s(&syn.join("batch")),
-            "--out",
-            s(&e4),
-            "--support-size",
-            "7",
-        ],
-        "--support-size 7 (the calibration used 5)",
-    );
+    let (batch, e4) = (synthetic().join("batch"), dir.path().join("e4.json"));
+    let args = estimate_args(&GRAY, "ckpt_05", &a, &batch, &e4, &["--support-size", "7"]);
+    expect_failure(&strs(&args), "--support-size 7 (the calibration used 5)");
     assert!(!e4.exists(), "no output on failure");
 }
 
@@ -264,7 +231,16 @@ fn dicom_and_nifti_batch_folders_estimate_like_the_png_batch() {
     let cal = dir.path().join("cal.json");
     calibrate(&GRAY, &cal, &["--support-size", "5", "--repetitions", "2"]);
     let run = |images: &Path, out: &str| {
-        estimate_on(&GRAY, "ckpt_05", &cal, images, &dir.path().join(out), &[])
+        let out = dir.path().join(out);
+        spe(&strs(&estimate_args(
+            &GRAY,
+            "ckpt_05",
+            &cal,
+            images,
+            &out,
+            &[],
+        )));
+        read_json(&out)
     };
     let png = run(&synthetic().join("batch"), "png.json");
     assert!(
@@ -347,21 +323,9 @@ fn universeg_contract_onnx_runs_as_the_reverse_segmenter() {
     );
     assert_eq!(est["status"], "ok", "{est}");
     // A calibration made with another reverse segmenter is refused, not silently mixed.
-    let out = spe_raw(&[
-        "estimate",
-        "--model",
-        s(&synthetic().join("checkpoints/ckpt_06.onnx")),
-        "--spec",
-        s(&synthetic().join(GRAY.spec)),
-        "--calibration",
-        s(&cal_path),
-        "--reference",
-        s(&synthetic().join("reference")),
-        "--images",
-        s(&synthetic().join("batch")),
-        "--out",
-        s(&dir.path().join("x.json")),
-    ]);
+    let (batch, x) = (synthetic().join("batch"), dir.path().join("x.json"));
+    let args = estimate_args(&GRAY, "ckpt_06", &cal_path, &batch, &x, &[]);
+    let out = spe_raw(&strs(&args));
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("same reverse segmenter"), "{stderr}");
@@ -386,23 +350,13 @@ fn bad_inputs_fail_with_messages_that_name_the_problem() {
     let corrupt = fixtures().join("corrupt");
     let out = dir.path().join("out.json");
     let eval = |model: &Path, spec: &Path, images: &Path, labels: &Path| {
-        vec![
-            "evaluate".to_string(),
-            "--model".into(),
-            model.display().to_string(),
-            "--spec".into(),
-            spec.display().to_string(),
-            "--images".into(),
-            images.display().to_string(),
-            "--labels".into(),
-            labels.display().to_string(),
-            "--out".into(),
-            out.display().to_string(),
-        ]
+        command_line(
+            "evaluate --model {} --spec {} --images {} --labels {} --out {}",
+            &[model, spec, images, labels, &out],
+        )
     };
     let run = |args: Vec<String>, needle: &str| {
-        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-        expect_failure(&refs, needle);
+        expect_failure(&strs(&args), needle);
         assert!(!out.exists(), "no output is written on failure");
     };
     let good_model = syn.join("checkpoints/ckpt_03.onnx");
@@ -438,69 +392,39 @@ fn bad_inputs_fail_with_messages_that_name_the_problem() {
     );
     // Malformed spec JSON and unknown fields.
     let bad_spec = dir.path().join("bad.json");
-    std::fs::write(
-        &bad_spec,
-        r#"{"input":{"channels":2},"output":{"kind":"argmax"}}"#,
-    )
-    .unwrap();
-    run(eval(&good_model, &bad_spec, &images, &labels), "channels");
-    std::fs::write(
-        &bad_spec,
-        r#"{"input":{},"output":{"kind":"argmax","colour":1}}"#,
-    )
-    .unwrap();
-    run(eval(&good_model, &bad_spec, &images, &labels), "colour");
+    for (spec, needle) in [
+        (
+            r#"{"input":{"channels":2},"output":{"kind":"argmax"}}"#,
+            "channels",
+        ),
+        (
+            r#"{"input":{},"output":{"kind":"argmax","colour":1}}"#,
+            "colour",
+        ),
+    ] {
+        std::fs::write(&bad_spec, spec).unwrap();
+        run(eval(&good_model, &bad_spec, &images, &labels), needle);
+    }
     // A truncated PNG among the images is named.
     let broken = dir.path().join("broken");
-    std::fs::create_dir_all(broken.join("images")).unwrap();
-    std::fs::create_dir_all(broken.join("labels")).unwrap();
-    std::fs::copy(corrupt.join("truncated.png"), broken.join("images/a.png")).unwrap();
-    std::fs::copy(
-        syn.join("calibration/labels/cal_000.png"),
-        broken.join("labels/a.png"),
-    )
-    .unwrap();
-    run(
-        eval(
-            &good_model,
-            &good_spec,
-            &broken.join("images"),
-            &broken.join("labels"),
-        ),
-        "a.png",
-    );
+    let (broken_images, broken_labels) = (broken.join("images"), broken.join("labels"));
+    std::fs::create_dir_all(&broken_images).unwrap();
+    std::fs::create_dir_all(&broken_labels).unwrap();
+    let put = |from: PathBuf, to: &str| std::fs::copy(from, broken.join(to)).unwrap();
+    let run_broken = |needle: &str| {
+        run(
+            eval(&good_model, &good_spec, &broken_images, &broken_labels),
+            needle,
+        )
+    };
+    put(corrupt.join("truncated.png"), "images/a.png");
+    put(syn.join("calibration/labels/cal_000.png"), "labels/a.png");
+    run_broken("a.png");
     // An image without a label.
-    std::fs::copy(
-        syn.join("calibration/images/cal_001.png"),
-        broken.join("images/b.png"),
-    )
-    .unwrap();
-    run(
-        eval(
-            &good_model,
-            &good_spec,
-            &broken.join("images"),
-            &broken.join("labels"),
-        ),
-        "has no label",
-    );
+    put(syn.join("calibration/images/cal_001.png"), "images/b.png");
+    run_broken("has no label");
     // An unknown reverse segmenter is a usage error.
-    expect_failure(
-        &[
-            "calibrate",
-            "--checkpoints",
-            s(&syn.join("checkpoints")),
-            "--spec",
-            s(&good_spec),
-            "--reference",
-            s(&syn.join("reference")),
-            "--calibration",
-            s(&syn.join("calibration")),
-            "--out",
-            s(&out),
-            "--reverse",
-            "magic",
-        ],
-        "unknown reverse segmenter",
-    );
+    let checkpoints = syn.join("checkpoints");
+    let args = calibrate_args(&checkpoints, &good_spec, &out, &["--reverse", "magic"]);
+    expect_failure(&strs(&args), "unknown reverse segmenter");
 }

@@ -21,19 +21,12 @@ fn evaluate_matches_the_independent_reference_metrics() {
         for split in ["train", "test"] {
             let data = shared.join("datasets/jsrt").join(split);
             let out = out_dir.path().join(format!("{epoch}_{split}.json"));
-            spe(&[
-                "evaluate",
-                "--model",
-                s(&model),
-                "--spec",
-                s(&spec),
-                "--images",
-                s(&data.join("images")),
-                "--labels",
-                s(&data.join("labels")),
-                "--out",
-                s(&out),
-            ]);
+            let (image_dir, label_dir) = (data.join("images"), data.join("labels"));
+            let args = command_line(
+                "evaluate --model {} --spec {} --images {} --labels {} --out {}",
+                &[&model, &spec, &image_dir, &label_dir, &out],
+            );
+            spe(&strs(&args));
             let (values, differ, count) = compare(
                 &read_json(&out),
                 &splits[split],
@@ -89,19 +82,14 @@ fn calibrate_on_the_jsrt_family_meets_the_accuracy_bar() {
     let cal_path = out.path().join("cal.json");
     let jsrt = shared.join("datasets/jsrt");
     let started = std::time::Instant::now();
-    spe(&[
-        "calibrate",
-        "--checkpoints",
-        s(&shared.join("models/jsrt-heart-unet")),
-        "--spec",
-        s(&repo().join("tests/fixtures/jsrt_spec.json")),
-        "--reference",
-        s(&jsrt.join("train")),
-        "--calibration",
-        s(&jsrt.join("test")),
-        "--out",
-        s(&cal_path),
-    ]);
+    let checkpoints = shared.join("models/jsrt-heart-unet");
+    let spec = repo().join("tests/fixtures/jsrt_spec.json");
+    let (train, test) = (jsrt.join("train"), jsrt.join("test"));
+    let args = command_line(
+        "calibrate --checkpoints {} --spec {} --reference {} --calibration {} --out {}",
+        &[&checkpoints, &spec, &train, &test, &cal_path],
+    );
+    spe(&strs(&args));
     eprintln!("calibrate took {:.1}s", started.elapsed().as_secs_f64());
     let cal = read_json(&cal_path);
     report(&cal);
@@ -133,6 +121,9 @@ fn batches_of_every_size_agree(
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    let model = shared.join("models/jsrt-heart-unet/epoch_060.onnx");
+    let spec = repo().join("tests/fixtures/jsrt_spec.json");
+    let train = shared.join("datasets/jsrt/train");
     let mut intervals = Vec::new();
     for size in [6usize, 12, 25, 49] {
         let batch = dir.join(format!("batch{size}"));
@@ -142,21 +133,11 @@ fn batches_of_every_size_agree(
             std::fs::copy(test.join("images").join(name), batch.join(name)).unwrap();
         }
         let out = dir.join(format!("est{size}.json"));
-        spe(&[
-            "estimate",
-            "--model",
-            s(&shared.join("models/jsrt-heart-unet/epoch_060.onnx")),
-            "--spec",
-            s(&repo().join("tests/fixtures/jsrt_spec.json")),
-            "--calibration",
-            s(cal),
-            "--reference",
-            s(&shared.join("datasets/jsrt/train")),
-            "--images",
-            s(&batch),
-            "--out",
-            s(&out),
-        ]);
+        let args = command_line(
+            "estimate --model {} --spec {} --calibration {} --reference {} --images {} --out {}",
+            &[&model, &spec, cal, &train, &batch, &out],
+        );
+        spe(&strs(&args));
         let est = read_json(&out);
         assert_eq!(est["anchor"], "epoch_060", "{est}");
         let dice = &est["metrics"]["dice"];

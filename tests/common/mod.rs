@@ -60,3 +60,26 @@ pub fn s(p: &Path) -> &str {
 pub fn o(p: impl AsRef<Path>) -> String {
     p.as_ref().display().to_string()
 }
+
+/// `spe` arguments from `template`, split at white space, with each `{}` replaced by the next of
+/// `paths`: `command_line("evaluate --model {} --out {}", &[&model, &out])`.
+pub fn command_line(template: &str, paths: &[&Path]) -> Vec<String> {
+    let mut paths = paths.iter();
+    let args: Vec<String> = template
+        .split_whitespace()
+        .map(|word| match word {
+            "{}" => o(paths.next().expect("fewer paths than {} in the template")),
+            _ => word.to_string(),
+        })
+        .collect();
+    assert!(
+        paths.next().is_none(),
+        "more paths than {{}} in the template"
+    );
+    args
+}
+
+/// Owned arguments as `spe` and `spe_raw` take them.
+pub fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}

@@ -3,8 +3,7 @@
 //! replace that choice; one submitted after it does.
 
 use crate::common::*;
-use reqwest::multipart::Form;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -19,36 +18,16 @@ fn pairs(activate: bool) -> Value {
     serde_json::json!({"points": points, "params": {"support_size": 8, "repetitions": 2}, "activate": activate})
 }
 
+fn calibrations(model: &str) -> String {
+    format!("/v1/models/{model}/calibrations")
+}
+
 async fn post_pairs(app: &TestApp, model: &str, activate: bool) -> String {
-    let r = app
-        .client
-        .post(app.at(&format!("/v1/models/{model}/calibrations")))
-        .bearer_auth(&app.admin)
-        .json(&pairs(activate))
-        .send()
-        .await
-        .unwrap();
+    let body = pairs(activate);
+    let r = app.post_json(&calibrations(model), &app.admin, &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let v: Value = r.json().await.unwrap();
     v["id"].as_str().unwrap().to_string()
-}
-
-/// Queues a checkpoint calibration (submitted with the default activate=true); returns its location.
-async fn queue_calibration(app: &TestApp, model: &str) -> String {
-    let mut form = Form::new().text("params", FAST);
-    for f in sorted_files(&synthetic().join("checkpoints")) {
-        form = form.part("checkpoint", file_part(&f));
-    }
-    let form = labelled_form(form, &synthetic().join("calibration"));
-    let r = app
-        .post_form(
-            &format!("/v1/models/{model}/calibrations"),
-            &app.admin,
-            form,
-        )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    r.headers()["location"].to_str().unwrap().to_string()
 }
 
 async fn active(app: &TestApp, model: &str) -> String {
@@ -64,16 +43,12 @@ async fn active(app: &TestApp, model: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_latest_request_wins() {
     // No workers at first, so the checkpoint calibration waits in the queue.
-    let app = TestApp::with(ServeArgs {
-        workers: 0,
-        ..test_args()
-    })
-    .await;
-    let model = model_with_reference(&app, "activation").await;
-    let model = model["id"].as_str().unwrap().to_string();
+    let app = TestApp::configured(|a| a.workers = 0).await;
+    let model = reference_model_id(&app, "activation").await;
     let first = post_pairs(&app, &model, true).await;
     assert_eq!(active(&app, &model).await, first);
-    let queued = queue_calibration(&app, &model).await;
+    // Submitted with the default activate=true.
+    let queued = queue_synthetic_calibration(&app, &model, FAST).await;
     let waiting = app.get_json(&queued, &app.reader).await;
     assert_eq!(waiting["status"], "queued", "{waiting}");
     assert!(
@@ -82,13 +57,8 @@ async fn activation_latest_request_wins() {
     );
     // The admin chooses another calibration while that one waits.
     let chosen = post_pairs(&app, &model, false).await;
-    let r = app
-        .client
-        .post(app.at(&format!("/v1/calibrations/{chosen}/activate")))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let activate = format!("/v1/calibrations/{chosen}/activate");
+    let r = app.send_empty(Method::POST, &activate, &app.admin).await;
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(active(&app, &model).await, chosen);
 
@@ -102,8 +72,7 @@ async fn activation_latest_request_wins() {
         },
     );
     let worker = tokio::spawn(spe::service::run(worker_args, None, rx));
-    let done = app.wait(&queued, Duration::from_secs(300)).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let done = wait_succeeded(&app, &queued, Duration::from_secs(300)).await;
     assert_eq!(done["active"], false, "{done}");
     assert_eq!(
         active(&app, &model).await,
@@ -112,13 +81,8 @@ async fn activation_latest_request_wins() {
     );
 
     // A calibration submitted after the choice is the newer request: it becomes active.
-    let newer = app
-        .wait(
-            &queue_calibration(&app, &model).await,
-            Duration::from_secs(300),
-        )
-        .await;
-    assert_eq!(newer["status"], "succeeded", "{newer}");
+    let newer = queue_synthetic_calibration(&app, &model, FAST).await;
+    let newer = wait_succeeded(&app, &newer, Duration::from_secs(300)).await;
     assert_eq!(active(&app, &model).await, newer["id"].as_str().unwrap());
     let _ = stop.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(30), worker).await;
@@ -130,34 +94,21 @@ async fn activation_latest_request_wins() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn activation_refuses_pairs_whose_fit_is_not_finite() {
     let app = TestApp::start().await;
-    let model = model_with_reference(&app, "overflow").await;
-    let id = model["id"].as_str().unwrap();
+    let id = &reference_model_id(&app, "overflow").await;
     let m = |d: f64| serde_json::json!({"dice": d, "jaccard": d, "precision": d, "recall": d, "hd95": d, "pearson": d});
     let points: Vec<Value> = [8.6e245, -2.5e16, 1e-5]
         .iter()
         .enumerate()
         .map(|(i, &d)| serde_json::json!({"name": format!("p{i}"), "pseudo": m(d), "real": m(-d)}))
         .collect();
-    let r = app
-        .client
-        .post(app.at(&format!("/v1/models/{id}/calibrations")))
-        .bearer_auth(&app.admin)
-        .json(&serde_json::json!({"points": points, "activate": true}))
-        .send()
-        .await
-        .unwrap();
+    let body = serde_json::json!({"points": points, "activate": true});
+    let r = app.post_json(&calibrations(id), &app.admin, &body).await;
     let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(
         problem["detail"].as_str().unwrap().contains("not finite"),
         "{problem}"
     );
-    let r = app
-        .client
-        .get(app.at(&format!("/v1/models/{id}/calibrations")))
-        .bearer_auth(&app.reader)
-        .send()
-        .await
-        .unwrap();
+    let r = app.get(&calibrations(id), &app.reader).await;
     assert_eq!(r.status(), StatusCode::OK);
     let list: Value = r.json().await.unwrap();
     assert_eq!(list["items"].as_array().unwrap().len(), 0, "{list}");

@@ -169,22 +169,25 @@ fn fuzz_config(ids: &FuzzIds) -> String {
         "createCalibration",
         "submitEstimate",
     ];
-    let operations = [
-        ("registerModel", None),
-        ("registerReverseSegmenter", None),
-        ("getModel", Some(ids.model)),
-        ("getReferenceSet", Some(ids.model)),
-        ("putReferenceSet", Some(ids.model)),
-        ("createCalibration", Some(ids.model)),
-        ("listCalibrations", Some(ids.model)),
-        ("submitEstimate", Some(ids.model)),
-        ("listEstimates", Some(ids.model)),
-        ("deleteModel", Some(ids.doomed)),
-        ("getCalibration", Some(ids.calibration)),
-        ("activateCalibration", Some(ids.calibration)),
-        ("getEstimate", Some(ids.estimate)),
-        ("getReverseSegmenter", Some(ids.reverse)),
+    let on_the_model = [
+        "getModel",
+        "getReferenceSet",
+        "putReferenceSet",
+        "createCalibration",
+        "listCalibrations",
+        "submitEstimate",
+        "listEstimates",
     ];
+    let operations = [("registerModel", None), ("registerReverseSegmenter", None)]
+        .into_iter()
+        .chain(on_the_model.map(|operation| (operation, Some(ids.model))))
+        .chain([
+            ("deleteModel", Some(ids.doomed)),
+            ("getCalibration", Some(ids.calibration)),
+            ("activateCalibration", Some(ids.calibration)),
+            ("getEstimate", Some(ids.estimate)),
+            ("getReverseSegmenter", Some(ids.reverse)),
+        ]);
     let mut toml = String::new();
     for (operation, id) in operations {
         toml += &format!("[[operations]]\ninclude-operation-id = \"{operation}\"\n");

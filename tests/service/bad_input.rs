@@ -20,25 +20,12 @@ fn batch_with(extra: &Path) -> Form {
     images_form(&synthetic().join("batch")).part("image", file_part(extra))
 }
 
-fn model_form(spec: &str, onnx: &Path, name: &str) -> Form {
-    Form::new()
-        .text("name", name.to_string())
-        .text("spec", spec.to_string())
-        .part("onnx", file_part(onnx))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_rejected_without_leftovers() {
-    let app = TestApp::with(ServeArgs {
-        max_images: 30,
-        max_body_mb: 2,
-        ..test_args()
-    })
-    .await;
+    let app = TestApp::configured(|a| (a.max_images, a.max_body_mb) = (30, 2)).await;
     let (id, _) = calibrated_model(&app, "taken").await;
     // A second model without a calibration, for the 409s.
-    let bare = model_with_reference(&app, "bare").await;
-    let bare = bare["id"].as_str().unwrap().to_string();
+    let bare = reference_model_id(&app, "bare").await;
     let before = app.footprint().await;
     let estimates = format!("/v1/models/{id}/estimates");
     let calibrations = format!("/v1/models/{id}/calibrations");
@@ -46,77 +33,55 @@ async fn bad_input_is_rejected_without_leftovers() {
     let corrupt = |f: &str| fixture(&format!("corrupt/{f}"));
     let post = |path: &str| app.client.post(app.at(path)).bearer_auth(&app.admin);
     let one_image = std::fs::read(synthetic().join("batch/bat_000.png")).unwrap();
+    let register = |form: Form| post("/v1/models").multipart(form);
+    let typed = |path: &str, content_type: &str, body: Vec<u8>| {
+        post(path).header("content-type", content_type).body(body)
+    };
+    let zip = |entries: &[(String, Vec<u8>)]| typed(&estimates, "application/zip", zip_of(entries));
+    let three_channels = SPEC.replace("\"channels\":1", "\"channels\":3");
+    let misspelt = SPEC.replace("\"scale\"", "\"scael\"");
 
-    let cases: Vec<(&str, RequestBuilder, StatusCode, &str)> = vec![
-        (
-            "truncated PNG",
-            post(&estimates).multipart(batch_with(&corrupt("truncated.png"))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "(image part #13): unexpected end of file",
-        ),
-        (
-            "not an image",
-            post(&estimates).multipart(batch_with(&corrupt("not_an_image.png"))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "(image part #13)",
-        ),
-        (
-            "zero-byte file",
-            post(&estimates).multipart(batch_with(&corrupt("zero_bytes.png"))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "(image part #13)",
-        ),
-        (
-            "oversized dimensions",
-            post(&estimates).multipart(batch_with(&corrupt("huge_dims.png"))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "60000",
-        ),
+    let mut cases: Vec<(&str, RequestBuilder, (StatusCode, &str))> = vec![
         (
             "empty batch",
             post(&estimates)
                 .multipart(Form::new().part("archive", bytes_part(zip_of(&[]), "empty.zip"))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "holds no image",
+            (StatusCode::UNPROCESSABLE_ENTITY, "holds no image"),
         ),
         (
             "empty multipart body",
             post(&estimates).multipart(Form::new()),
-            StatusCode::BAD_REQUEST,
-            "multipart",
+            (StatusCode::BAD_REQUEST, "multipart"),
         ),
         (
             // PostgreSQL text cannot hold NUL: refused as input, not a failed insert (500).
             "NUL in a zip entry's path",
-            post(&estimates)
-                .header("content-type", "application/zip")
-                .body(zip_of(&[("a\0b.png".into(), one_image.clone())])),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "entry #1 of the zip: its path contains a NUL character",
+            zip(&[("a\0b.png".into(), one_image.clone())]),
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "entry #1 of the zip: its path contains a NUL character",
+            ),
         ),
         (
             "zip without images",
-            post(&estimates)
-                .header("content-type", "application/zip")
-                .body(zip_of(&[("a.txt".into(), b"hi".to_vec())])),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "holds no image",
+            zip(&[("a.txt".into(), b"hi".to_vec())]),
+            (StatusCode::UNPROCESSABLE_ENTITY, "holds no image"),
         ),
         (
             "corrupt zip",
-            post(&estimates)
-                .header("content-type", "application/zip")
-                .body(b"PK\x03\x04 not really".to_vec()),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "zip",
+            typed(
+                &estimates,
+                "application/zip",
+                b"PK\x03\x04 not really".to_vec(),
+            ),
+            (StatusCode::UNPROCESSABLE_ENTITY, "zip"),
         ),
         (
             "too many images",
             post(&estimates).multipart((0..31).fold(Form::new(), |f, i| {
                 f.part("image", bytes_part(one_image.clone(), &format!("{i}.png")))
             })),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "at most 30",
+            (StatusCode::PAYLOAD_TOO_LARGE, "at most 30"),
         ),
         (
             "body too large",
@@ -124,22 +89,17 @@ async fn bad_input_is_rejected_without_leftovers() {
                 "image",
                 bytes_part(vec![0u8; (2 << 20) + 16_384], "big.png"),
             )),
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "larger",
+            (StatusCode::PAYLOAD_TOO_LARGE, "larger"),
         ),
         (
             "wrong content type",
-            post(&estimates)
-                .header("content-type", "text/plain")
-                .body("hello"),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "multipart",
+            typed(&estimates, "text/plain", b"hello".to_vec()),
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "multipart"),
         ),
         (
             "unknown form part",
             post(&estimates).multipart(images_form(&synthetic().join("batch")).text("imagez", "x")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "imagez",
+            (StatusCode::UNPROCESSABLE_ENTITY, "imagez"),
         ),
         (
             "duplicate image names",
@@ -148,98 +108,79 @@ async fn bad_input_is_rejected_without_leftovers() {
                     .part("image", bytes_part(one_image.clone(), "a.png"))
                     .part("image", bytes_part(one_image.clone(), "a.png")),
             ),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "image part #1 and image part #2 have the same file name",
+            (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "image part #1 and image part #2 have the same file name",
+            ),
         ),
         (
             "unknown model",
             post(&format!("/v1/models/{}/estimates", uuid::Uuid::new_v4()))
                 .multipart(one_image_form()),
-            StatusCode::NOT_FOUND,
-            "does not exist",
+            (StatusCode::NOT_FOUND, "does not exist"),
         ),
         (
             "malformed model id",
             post("/v1/models/not-a-uuid/estimates").multipart(one_image_form()),
-            StatusCode::NOT_FOUND,
-            "no such",
+            (StatusCode::NOT_FOUND, "no such"),
         ),
         (
             "no active calibration",
             post(&format!("/v1/models/{bare}/estimates")).multipart(one_image_form()),
-            StatusCode::CONFLICT,
-            "no active calibration",
+            (StatusCode::CONFLICT, "no active calibration"),
         ),
         (
             "wrong ONNX signature",
-            post("/v1/models").multipart(model_form(SPEC, &corrupt("wrong_signature.onnx"), "m1")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no input named",
+            register(model_form("m1", SPEC, &corrupt("wrong_signature.onnx"))),
+            (StatusCode::UNPROCESSABLE_ENTITY, "no input named"),
         ),
         (
             "garbage ONNX",
-            post("/v1/models").multipart(model_form(SPEC, &corrupt("garbage.onnx"), "m2")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "cannot load",
+            register(model_form("m2", SPEC, &corrupt("garbage.onnx"))),
+            (StatusCode::UNPROCESSABLE_ENTITY, "cannot load"),
         ),
         (
             "spec mismatch",
-            post("/v1/models").multipart(model_form(
-                &SPEC.replace("\"channels\":1", "\"channels\":3"),
-                &ckpt,
-                "m3",
-            )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "channels",
+            register(model_form("m3", &three_channels, &ckpt)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "channels"),
         ),
         (
             "malformed spec JSON",
-            post("/v1/models").multipart(model_form("{\"input\":", &ckpt, "m4")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "spec",
+            register(model_form("m4", "{\"input\":", &ckpt)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "spec"),
         ),
         (
             "spec with unknown field",
-            post("/v1/models").multipart(model_form(
-                &SPEC.replace("\"scale\"", "\"scael\""),
-                &ckpt,
-                "m5",
-            )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "scael",
+            register(model_form("m5", &misspelt, &ckpt)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "scael"),
         ),
         (
             "missing ONNX part",
-            post("/v1/models").multipart(Form::new().text("name", "m6").text("spec", SPEC)),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "onnx",
+            register(Form::new().text("name", "m6").text("spec", SPEC)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "onnx"),
         ),
         (
             "invalid model name",
-            post("/v1/models").multipart(model_form(SPEC, &ckpt, "bad name/..")),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "name",
+            register(model_form("bad name/..", SPEC, &ckpt)),
+            (StatusCode::UNPROCESSABLE_ENTITY, "name"),
         ),
         (
             "duplicate model name",
-            post("/v1/models").multipart(model_form(SPEC, &ckpt, "taken")),
-            StatusCode::CONFLICT,
-            "already exists",
+            register(model_form("taken", SPEC, &ckpt)),
+            (StatusCode::CONFLICT, "already exists"),
         ),
         (
             "registration as JSON",
             post("/v1/models").json(&serde_json::json!({"name": "m7"})),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "multipart",
+            (StatusCode::UNSUPPORTED_MEDIA_TYPE, "multipart"),
         ),
         (
             "unknown reverse segmenter",
-            post("/v1/models").multipart(model_form(SPEC, &ckpt, "m8").text(
+            register(model_form("m8", SPEC, &ckpt).text(
                 "reverse",
                 format!("{{\"kind\":\"onnx\",\"id\":\"{}\"}}", uuid::Uuid::new_v4()),
             )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "not registered",
+            (StatusCode::UNPROCESSABLE_ENTITY, "not registered"),
         ),
         (
             "reference image without label",
@@ -247,28 +188,22 @@ async fn bad_input_is_rejected_without_leftovers() {
                 .put(app.at(&format!("/v1/models/{id}/reference-set")))
                 .bearer_auth(&app.admin)
                 .multipart(Form::new().part("image", bytes_part(one_image.clone(), "x.png"))),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "no label",
+            (StatusCode::UNPROCESSABLE_ENTITY, "no label"),
         ),
         (
             "malformed pairs JSON",
-            post(&calibrations)
-                .header("content-type", "application/json")
-                .body("{\"points\": "),
-            StatusCode::BAD_REQUEST,
-            "",
+            typed(&calibrations, "application/json", b"{\"points\": ".to_vec()),
+            (StatusCode::BAD_REQUEST, ""),
         ),
         (
             "pairs of the wrong shape",
             post(&calibrations).json(&serde_json::json!({"points": [{"name": "a"}]})),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "",
+            (StatusCode::UNPROCESSABLE_ENTITY, ""),
         ),
         (
             "too few pairs",
             post(&calibrations).json(&serde_json::json!({"points": []})),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "at least",
+            (StatusCode::UNPROCESSABLE_ENTITY, "at least"),
         ),
         (
             "checkpoint not matching the spec",
@@ -282,8 +217,7 @@ async fn bad_input_is_rejected_without_leftovers() {
                     ),
                 &synthetic().join("calibration"),
             )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "wrong_signature",
+            (StatusCode::UNPROCESSABLE_ENTITY, "wrong_signature"),
         ),
         (
             "too few checkpoints",
@@ -291,8 +225,7 @@ async fn bad_input_is_rejected_without_leftovers() {
                 Form::new().part("checkpoint", file_part(&ckpt)),
                 &synthetic().join("calibration"),
             )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "at least 3",
+            (StatusCode::UNPROCESSABLE_ENTITY, "at least 3"),
         ),
         (
             "invalid params",
@@ -302,16 +235,14 @@ async fn bad_input_is_rejected_without_leftovers() {
                     .part("checkpoint", file_part(&ckpt)),
                 &synthetic().join("calibration"),
             )),
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "support_size",
+            (StatusCode::UNPROCESSABLE_ENTITY, "support_size"),
         ),
         (
             "no API key",
             app.client
                 .post(app.at(&estimates))
                 .multipart(one_image_form()),
-            StatusCode::UNAUTHORIZED,
-            "Bearer",
+            (StatusCode::UNAUTHORIZED, "Bearer"),
         ),
         (
             "unknown API key",
@@ -319,36 +250,45 @@ async fn bad_input_is_rejected_without_leftovers() {
                 .post(app.at(&estimates))
                 .bearer_auth("spe_0123456789ab.nope")
                 .multipart(one_image_form()),
-            StatusCode::UNAUTHORIZED,
-            "unknown",
+            (StatusCode::UNAUTHORIZED, "unknown"),
         ),
         (
             "bad Idempotency-Key",
             post(&estimates)
                 .header("idempotency-key", "x".repeat(300))
                 .multipart(one_image_form()),
-            StatusCode::BAD_REQUEST,
-            "Idempotency-Key",
+            (StatusCode::BAD_REQUEST, "Idempotency-Key"),
         ),
         (
             "bad list cursor",
             app.client
                 .get(app.at(&format!("{estimates}?cursor=zzz")))
                 .bearer_auth(&app.reader),
-            StatusCode::BAD_REQUEST,
-            "cursor",
+            (StatusCode::BAD_REQUEST, "cursor"),
         ),
         (
             "unknown route",
             app.client
                 .get(app.at("/v1/nothing"))
                 .bearer_auth(&app.reader),
-            StatusCode::NOT_FOUND,
-            "route",
+            (StatusCode::NOT_FOUND, "route"),
         ),
     ];
+    // Broken images among a good batch: named by their part's position.
+    cases.extend(
+        [
+            ("truncated.png", "(image part #13): unexpected end of file"),
+            ("not_an_image.png", "(image part #13)"),
+            ("zero_bytes.png", "(image part #13)"),
+            ("huge_dims.png", "60000"),
+        ]
+        .map(|(file, needle)| {
+            let request = post(&estimates).multipart(batch_with(&corrupt(file)));
+            (file, request, (StatusCode::UNPROCESSABLE_ENTITY, needle))
+        }),
+    );
     let kinds = cases.len();
-    for (what, request, status, needle) in cases {
+    for (what, request, (status, needle)) in cases {
         let r = request
             .send()
             .await
@@ -372,45 +312,27 @@ async fn bad_input_is_rejected_without_leftovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_queue_full_is_429_with_retry_after() {
     // No workers: jobs stay queued, so the queue fills.
-    let app = TestApp::with(ServeArgs {
-        max_queue: 1,
-        workers: 0,
-        ..test_args()
-    })
-    .await;
-    let model = model_with_reference(&app, "q").await;
-    let id = model["id"].as_str().unwrap();
+    let app = TestApp::configured(|a| (a.max_queue, a.workers) = (1, 0)).await;
+    let id = &reference_model_id(&app, "q").await;
     let point = |n: &str, v: f64| {
         let m = serde_json::json!({"dice": v, "jaccard": v, "precision": v, "recall": v, "hd95": 10.0 - v, "pearson": v});
         serde_json::json!({"name": n, "pseudo": m, "real": m})
     };
     let pairs = serde_json::json!({"points": [point("a", 0.1), point("b", 0.5), point("c", 0.9)]});
-    let r = app
-        .client
-        .post(app.at(&format!("/v1/models/{id}/calibrations")))
-        .bearer_auth(&app.admin)
-        .json(&pairs)
-        .send()
-        .await
-        .unwrap();
+    let calibrations = format!("/v1/models/{id}/calibrations");
+    let r = app.post_json(&calibrations, &app.admin, &pairs).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let path = format!("/v1/models/{id}/estimates");
-    let r = app
-        .post_form(
+    let submit = || {
+        app.post_form(
             &path,
             &app.submitter,
             images_form(&synthetic().join("batch")),
         )
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    };
+    assert_eq!(submit().await.status(), StatusCode::ACCEPTED);
     let before = app.footprint().await;
-    let r = app
-        .post_form(
-            &path,
-            &app.submitter,
-            images_form(&synthetic().join("batch")),
-        )
-        .await;
+    let r = submit().await;
     assert_eq!(r.headers()["retry-after"], "7");
     expect_problem(r, StatusCode::TOO_MANY_REQUESTS).await;
     assert_eq!(app.footprint().await, before);
@@ -431,11 +353,7 @@ async fn bad_input_queue_full_is_429_with_retry_after() {
 /// Uploads beyond the concurrency limit get 429 with Retry-After at once, while reads keep working.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_concurrent_uploads_are_bounded() {
-    let app = TestApp::with(ServeArgs {
-        max_concurrent_uploads: 2,
-        ..test_args()
-    })
-    .await;
+    let app = TestApp::configured(|a| a.max_concurrent_uploads = 2).await;
     let _first = crate::lifecycle::trickling_upload(&app).await;
     let _second = crate::lifecycle::trickling_upload(&app).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -513,8 +431,7 @@ async fn send_all_then_read(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_large_upload_rejected_early_still_gets_its_answer() {
     let app = TestApp::start().await;
-    let model = model_with_reference(&app, "early").await;
-    let id = model["id"].as_str().unwrap();
+    let id = &reference_model_id(&app, "early").await;
     let estimates = format!("/v1/models/{id}/estimates");
     let unknown = format!("/v1/models/{}/estimates", uuid::Uuid::new_v4());
     let bearer = |key: &str| format!("Authorization: Bearer {key}\r\n");
@@ -577,14 +494,7 @@ async fn bad_input_params_beyond_the_declared_bounds() {
             "points": [point("a", 0.1), point("b", 0.5), point("c", 0.9)],
             "params": serde_json::from_str::<serde_json::Value>(params).unwrap(),
         });
-        let r = app
-            .client
-            .post(app.at(&calibrations))
-            .bearer_auth(&app.admin)
-            .json(&pairs)
-            .send()
-            .await
-            .unwrap();
+        let r = app.post_json(&calibrations, &app.admin, &pairs).await;
         let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
         let detail = problem["detail"].as_str().unwrap();
         assert!(detail.contains(needle), "pairs {params}: {detail}");

@@ -4,7 +4,7 @@
 
 use crate::common::*;
 use reqwest::multipart::{Form, Part};
-use reqwest::StatusCode;
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use spe::ingest::dicom::testdata as dcm;
@@ -88,8 +88,7 @@ async fn clinical_nifti_volumes_match_png_and_report_hd95_in_mm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinical_nifti_reference_volume_keeps_labelled_slices() {
     let app = TestApp::start().await;
-    let model = model_with_reference(&app, "nifti-ref").await;
-    let id = model["id"].as_str().unwrap();
+    let id = &reference_model_id(&app, "nifti-ref").await;
     let dir = synthetic().join("reference");
     let mut images = gray_pngs(&dir.join("images"));
     let mut labels = gray_pngs(&dir.join("labels"));
@@ -106,20 +105,15 @@ async fn clinical_nifti_reference_volume_keeps_labelled_slices() {
         .iter()
         .map(|l| l.iter().map(|&v| u8::from(v > 127)).collect())
         .collect();
-    let put = |form: Form| {
-        app.client
-            .put(app.at(&format!("/v1/models/{id}/reference-set")))
-            .bearer_auth(&app.admin)
-            .multipart(form)
-            .send()
-    };
+    let path = reference_set(id);
+    let put = |form: Form| app.put_form(&path, &app.admin, form);
     let form = Form::new()
         .part("image", bytes_part(volume(&images, [1.0; 3]), "ref.nii.gz"))
         .part(
             "label",
             bytes_part(volume(&labels01, [1.0; 3]), "ref.nii.gz"),
         );
-    let r = put(form).await.unwrap();
+    let r = put(form).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
     let set: Value = r.json().await.unwrap();
     assert_eq!(set["images"], expected, "{set}");
@@ -132,13 +126,13 @@ async fn clinical_nifti_reference_volume_keeps_labelled_slices() {
             "label",
             bytes_part(volume(&labels01[1..], [1.0; 3]), "ref.nii.gz"),
         );
-    let p = expect_problem(put(form).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    let p = expect_problem(put(form).await, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert!(p["detail"].as_str().unwrap().contains("slices"), "{p}");
     let label_png = std::fs::read(sorted_files(&dir.join("labels"))[0].clone()).unwrap();
     let form = Form::new()
         .part("image", bytes_part(volume(&images, [1.0; 3]), "ref.nii.gz"))
         .part("label", bytes_part(label_png, "ref.png"));
-    expect_problem(put(form).await.unwrap(), StatusCode::UNPROCESSABLE_ENTITY).await;
+    expect_problem(put(form).await, StatusCode::UNPROCESSABLE_ENTITY).await;
     assert_eq!(app.footprint().await, before);
     app.stop().await;
 }
@@ -208,27 +202,20 @@ fn related_body(parts: &[(&str, &[u8])]) -> Vec<u8> {
     out
 }
 
+/// A STOW-RS request of `content_type` to the model's studies.
+fn stow_request(app: &TestApp, id: &str, content_type: &str) -> RequestBuilder {
+    let studies = format!("/v1/models/{id}/studies");
+    let request = app.request(Method::POST, &studies, &app.submitter);
+    request.header("content-type", content_type)
+}
+
 async fn stow(app: &TestApp, id: &str, content_type: &str, body: Vec<u8>) -> reqwest::Response {
-    app.client
-        .post(app.at(&format!("/v1/models/{id}/studies")))
-        .bearer_auth(&app.submitter)
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    send(stow_request(app, id, content_type).body(body)).await
 }
 
 async fn stow_with_key(app: &TestApp, id: &str, key: &str, body: Vec<u8>) -> reqwest::Response {
-    app.client
-        .post(app.at(&format!("/v1/models/{id}/studies")))
-        .bearer_auth(&app.submitter)
-        .header("content-type", related_type())
-        .header("idempotency-key", key)
-        .body(body)
-        .send()
-        .await
-        .unwrap()
+    let request = stow_request(app, id, &related_type()).header("idempotency-key", key);
+    send(request.body(body)).await
 }
 
 fn related_type() -> String {
@@ -295,13 +282,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
     assert_eq!(est["images"], 12);
     assert_eq!(est["result"]["metrics"], png["result"]["metrics"]);
     assert!((est["result"]["hd95_mm"]["pixel_mm"].as_f64().unwrap() - 0.6).abs() < 1e-9);
-    let formats: Vec<&str> = est["inputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|i| i["format"].as_str().unwrap())
-        .collect();
-    assert_eq!(formats, vec!["dicom"; 12]);
+    assert_eq!(each_str(&est["inputs"], "format"), vec!["dicom"; 12]);
 
     // One multi-frame instance holding the same 12 images.
     let all: Vec<u8> = gray_pngs(&synthetic().join("batch")).concat();
@@ -340,8 +321,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
         .map(|f| f["00081197"]["Value"][0].as_u64().unwrap())
         .collect();
     assert_eq!(codes, vec![0x0111, 0xC000, 0xC000], "{answer}");
-    let est = app.wait(&location, Duration::from_secs(120)).await;
-    assert_eq!(est["status"], "succeeded", "{est}");
+    let est = wait_succeeded(&app, &location, Duration::from_secs(120)).await;
     assert_eq!(est["result"]["metrics"], png["result"]["metrics"]);
 
     // The same instances again (a PACS resending the study): none is stored twice, so 409 (PS3.18),
@@ -450,11 +430,7 @@ async fn clinical_dicom_uploads_and_stow_match_png_without_patient_data() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clinical_batch_pixels_are_kept_when_configured() {
-    let app = TestApp::with(ServeArgs {
-        retain_batch_pixels: true,
-        ..test_args()
-    })
-    .await;
+    let app = TestApp::configured(|a| a.retain_batch_pixels = true).await;
     let (id, _) = calibrated_model(&app, "retain").await;
     let before = settled_footprint(&app).await.1;
     let est = estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;

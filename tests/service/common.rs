@@ -2,7 +2,7 @@
 //! the real `spe::service::run` on a port-0 listener, driven over HTTP with reqwest.
 
 use reqwest::multipart::{Form, Part};
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, Method, RequestBuilder, Response, StatusCode};
 use serde_json::Value;
 use spe::store::keys::{self, Role};
 use sqlx::PgPool;
@@ -111,6 +111,20 @@ impl Drop for ChildProcess {
     }
 }
 
+/// Starts `command` (a `spe` process) in the repository, logging its warnings and `spe`'s info lines to
+/// the test's stderr; it is killed when the returned value is dropped.
+pub fn spawn_spe(command: &mut std::process::Command) -> ChildProcess {
+    use std::process::Stdio;
+    let child = command
+        .env("RUST_LOG", "warn,spe=info")
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("cannot start the spe binary");
+    ChildProcess(child)
+}
+
 pub struct TestApp {
     pub url: String,
     pub database_url: String,
@@ -138,6 +152,13 @@ pub fn serve_args(database_url: &str, blob_dir: &Path, args: ServeArgs) -> Serve
 impl TestApp {
     pub async fn start() -> Self {
         Self::with(test_args()).await
+    }
+
+    /// The service on `test_args()` as `configure` changes them.
+    pub async fn configured(configure: impl FnOnce(&mut ServeArgs)) -> Self {
+        let mut args = test_args();
+        configure(&mut args);
+        Self::with(args).await
     }
 
     pub async fn with(o: ServeArgs) -> Self {
@@ -264,13 +285,13 @@ impl TestApp {
         format!("{}{path}", self.url)
     }
 
+    /// A request to `path` authenticated with `key`.
+    pub fn request(&self, method: Method, path: &str, key: &str) -> RequestBuilder {
+        self.client.request(method, self.at(path)).bearer_auth(key)
+    }
+
     pub async fn get(&self, path: &str, key: &str) -> Response {
-        self.client
-            .get(self.at(path))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
+        send(self.request(Method::GET, path, key)).await
     }
 
     pub async fn get_json(&self, path: &str, key: &str) -> Value {
@@ -282,13 +303,20 @@ impl TestApp {
     }
 
     pub async fn post_form(&self, path: &str, key: &str, form: Form) -> Response {
-        self.client
-            .post(self.at(path))
-            .bearer_auth(key)
-            .multipart(form)
-            .send()
-            .await
-            .unwrap()
+        send(self.request(Method::POST, path, key).multipart(form)).await
+    }
+
+    pub async fn put_form(&self, path: &str, key: &str, form: Form) -> Response {
+        send(self.request(Method::PUT, path, key).multipart(form)).await
+    }
+
+    pub async fn post_json(&self, path: &str, key: &str, body: &Value) -> Response {
+        send(self.request(Method::POST, path, key).json(body)).await
+    }
+
+    /// A request without a body (`DELETE`, `POST .../activate`).
+    pub async fn send_empty(&self, method: Method, path: &str, key: &str) -> Response {
+        send(self.request(method, path, key)).await
     }
 
     /// Polls a job resource until it succeeds or fails.
@@ -321,6 +349,24 @@ impl TestApp {
         .unwrap();
         (rows, count_files(self.blob_dir.path()))
     }
+}
+
+/// The stdout of a finished `spe` command, which must have succeeded (else its stderr is shown).
+pub fn succeeded_stdout(out: std::process::Output) -> String {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The string `field` of every item of the array `items`.
+pub fn each_str<'a>(items: &'a Value, field: &str) -> Vec<&'a str> {
+    let items = items.as_array().unwrap().iter();
+    items.map(|i| i[field].as_str().unwrap()).collect()
+}
+
+/// Sends a request the test expects an answer to (whatever its status).
+pub async fn send(request: RequestBuilder) -> Response {
+    request.send().await.unwrap()
 }
 
 /// Blobs are deleted just after the transaction that drops their rows commits: the footprint once the
@@ -420,30 +466,92 @@ pub async fn register_tiny_reverse(app: &TestApp, name: &str) -> Value {
     r.json().await.unwrap()
 }
 
-/// Registers the synthetic family's model (its last checkpoint) and attaches the reference set.
-pub async fn model_with_reference(app: &TestApp, name: &str) -> Value {
-    let form = Form::new()
+/// A registration form: `name`, `spec` and the ONNX file.
+pub fn model_form(name: &str, spec: &str, onnx: &Path) -> Form {
+    Form::new()
         .text("name", name.to_string())
-        .text("spec", SPEC)
-        .part(
-            "onnx",
-            file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
-        );
+        .text("spec", spec.to_string())
+        .part("onnx", file_part(onnx))
+}
+
+/// The synthetic family's last checkpoint, the model most tests register.
+pub fn last_checkpoint() -> PathBuf {
+    synthetic().join("checkpoints/ckpt_07.onnx")
+}
+
+/// Registers a model (201) and returns its body.
+pub async fn register_model(app: &TestApp, form: Form) -> Value {
     let r = app.post_form("/v1/models", &app.admin, form).await;
     assert_eq!(r.status(), StatusCode::CREATED);
-    let model: Value = r.json().await.unwrap();
-    let id = model["id"].as_str().unwrap().to_string();
-    let form = labelled_form(Form::new(), &synthetic().join("reference"));
-    let r = app
-        .client
-        .put(app.at(&format!("/v1/models/{id}/reference-set")))
-        .bearer_auth(&app.admin)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    r.json().await.unwrap()
+}
+
+/// Attaches the labelled directory `dir` (images/ and labels/) as the model's reference set (200).
+pub async fn put_reference_set(app: &TestApp, id: &str, dir: &Path) {
+    let form = labelled_form(Form::new(), dir);
+    let r = app.put_form(&reference_set(id), &app.admin, form).await;
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap());
+}
+
+pub fn reference_set(id: &str) -> String {
+    format!("/v1/models/{id}/reference-set")
+}
+
+/// Registers the synthetic family's model (its last checkpoint) and attaches the reference set.
+pub async fn model_with_reference(app: &TestApp, name: &str) -> Value {
+    let model = register_model(app, model_form(name, SPEC, &last_checkpoint())).await;
+    let id = model["id"].as_str().unwrap();
+    put_reference_set(app, id, &synthetic().join("reference")).await;
     model
+}
+
+/// The id of a model registered as `model_with_reference` registers it.
+pub async fn reference_model_id(app: &TestApp, name: &str) -> String {
+    let model = model_with_reference(app, name).await;
+    model["id"].as_str().unwrap().to_string()
+}
+
+/// The location of a job a response accepted (202).
+pub fn accepted_location(r: &Response) -> String {
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    r.headers()["location"].to_str().unwrap().to_string()
+}
+
+/// Waits for the job at `location` and asserts that it succeeded; returns it.
+pub async fn wait_succeeded(app: &TestApp, location: &str, limit: Duration) -> Value {
+    let job = app.wait(location, limit).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    job
+}
+
+/// Queues a calibration of model `id` from these checkpoints on the labelled directory `dir`, with
+/// `params` (none: the defaults) (202); returns its location.
+pub async fn queue_calibration(
+    app: &TestApp,
+    id: &str,
+    params: Option<&str>,
+    checkpoints: &[PathBuf],
+    dir: &Path,
+) -> String {
+    let form = match params {
+        Some(p) => Form::new().text("params", p.to_string()),
+        None => Form::new(),
+    };
+    let form = checkpoints
+        .iter()
+        .fold(form, |f, c| f.part("checkpoint", file_part(c)));
+    let form = labelled_form(form, dir);
+    let r = app
+        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
+        .await;
+    accepted_location(&r)
+}
+
+/// Queues a calibration from every synthetic checkpoint on the synthetic calibration set.
+pub async fn queue_synthetic_calibration(app: &TestApp, id: &str, params: &str) -> String {
+    let checkpoints = sorted_files(&synthetic().join("checkpoints"));
+    let dir = synthetic().join("calibration");
+    queue_calibration(app, id, Some(params), &checkpoints, &dir).await
 }
 
 /// Fast protocol parameters for tests.
@@ -453,18 +561,8 @@ pub const FAST: &str = r#"{"support_size":8,"repetitions":2,"min_area":20,"seed"
 pub async fn calibrated_model(app: &TestApp, name: &str) -> (String, Value) {
     let model = model_with_reference(app, name).await;
     let id = model["id"].as_str().unwrap().to_string();
-    let mut form = Form::new().text("params", FAST);
-    for f in sorted_files(&synthetic().join("checkpoints")) {
-        form = form.part("checkpoint", file_part(&f));
-    }
-    let form = labelled_form(form, &synthetic().join("calibration"));
-    let r = app
-        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let cal = app.wait(&location, Duration::from_secs(300)).await;
-    assert_eq!(cal["status"], "succeeded", "{cal}");
+    let location = queue_synthetic_calibration(app, &id, FAST).await;
+    let cal = wait_succeeded(app, &location, Duration::from_secs(300)).await;
     (id, cal)
 }
 
@@ -489,10 +587,7 @@ pub async fn estimate_ok(app: &TestApp, id: &str, form: Form) -> Value {
         "{}",
         r.text().await.unwrap()
     );
-    let location = r.headers()["location"].to_str().unwrap().to_string();
-    let est = app.wait(&location, Duration::from_secs(120)).await;
-    assert_eq!(est["status"], "succeeded", "{est}");
-    est
+    wait_succeeded(app, &accepted_location(&r), Duration::from_secs(120)).await
 }
 
 /// Asserts an RFC 9457 problem response with this status; returns its body.

@@ -2,7 +2,7 @@
 
 use crate::common::*;
 use reqwest::multipart::Form;
-use reqwest::StatusCode;
+use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -134,14 +134,7 @@ async fn flow_register_calibrate_estimate_poll() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let second = app
-        .wait(
-            r.headers()["location"].to_str().unwrap(),
-            Duration::from_secs(120),
-        )
-        .await;
-    assert_eq!(second["status"], "succeeded");
+    let second = wait_succeeded(&app, &accepted_location(&r), Duration::from_secs(120)).await;
     // Same images, same seed: the same numbers.
     assert_eq!(second["result"]["metrics"], est["result"]["metrics"]);
 
@@ -167,26 +160,14 @@ async fn flow_register_calibrate_estimate_poll() {
         .await;
     assert!(future["items"].as_array().unwrap().is_empty());
 
-    let metrics = app
-        .client
-        .get(app.at("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = send(app.client.get(app.at("/metrics"))).await;
+    let metrics = metrics.text().await.unwrap();
     assert!(metrics.contains("spe_latest_estimate"), "{metrics}");
     assert!(metrics.contains("spe_queue_depth"));
 
     // Deleting the model removes every row and blob it owned.
-    let r = app
-        .client
-        .delete(app.at(&format!("/v1/models/{id}")))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let path = format!("/v1/models/{id}");
+    let r = app.send_empty(Method::DELETE, &path, &app.admin).await;
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     assert_eq!(app.footprint().await, (0, 0));
     app.stop().await;
@@ -195,8 +176,7 @@ async fn flow_register_calibrate_estimate_poll() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flow_calibrate_from_pairs_and_masks() {
     let app = TestApp::start().await;
-    let model = model_with_reference(&app, "pairs").await;
-    let id = model["id"].as_str().unwrap();
+    let id = &reference_model_id(&app, "pairs").await;
     let point = |name: &str, p: f64, r: f64| {
         let m = |d: f64| serde_json::json!({"dice": d, "jaccard": d * 0.9, "precision": d, "recall": d, "hd95": 30.0 * (1.0 - d), "pearson": d});
         serde_json::json!({"name": name, "pseudo": m(p), "real": m(r)})
@@ -206,14 +186,8 @@ async fn flow_calibrate_from_pairs_and_masks() {
                    {"name": "empty", "pseudo": null, "real": {"dice": 0, "jaccard": 0, "precision": 0, "recall": 0, "hd95": 181.0, "pearson": 0}}],
         "params": {"support_size": 8, "repetitions": 2}
     });
-    let r = app
-        .client
-        .post(app.at(&format!("/v1/models/{id}/calibrations")))
-        .bearer_auth(&app.admin)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
+    let calibrations = format!("/v1/models/{id}/calibrations");
+    let r = app.post_json(&calibrations, &app.admin, &body).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let cal: Value = r.json().await.unwrap();
     assert_eq!(cal["status"], "succeeded");
@@ -253,23 +227,12 @@ async fn flow_calibrate_from_pairs_and_masks() {
         "masks",
         reqwest::multipart::Part::bytes(zip_of(&entries)).file_name("masks.zip"),
     );
-    let r = app
-        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let done = app
-        .wait(
-            r.headers()["location"].to_str().unwrap(),
-            Duration::from_secs(120),
-        )
-        .await;
-    assert_eq!(done["status"], "succeeded", "{done}");
+    let r = app.post_form(&calibrations, &app.admin, form).await;
+    let done = wait_succeeded(&app, &accepted_location(&r), Duration::from_secs(120)).await;
     assert_eq!(done["source"], "masks");
     assert_eq!(done["result"]["excluded"], serde_json::json!(["ckpt_00"]));
     assert_eq!(done["active"], true);
-    let list = app
-        .get_json(&format!("/v1/models/{id}/calibrations"), &app.reader)
-        .await;
+    let list = app.get_json(&calibrations, &app.reader).await;
     let items = list["items"].as_array().unwrap();
     assert_eq!(items.len(), 2);
     assert_eq!(
@@ -278,16 +241,8 @@ async fn flow_calibrate_from_pairs_and_masks() {
         "one active calibration per model"
     );
     // Re-activate the pairs calibration.
-    let r = app
-        .client
-        .post(app.at(&format!(
-            "/v1/calibrations/{}/activate",
-            cal["id"].as_str().unwrap()
-        )))
-        .bearer_auth(&app.admin)
-        .send()
-        .await
-        .unwrap();
+    let activate = format!("/v1/calibrations/{}/activate", cal["id"].as_str().unwrap());
+    let r = app.send_empty(Method::POST, &activate, &app.admin).await;
     assert_eq!(r.status(), StatusCode::OK);
     let model = app.get_json(&format!("/v1/models/{id}"), &app.reader).await;
     assert_eq!(model["active_calibration_id"], cal["id"]);
@@ -302,10 +257,9 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
     let listed = app.get_json("/v1/reverse-segmenters", &app.reader).await;
     assert_eq!(listed["items"][0]["id"], reverse["id"]);
     // A segmentation model is not a UniverSeg-contract model.
-    let bad = Form::new().text("name", "not-universeg").part(
-        "onnx",
-        file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
-    );
+    let bad = Form::new()
+        .text("name", "not-universeg")
+        .part("onnx", file_part(&last_checkpoint()));
     expect_problem(
         app.post_form("/v1/reverse-segmenters", &app.admin, bad)
             .await,
@@ -313,17 +267,10 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
     )
     .await;
 
-    let out_of_range = Form::new()
-        .text("name", "bad-threshold")
-        .text("spec", SPEC)
-        .text(
-            "reverse",
-            format!(r#"{{"kind":"onnx","id":"{rid}","threshold":1.5}}"#),
-        )
-        .part(
-            "onnx",
-            file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
-        );
+    let out_of_range = model_form("bad-threshold", SPEC, &last_checkpoint()).text(
+        "reverse",
+        format!(r#"{{"kind":"onnx","id":"{rid}","threshold":1.5}}"#),
+    );
     let problem = expect_problem(
         app.post_form("/v1/models", &app.admin, out_of_range).await,
         StatusCode::UNPROCESSABLE_ENTITY,
@@ -337,17 +284,9 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
         "{problem}"
     );
 
-    let form = Form::new()
-        .text("name", "with-universeg")
-        .text("spec", SPEC)
-        .text("reverse", format!(r#"{{"kind":"onnx","id":"{rid}"}}"#))
-        .part(
-            "onnx",
-            file_part(&synthetic().join("checkpoints/ckpt_07.onnx")),
-        );
-    let r = app.post_form("/v1/models", &app.admin, form).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let model: Value = r.json().await.unwrap();
+    let form = model_form("with-universeg", SPEC, &last_checkpoint())
+        .text("reverse", format!(r#"{{"kind":"onnx","id":"{rid}"}}"#));
+    let model = register_model(&app, form).await;
     assert_eq!(
         model["reverse_segmenter"],
         serde_json::json!({"kind": "onnx", "id": rid, "threshold": 0.4}),
@@ -366,34 +305,15 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
         (Some(0.4), 0.4),
         "the previous release's column is kept filled for its replicas"
     );
-    let r = app
-        .client
-        .put(app.at(&format!("/v1/models/{id}/reference-set")))
-        .bearer_auth(&app.admin)
-        .multipart(labelled_form(Form::new(), &synthetic().join("reference")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
-    let mut form = Form::new().text("params", r#"{"support_size":4,"repetitions":1}"#);
-    for c in ["ckpt_03", "ckpt_05", "ckpt_07"] {
-        form = form.part(
-            "checkpoint",
-            file_part(&synthetic().join(format!("checkpoints/{c}.onnx"))),
-        );
-    }
-    let form = labelled_form(form, &synthetic().join("calibration"));
-    let r = app
-        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let cal = app
-        .wait(
-            r.headers()["location"].to_str().unwrap(),
-            Duration::from_secs(300),
-        )
-        .await;
-    assert_eq!(cal["status"], "succeeded", "{cal}");
+    put_reference_set(&app, id, &synthetic().join("reference")).await;
+    let checkpoints: Vec<_> = ["ckpt_03", "ckpt_05", "ckpt_07"]
+        .iter()
+        .map(|c| synthetic().join(format!("checkpoints/{c}.onnx")))
+        .collect();
+    let params = r#"{"support_size":4,"repetitions":1}"#;
+    let calibration = synthetic().join("calibration");
+    let location = queue_calibration(&app, id, Some(params), &checkpoints, &calibration).await;
+    let cal = wait_succeeded(&app, &location, Duration::from_secs(300)).await;
     // Named by the digest, as the CLI names it too.
     assert_eq!(
         cal["result"]["reverse"],
@@ -403,21 +323,15 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
         ),
         "{cal}"
     );
+    let estimates = format!("/v1/models/{id}/estimates");
     let r = app
         .post_form(
-            &format!("/v1/models/{id}/estimates"),
+            &estimates,
             &app.submitter,
             images_form(&synthetic().join("batch")),
         )
         .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let est = app
-        .wait(
-            r.headers()["location"].to_str().unwrap(),
-            Duration::from_secs(300),
-        )
-        .await;
-    assert_eq!(est["status"], "succeeded", "{est}");
+    wait_succeeded(&app, &accepted_location(&r), Duration::from_secs(300)).await;
     // A row as a replica of the previous release writes it: only the old column holds the threshold.
     sqlx::query("UPDATE models SET onnx_threshold = NULL, reverse_threshold = 0.3 WHERE id = $1")
         .bind(model_id)
@@ -429,15 +343,8 @@ async fn flow_with_a_registered_onnx_reverse_segmenter() {
     // Interactive docs and the document they read.
     let docs = app.client.get(app.at("/docs/")).send().await.unwrap();
     assert_eq!(docs.status(), StatusCode::OK);
-    let api: Value = app
-        .client
-        .get(app.at("/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let api = send(app.client.get(app.at("/openapi.json"))).await;
+    let api: Value = api.json().await.unwrap();
     assert!(api["paths"]["/v1/models"].is_object());
     app.stop().await;
 }

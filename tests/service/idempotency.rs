@@ -1,7 +1,7 @@
 //! Idempotency-Key: a retried POST returns the first job instead of creating another.
 
 use crate::common::*;
-use reqwest::StatusCode;
+use reqwest::{Method, RequestBuilder, StatusCode};
 use serde_json::Value;
 
 async fn job_count(app: &TestApp) -> i64 {
@@ -83,15 +83,16 @@ async fn idempotent_post_creates_one_job() {
     app.stop().await;
 }
 
-async fn post_batch(app: &TestApp, model: &str, key: &str, dir: &str) -> reqwest::Response {
-    app.client
-        .post(app.at(&format!("/v1/models/{model}/estimates")))
-        .bearer_auth(&app.submitter)
+/// A POST to one of the model's collections under an Idempotency-Key.
+fn keyed(app: &TestApp, model: &str, collection: &str, api_key: &str, key: &str) -> RequestBuilder {
+    let path = format!("/v1/models/{model}/{collection}");
+    app.request(Method::POST, &path, api_key)
         .header("idempotency-key", key)
-        .multipart(images_form(&synthetic().join(dir)))
-        .send()
-        .await
-        .unwrap()
+}
+
+async fn post_batch(app: &TestApp, model: &str, key: &str, dir: &str) -> reqwest::Response {
+    let form = images_form(&synthetic().join(dir));
+    send(keyed(app, model, "estimates", &app.submitter, key).multipart(form)).await
 }
 
 fn pairs(points: usize) -> Value {
@@ -106,14 +107,7 @@ fn pairs(points: usize) -> Value {
 }
 
 async fn post_pairs(app: &TestApp, model: &str, key: &str, body: &Value) -> reqwest::Response {
-    app.client
-        .post(app.at(&format!("/v1/models/{model}/calibrations")))
-        .bearer_auth(&app.admin)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap()
+    send(keyed(app, model, "calibrations", &app.admin, key).json(body)).await
 }
 
 /// The key is scoped to the route and its model: the same key on another model is another request.
@@ -121,8 +115,7 @@ async fn post_pairs(app: &TestApp, model: &str, key: &str, body: &Value) -> reqw
 async fn idempotency_key_is_scoped_to_the_model() {
     let app = TestApp::start().await;
     let (a, _) = calibrated_model(&app, "model-a").await;
-    let b = model_with_reference(&app, "model-b").await;
-    let b = b["id"].as_str().unwrap().to_string();
+    let b = reference_model_id(&app, "model-b").await;
     let r = post_batch(&app, &a, "study-1.2.3", "batch").await;
     assert_eq!(r.status(), StatusCode::ACCEPTED);
     let on_a: Value = r.json().await.unwrap();
@@ -207,8 +200,7 @@ async fn idempotency_race_losers_get_the_digest_check() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_with_tabs_and_pair_names_with_nul_are_refused() {
     let app = TestApp::start().await;
-    let model = model_with_reference(&app, "model-nul").await;
-    let model = model["id"].as_str().unwrap().to_string();
+    let model = reference_model_id(&app, "model-nul").await;
     let r = post_pairs(&app, &model, "a\tb", &pairs(4)).await;
     expect_problem(r, StatusCode::BAD_REQUEST).await;
     let mut body = pairs(4);

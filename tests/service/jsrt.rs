@@ -4,29 +4,9 @@
 //! in CI (CI=true), where that is a failure.
 
 use crate::common::*;
-use reqwest::multipart::Form;
-use reqwest::StatusCode;
+use crate::shared_data::shared;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
-
-fn shared() -> Option<PathBuf> {
-    let dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared"));
-    if dir.join("models/jsrt-heart-unet").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!(
-            "{} is missing and CI=true: the shared JSRT service test must run in CI",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "note: {} is missing; skipping the JSRT service test",
-        dir.display()
-    );
-    None
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jsrt_estimate_of_last_checkpoint_is_within_003_of_real_dice() {
@@ -42,51 +22,20 @@ async fn jsrt_estimate_of_last_checkpoint_is_within_003_of_real_dice() {
         .unwrap();
     let spec = std::fs::read_to_string(repo().join("tests/fixtures/jsrt_spec.json")).unwrap();
 
-    let app = TestApp::with(ServeArgs {
-        max_images: 512,
-        max_body_mb: 128,
-        ..test_args()
-    })
-    .await;
-    let form = Form::new()
-        .text("name", "jsrt-heart-unet")
-        .text("spec", spec)
-        .part("onnx", file_part(&models.join("epoch_060.onnx")));
-    let r = app.post_form("/v1/models", &app.admin, form).await;
-    assert_eq!(r.status(), StatusCode::CREATED);
-    let model: Value = r.json().await.unwrap();
+    let app = TestApp::configured(|a| (a.max_images, a.max_body_mb) = (512, 128)).await;
+    let form = model_form("jsrt-heart-unet", &spec, &models.join("epoch_060.onnx"));
+    let model = register_model(&app, form).await;
     let id = model["id"].as_str().unwrap();
-    let r = app
-        .client
-        .put(app.at(&format!("/v1/models/{id}/reference-set")))
-        .bearer_auth(&app.admin)
-        .multipart(labelled_form(Form::new(), &data.join("train")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::OK);
+    put_reference_set(&app, id, &data.join("train")).await;
 
     // Default protocol (S=64, R=6, label fusion), like `spe calibrate`.
-    let mut form = Form::new();
-    for f in sorted_files(&models)
-        .iter()
+    let checkpoints: Vec<_> = sorted_files(&models)
+        .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
-    {
-        form = form.part("checkpoint", file_part(f));
-    }
-    let form = labelled_form(form, &data.join("test"));
+        .collect();
     let started = std::time::Instant::now();
-    let r = app
-        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let cal = app
-        .wait(
-            r.headers()["location"].to_str().unwrap(),
-            Duration::from_secs(600),
-        )
-        .await;
-    assert_eq!(cal["status"], "succeeded", "{cal}");
+    let location = queue_calibration(&app, id, None, &checkpoints, &data.join("test")).await;
+    let cal = wait_succeeded(&app, &location, Duration::from_secs(600)).await;
     let dice_fit = &cal["result"]["fits"]["dice"];
     eprintln!(
         "JSRT calibration in {:.1}s: dice {} fit, LOO MAE {:.4}, r {:.4}; excluded {}",
@@ -97,21 +46,11 @@ async fn jsrt_estimate_of_last_checkpoint_is_within_003_of_real_dice() {
         cal["result"]["excluded"]
     );
 
+    let form = images_form(&data.join("test/images"));
     let r = app
-        .post_form(
-            &format!("/v1/models/{id}/estimates"),
-            &app.submitter,
-            images_form(&data.join("test/images")),
-        )
+        .post_form(&format!("/v1/models/{id}/estimates"), &app.submitter, form)
         .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    let est = app
-        .wait(
-            r.headers()["location"].to_str().unwrap(),
-            Duration::from_secs(300),
-        )
-        .await;
-    assert_eq!(est["status"], "succeeded", "{est}");
+    let est = wait_succeeded(&app, &accepted_location(&r), Duration::from_secs(300)).await;
     let estimate = est["result"]["metrics"]["dice"]["estimate"]
         .as_f64()
         .unwrap();

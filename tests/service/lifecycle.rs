@@ -37,11 +37,7 @@ async fn wait_finished(app: &TestApp, limit: Duration) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_readyz_drains_before_the_listener_closes() {
-    let app = TestApp::with(ServeArgs {
-        drain_secs: 3,
-        ..test_args()
-    })
-    .await;
+    let app = TestApp::configured(|a| a.drain_secs = 3).await;
     let r = app.client.get(app.at("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let ready: Value = r.json().await.unwrap();
@@ -80,11 +76,7 @@ async fn lifecycle_shutdown_does_not_wait_for_a_stuck_request() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_a_request_has_a_time_limit() {
-    let app = TestApp::with(ServeArgs {
-        request_timeout_secs: 2,
-        ..test_args()
-    })
-    .await;
+    let app = TestApp::configured(|a| a.request_timeout_secs = 2).await;
     let mut conn = trickling_upload(&app).await;
     let (mut read, mut write) = conn.split();
     let trickle = async {
@@ -237,12 +229,11 @@ async fn lifecycle_a_slow_header_client_is_cut() {
 /// the service answers normally as soon as connections free up.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle_a_saturated_pool_answers_503_with_retry_after() {
-    let app = TestApp::with(ServeArgs {
-        db_connections: 2,
-        max_concurrent_uploads: 1,
-        db_acquire_timeout_secs: 1,
-        workers: 0,
-        ..test_args()
+    let app = TestApp::configured(|a| {
+        a.db_connections = 2;
+        a.max_concurrent_uploads = 1;
+        a.db_acquire_timeout_secs = 1;
+        a.workers = 0;
     })
     .await;
     // With api_keys locked, each request's key lookup blocks while holding one of the two connections.

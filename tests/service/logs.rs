@@ -77,14 +77,7 @@ async fn logs_never_name_the_uploaded_files() {
     let png =
         std::fs::read(sorted_files(&synthetic().join("reference/images"))[0].clone()).unwrap();
     let form = Form::new().part("image", named(png, &format!("{}.png", PATIENTS[2])));
-    let r = app
-        .client
-        .put(app.at(&format!("/v1/models/{id}/reference-set")))
-        .bearer_auth(&app.admin)
-        .multipart(form)
-        .send()
-        .await
-        .unwrap();
+    let r = app.put_form(&reference_set(&id), &app.admin, form).await;
     let problem = expect_problem(r, StatusCode::UNPROCESSABLE_ENTITY).await;
     expect_detail(&problem, "image part #1 has no label");
 

@@ -1,7 +1,7 @@
 //! The committed OpenAPI document must match the one generated from the code.
 //! `UPDATE_OPENAPI=1 cargo test --test service openapi` rewrites it.
 
-use crate::common::repo;
+use crate::common::{each_str, repo};
 
 #[test]
 fn openapi_document_has_not_drifted() {
@@ -39,12 +39,7 @@ fn operations(doc: &serde_json::Value) -> Vec<(String, &serde_json::Value)> {
 #[test]
 fn operations_have_unique_readable_ids_and_one_declared_tag() {
     let doc = committed();
-    let declared: Vec<&str> = doc["tags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let declared = each_str(&doc["tags"], "name");
     let mut ids = std::collections::BTreeSet::new();
     for (label, op) in operations(&doc) {
         let id = op["operationId"].as_str().unwrap_or_default();

@@ -99,9 +99,7 @@ fn admin_sweep(database_url: &str, s3_port: u16) -> String {
         .env("DATABASE_URL", database_url)
         .output()
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    String::from_utf8(out.stdout).unwrap()
+    succeeded_stdout(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,17 +110,12 @@ async fn s3_blob_store_holds_the_blobs_of_a_whole_estimate_and_is_swept() {
 
     let database_url = fresh_database().await;
     let port = free_port();
-    let child = with_s3_env(&mut Command::new(env!("CARGO_BIN_EXE_spe")), s3_port)
-        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
-        .args(["--blob-store", &format!("s3://{BUCKET}/{PREFIX}")])
-        .env("DATABASE_URL", &database_url)
-        .env("RUST_LOG", "warn,spe=info")
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot start the spe binary");
-    let mut server = ChildProcess(child);
+    let mut server = spawn_spe(
+        with_s3_env(&mut Command::new(env!("CARGO_BIN_EXE_spe")), s3_port)
+            .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+            .args(["--blob-store", &format!("s3://{BUCKET}/{PREFIX}")])
+            .env("DATABASE_URL", &database_url),
+    );
     let url = format!("http://127.0.0.1:{port}");
     let bucket_root = root.path().to_path_buf();
     let app = TestApp::external(url, database_url.clone(), root, || server.exited()).await;

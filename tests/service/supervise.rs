@@ -83,6 +83,22 @@ async fn job(pool: &PgPool, id: Uuid) -> JobRow {
     .unwrap()
 }
 
+/// Supervises work that runs until it is told to stop; returns the supervisor's label once it has
+/// stopped the work (within 30 s).
+async fn supervise_until_stopped(
+    ctx: &Arc<Ctx>,
+    config: &WorkerConfig,
+    job: Claimed,
+) -> &'static str {
+    let seen = Arc::new(Mutex::new(None));
+    let supervised = supervise(ctx, config, job, no_shutdown(), until_stopped(seen.clone()));
+    let label = tokio::time::timeout(Duration::from_secs(30), supervised)
+        .await
+        .expect("the supervisor did not stop the work");
+    assert!(seen.lock().unwrap().as_ref().unwrap().stopped());
+    label
+}
+
 /// Work that runs until it is told to stop, handing its Progress to the test.
 fn until_stopped(
     seen: Arc<Mutex<Option<Progress>>>,
@@ -275,21 +291,8 @@ async fn supervise_a_deadline_stops_the_work_and_fails_the_job() {
         deadline: Some(Duration::from_millis(500)),
         ..config()
     };
-    let seen = Arc::new(Mutex::new(None));
-    let label = tokio::time::timeout(
-        Duration::from_secs(30),
-        supervise(
-            &s.ctx,
-            &config,
-            claimed,
-            no_shutdown(),
-            until_stopped(seen.clone()),
-        ),
-    )
-    .await
-    .expect("the supervisor did not stop the work");
+    let label = supervise_until_stopped(&s.ctx, &config, claimed).await;
     assert_eq!(label, "failed");
-    assert!(seen.lock().unwrap().as_ref().unwrap().stopped());
     let row = job(&s.ctx.pool, id).await;
     assert_eq!(row.state, "failed");
     assert!(row.error.unwrap().contains("deadline"));
@@ -311,21 +314,8 @@ async fn supervise_a_lost_lease_stops_the_work() {
             .await
             .unwrap();
     });
-    let seen = Arc::new(Mutex::new(None));
-    let label = tokio::time::timeout(
-        Duration::from_secs(30),
-        supervise(
-            &s.ctx,
-            &config(),
-            claimed,
-            no_shutdown(),
-            until_stopped(seen.clone()),
-        ),
-    )
-    .await
-    .expect("the supervisor did not stop the work");
+    let label = supervise_until_stopped(&s.ctx, &config(), claimed).await;
     assert_eq!(label, "lost");
-    assert!(seen.lock().unwrap().as_ref().unwrap().stopped());
     // The new owner's job is untouched.
     assert_eq!(job(&s.ctx.pool, id).await.state, "running");
 }

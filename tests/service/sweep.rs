@@ -90,34 +90,20 @@ async fn sweep_deletes_crash_leftovers_and_keeps_referenced_blobs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_sweeps_in_the_background_without_hurting_uploads() {
-    let app = TestApp::with(ServeArgs {
-        blob_sweep_interval_secs: 1,
-        blob_sweep_min_age_secs: 0,
-        ..test_args()
-    })
-    .await;
+    let app =
+        TestApp::configured(|a| (a.blob_sweep_interval_secs, a.blob_sweep_min_age_secs) = (1, 0))
+            .await;
     let blobs = BlobStore::open(&app.blob_dir.path().display().to_string()).unwrap();
     // While another process holds the sweep lock, this one's ticks leave the orphan alone.
     let mut other = app.pool.acquire().await.unwrap();
-    let (class, id) = store::SWEEP_LOCK;
-    sqlx::query("SELECT pg_advisory_lock($1, $2)")
-        .bind(class)
-        .bind(id)
-        .execute(&mut *other)
-        .await
-        .unwrap();
+    sweep_lock(&mut other, "SELECT pg_advisory_lock($1, $2)").await;
     let (orphan, _) = blobs.put(Bytes::from_static(b"left behind")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert!(
         blobs.exists(&orphan).await.unwrap(),
         "swept while another process was sweeping"
     );
-    sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-        .bind(class)
-        .bind(id)
-        .execute(&mut *other)
-        .await
-        .unwrap();
+    sweep_lock(&mut other, "SELECT pg_advisory_unlock($1, $2)").await;
     drop(other);
     let started = Instant::now();
     while blobs.exists(&orphan).await.unwrap() {
@@ -137,6 +123,13 @@ async fn serve_sweeps_in_the_background_without_hurting_uploads() {
     app.stop().await;
 }
 
+/// Runs `sql` (taking or releasing an advisory lock) on the sweep lock's key over `conn`.
+async fn sweep_lock(conn: &mut sqlx::PgConnection, sql: &str) {
+    let (class, id) = store::SWEEP_LOCK;
+    let query = sqlx::query(sql).bind(class).bind(id);
+    query.execute(conn).await.unwrap();
+}
+
 /// `spe admin sweep-blobs` on the app's database and blob store; returns its stdout.
 async fn admin_sweep(app: &TestApp, min_age_secs: &str) -> String {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_spe"))
@@ -147,9 +140,7 @@ async fn admin_sweep(app: &TestApp, min_age_secs: &str) -> String {
         .output()
         .await
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    String::from_utf8(out.stdout).unwrap()
+    succeeded_stdout(out)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,52 +2,36 @@
 //! over after its lease expires and completes once; on SIGTERM a running job is handed back.
 
 use crate::common::*;
-use reqwest::multipart::Form;
-use reqwest::StatusCode;
 use serde_json::Value;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 fn spawn_worker(app: &TestApp, grace_secs: &str) -> ChildProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_spe"))
-        .args([
-            "serve",
-            "--role",
-            "worker",
-            "--lease-secs",
-            "2",
-            "--poll-ms",
-            "200",
-            "--bind",
-            "127.0.0.1:0",
-        ])
-        .args(["--shutdown-grace-secs", grace_secs])
-        .arg("--blob-store")
-        .arg(app.blob_dir.path())
-        .env("DATABASE_URL", &app.database_url)
-        .env("RUST_LOG", "warn,spe=info")
-        .current_dir(repo())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("cannot start the spe binary");
-    ChildProcess(child)
+    spawn_spe(
+        Command::new(env!("CARGO_BIN_EXE_spe"))
+            .args([
+                "serve",
+                "--role",
+                "worker",
+                "--lease-secs",
+                "2",
+                "--poll-ms",
+                "200",
+                "--bind",
+                "127.0.0.1:0",
+            ])
+            .args(["--shutdown-grace-secs", grace_secs])
+            .arg("--blob-store")
+            .arg(app.blob_dir.path())
+            .env("DATABASE_URL", &app.database_url),
+    )
 }
 
 /// A calibration slow enough (many repetitions) to be caught mid-run.
 async fn slow_calibration(app: &TestApp) -> String {
-    let model = model_with_reference(app, "crash").await;
-    let id = model["id"].as_str().unwrap();
-    let mut form = Form::new().text("params", r#"{"support_size":8,"repetitions":40,"seed":3}"#);
-    for f in sorted_files(&synthetic().join("checkpoints")) {
-        form = form.part("checkpoint", file_part(&f));
-    }
-    let form = labelled_form(form, &synthetic().join("calibration"));
-    let r = app
-        .post_form(&format!("/v1/models/{id}/calibrations"), &app.admin, form)
-        .await;
-    assert_eq!(r.status(), StatusCode::ACCEPTED);
-    r.headers()["location"].to_str().unwrap().to_string()
+    let id = &reference_model_id(app, "crash").await;
+    let params = r#"{"support_size":8,"repetitions":40,"seed":3}"#;
+    queue_synthetic_calibration(app, id, params).await
 }
 
 /// Waits until the job is running and has made progress (so the worker is truly mid-job).
@@ -70,19 +54,21 @@ async fn wait_running(app: &TestApp, location: &str) -> Value {
     }
 }
 
+/// Starts another worker and waits for it to finish the job at `location`, the job's `attempts`th
+/// attempt (`why`), with exactly one result.
+async fn finish_in_a_new_worker(app: &TestApp, location: &str, attempts: u64, why: &str) {
+    let _worker = spawn_worker(app, "5");
+    let done = wait_succeeded(app, location, Duration::from_secs(240)).await;
+    assert_eq!(done["attempts"], attempts, "{why}");
+    assert_eq!(results(app).await, (1, 1), "exactly one result");
+}
+
 fn api_only() -> ServeArgs {
     ServeArgs {
         role: spe::service::Role::Api,
         workers: 0,
         ..test_args()
     }
-}
-
-async fn results(app: &TestApp) -> (i64, i64) {
-    sqlx::query_as("SELECT count(*) FILTER (WHERE result IS NOT NULL), count(*) FROM calibrations")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,14 +87,8 @@ async fn worker_killed_mid_job_completes_once() {
         "nobody finished it: {orphaned}"
     );
     assert!(orphaned["result"].is_null());
-    let _restarted = spawn_worker(&app, "5");
-    let done = app.wait(&location, Duration::from_secs(240)).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(
-        done["attempts"], 2,
-        "the restarted worker took over the expired lease"
-    );
-    assert_eq!(results(&app).await, (1, 1), "exactly one result");
+    let why = "the restarted worker took over the expired lease";
+    finish_in_a_new_worker(&app, &location, 2, why).await;
     let state: (String, Option<uuid::Uuid>) = sqlx::query_as("SELECT state, lease_token FROM jobs")
         .fetch_one(&app.pool)
         .await
@@ -140,13 +120,15 @@ async fn worker_sigterm_hands_the_job_back() {
         released["status"], "queued",
         "handed back at once, not left to its lease: {released}"
     );
-    let _next = spawn_worker(&app, "5");
-    let done = app.wait(&location, Duration::from_secs(240)).await;
-    assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(
-        done["attempts"], 1,
-        "an interrupted attempt is not counted against the retry limit"
-    );
-    assert_eq!(results(&app).await, (1, 1));
+    let why = "an interrupted attempt is not counted against the retry limit";
+    finish_in_a_new_worker(&app, &location, 1, why).await;
     app.stop().await;
+}
+
+/// Calibrations with a result, and all calibrations.
+async fn results(app: &TestApp) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*) FILTER (WHERE result IS NOT NULL), count(*) FROM calibrations")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
 }
