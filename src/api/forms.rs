@@ -1,4 +1,4 @@
-//! The multipart/form-data bodies as the OpenAPI document describes them. Handlers read the parts
+//! The multipart/form-data bodies (and the thresholds' JSON) as the OpenAPI document describes them. Handlers read the parts
 //! themselves (`upload::Upload`); these types only document the parts, so they are never built.
 //!
 //! `serde(deny_unknown_fields)` is read by utoipa (additionalProperties: false): handlers refuse parts
@@ -10,6 +10,7 @@
 
 use super::dto::{Params, ReverseSpec};
 use crate::inference::ModelSpec;
+use crate::monitor::Rule;
 use utoipa::ToSchema;
 
 /// multipart/form-data body of POST /v1/models; no other part is accepted.
@@ -151,4 +152,18 @@ pub(crate) fn declare_part_rules(doc: &mut utoipa::openapi::OpenApi) {
                 .insert("allOf".into(), json!(clauses));
         }
     }
+}
+
+/// JSON body of PUT /v1/models/{id}/thresholds (and its answer): one rule per metric, none for a metric
+/// left out.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Thresholds {
+    dice: Option<Rule>,
+    jaccard: Option<Rule>,
+    precision: Option<Rule>,
+    recall: Option<Rule>,
+    /// In pixels of the 128x128 working grid.
+    hd95: Option<Rule>,
+    pearson: Option<Rule>,
 }

@@ -5,13 +5,15 @@ use super::dto::{
     Model, ModelList, ReferenceSet, ReverseSegmenter, ReverseSegmenterList, ReverseSpec,
 };
 use super::error::Problem;
-use super::forms::{LabelledSetForm, RegisterModelForm, RegisterReverseForm};
-use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
+use super::forms::{
+    LabelledSetForm, RegisterModelForm, RegisterReverseForm, Thresholds as ThresholdsForm,
+};
+use super::problems::{Busy, Forbidden, JsonBody, NotFound, Unauthorized, Uploads};
 use super::upload::{self, Upload};
 use super::{ApiError, AppState, IdPath};
 use crate::app::models::{self as app, NewModel, OnnxReverseChoice, ReferenceSetInfo};
 use crate::app::thresholds;
-use crate::monitor::{Rule, Thresholds};
+use crate::monitor::Thresholds;
 use crate::store::models;
 use axum::extract::multipart::MultipartRejection;
 use axum::extract::{FromRequest, Multipart, Request};
@@ -210,7 +212,7 @@ async fn get_reverse(
 /// on the active calibration's split (`below_calibration` / `above_calibration`). `{}` when none are set.
 #[utoipa::path(get, path = "/v1/models/{id}/thresholds", operation_id = "getThresholds", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
-    responses((status = 200, body = BTreeMap<String, Rule>), Unauthorized, NotFound, Busy))]
+    responses((status = 200, body = ThresholdsForm), Unauthorized, NotFound, Busy))]
 async fn get_thresholds(state: Reader, IdPath(id): IdPath) -> Result<Json<Thresholds>, ApiError> {
     Ok(Json(thresholds::get(&state, id).await?))
 }
@@ -220,10 +222,10 @@ async fn get_thresholds(state: Reader, IdPath(id): IdPath) -> Result<Json<Thresh
 /// stored estimates keep theirs.
 #[utoipa::path(put, path = "/v1/models/{id}/thresholds", operation_id = "putThresholds", tag = "models",
     params(("id" = Uuid, Path, description = "Model id")),
-    request_body = BTreeMap<String, Rule>,
+    request_body = ThresholdsForm,
     responses(
-        (status = 200, body = BTreeMap<String, Rule>),
-        Unauthorized, Forbidden, NotFound, Busy,
+        (status = 200, body = ThresholdsForm),
+        Unauthorized, Forbidden, NotFound, JsonBody, Busy,
         (status = 422, description = "Unknown metric or field, a bound out of range, or a relative rule without a calibration value", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn put_thresholds(

@@ -68,6 +68,13 @@ problem_responses! {
         503 => "The server is busy (no database connection came free in time) or a dependency is down; \
                 retry after the Retry-After delay", retry_after;
     }
+    /// Routes taking a JSON body.
+    JsonBody {
+        400 => "The body is not valid JSON";
+        413 => "The body is larger than the server accepts";
+        415 => "The body is not application/json";
+        422 => "The JSON does not have the expected shape, or its content cannot be used";
+    }
     /// Routes taking a request body (uploads).
     Uploads {
         400 => "Malformed request (headers, multipart framing)";

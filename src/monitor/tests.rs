@@ -34,6 +34,20 @@ fn min(v: f64) -> Rule {
     }
 }
 
+fn max(v: f64) -> Rule {
+    Rule {
+        max: Some(v),
+        ..Rule::default()
+    }
+}
+
+fn below_calibration(delta: f64) -> Rule {
+    Rule {
+        below_calibration: Some(delta),
+        ..Rule::default()
+    }
+}
+
 #[test]
 fn an_estimate_below_the_minimum_is_an_alert_and_an_interval_across_it_a_warning() {
     let thresholds = rules(Metric::Dice, min(0.85));
@@ -53,13 +67,7 @@ fn an_estimate_below_the_minimum_is_an_alert_and_an_interval_across_it_a_warning
 
 #[test]
 fn a_maximum_bounds_from_above() {
-    let thresholds = rules(
-        Metric::Hd95,
-        Rule {
-            max: Some(12.0),
-            ..Rule::default()
-        },
-    );
+    let thresholds = rules(Metric::Hd95, max(12.0));
     let mut e = estimate(0.9, [0.8, 1.0]);
     if let Estimate::Ok { metrics, .. } = &mut e {
         metrics.insert(
@@ -82,13 +90,7 @@ fn a_maximum_bounds_from_above() {
 
 #[test]
 fn a_relative_rule_is_resolved_against_the_calibration_value_and_skipped_without_one() {
-    let thresholds = rules(
-        Metric::Dice,
-        Rule {
-            below_calibration: Some(0.05),
-            ..Rule::default()
-        },
-    );
+    let thresholds = rules(Metric::Dice, below_calibration(0.05));
     let alerts = evaluate(
         &estimate(0.82, [0.80, 0.84]),
         &thresholds,
@@ -142,13 +144,7 @@ fn rules_are_checked_with_messages_that_say_what_to_fix() {
         validate(&rules(Metric::Dice, crossed), known),
         Err(RuleError::Crossed { .. })
     ));
-    let relative = rules(
-        Metric::Dice,
-        Rule {
-            below_calibration: Some(0.05),
-            ..Rule::default()
-        },
-    );
+    let relative = rules(Metric::Dice, below_calibration(0.05));
     assert_eq!(validate(&relative, known), Ok(()));
     let err = validate(&relative, |_| Err("no active calibration".into())).unwrap_err();
     assert!(err.to_string().contains("no active calibration"), "{err}");

@@ -168,6 +168,9 @@ fn fuzz_config(ids: &FuzzIds) -> String {
         "putReferenceSet",
         "createCalibration",
         "submitEstimate",
+        // Thresholds: a minimum above the maximum, or a rule relative to a calibration value the model
+        // does not have, is schema-valid and rightly a 422.
+        "putThresholds",
     ];
     let on_the_model = [
         "getModel",
@@ -177,6 +180,8 @@ fn fuzz_config(ids: &FuzzIds) -> String {
         "listCalibrations",
         "submitEstimate",
         "listEstimates",
+        "getThresholds",
+        "putThresholds",
     ];
     let operations = [("registerModel", None), ("registerReverseSegmenter", None)]
         .into_iter()
