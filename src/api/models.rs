@@ -16,7 +16,8 @@ use crate::app::thresholds;
 use crate::monitor::Thresholds;
 use crate::store::models;
 use axum::extract::multipart::MultipartRejection;
-use axum::extract::{FromRequest, Multipart, Request};
+use axum::extract::rejection::JsonRejection;
+use axum::extract::Multipart;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -231,8 +232,7 @@ async fn get_thresholds(state: Reader, IdPath(id): IdPath) -> Result<Json<Thresh
 async fn put_thresholds(
     state: Admin,
     IdPath(id): IdPath,
-    req: Request,
+    body: Result<Json<Thresholds>, JsonRejection>,
 ) -> Result<Json<Thresholds>, ApiError> {
-    let Json(body) = Json::<Thresholds>::from_request(req, &state).await?;
-    Ok(Json(thresholds::set(&state, id, body).await?))
+    Ok(Json(thresholds::set(&state, id, body?.0).await?))
 }

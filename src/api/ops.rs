@@ -125,16 +125,14 @@ async fn metrics_text(
             .set(n as f64);
     }
     for (model, result) in estimates::latest_per_model(&state.pool).await? {
-        let alerting = |metric: Metric| {
-            result
-                .alerts
-                .iter()
-                .any(|a| a.metric == metric && a.severity == Severity::Alert)
+        let estimated = match &result.estimate {
+            Estimate::Ok { metrics, .. } => Some(metrics),
+            Estimate::InsufficientSupport { .. } => None,
         };
-        let mut alert_metrics: Vec<Metric> = result.alerts.iter().map(|a| a.metric).collect();
-        if let Estimate::Ok { metrics, .. } = &result.estimate {
-            for (&metric, value) in metrics {
-                let name = metric.name();
+        for metric in Metric::ALL {
+            let name = metric.name();
+            let value = estimated.and_then(|m| m.get(&metric));
+            if let Some(value) = value {
                 metrics::gauge!("spe_latest_estimate", "model" => model.clone(), "metric" => name)
                     .set(value.estimate);
                 let [lower, upper] = value.interval;
@@ -146,14 +144,17 @@ async fn metrics_text(
                     metrics::gauge!("spe_estimate", "model" => model.clone(), "metric" => name, "bound" => bound)
                         .set(v);
                 }
-                alert_metrics.push(metric);
             }
-        }
-        alert_metrics.sort();
-        alert_metrics.dedup();
-        for metric in alert_metrics {
-            metrics::gauge!("spe_alert_active", "model" => model.clone(), "metric" => metric.name())
-                .set(if alerting(metric) { 1.0 } else { 0.0 });
+            let mut alerts = result
+                .alerts
+                .iter()
+                .filter(|a| a.metric == metric)
+                .peekable();
+            if value.is_some() || alerts.peek().is_some() {
+                let active = alerts.any(|a| a.severity == Severity::Alert);
+                metrics::gauge!("spe_alert_active", "model" => model.clone(), "metric" => name)
+                    .set(if active { 1.0 } else { 0.0 });
+            }
         }
     }
     let body = prometheus().map(|h| h.render()).unwrap_or_default();
