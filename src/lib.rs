@@ -14,3 +14,4 @@ pub mod monitor;
 pub mod pipeline;
 pub mod service;
 pub mod store;
+pub mod webhooks;

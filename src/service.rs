@@ -3,8 +3,9 @@
 
 use crate::api::{self, AppState, Limits};
 use crate::inference::{Runtime, RuntimeConfig};
-use crate::jobs::{self, run::Ctx, WorkerConfig};
+use crate::jobs::{self, deliver::DeliveryConfig, run::Ctx, WorkerConfig};
 use crate::store::{self, keys, BlobStore};
+use crate::webhooks::AllowList;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -401,6 +402,18 @@ pub async fn run(
             // The workers' own connections: claims, heartbeats and result writes never wait behind
             // uploads holding the API's pool.
             let worker_pool = connect(&args.db.database_url, args.workers as u32 * 2 + 2).await?;
+            tokio::spawn(jobs::deliver::run(
+                worker_pool.clone(),
+                DeliveryConfig {
+                    allowed: AllowList::parse(&args.webhook_allowed_hosts),
+                    timeout: Duration::from_secs(args.webhook_timeout_secs),
+                    max_delay: Duration::from_secs(600),
+                    give_up_after: Duration::from_secs(args.webhook_retry_hours * 3600),
+                    poll: Duration::from_millis(args.poll_ms),
+                    concurrency: 4,
+                },
+                shutdown.clone(),
+            ));
             let ctx = Arc::new(Ctx {
                 pool: worker_pool,
                 blobs: blobs.clone(),
@@ -444,6 +457,7 @@ pub async fn run(
                         request_timeout: Duration::from_secs(args.request_timeout_secs),
                     },
                     max_attempts: args.max_attempts,
+                    webhook_hosts: AllowList::parse(&args.webhook_allowed_hosts),
                 },
                 open_ops: !args.protect_ops,
                 draining: Arc::new(AtomicBool::new(false)),

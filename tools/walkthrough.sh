@@ -71,7 +71,14 @@ until curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e '.status == "succeeded" or .sta
 done
 curl -sSf -H "$AUTH" $SPE$LOCATION | jq -c '{status, images, dice: .result.metrics.dice.estimate, inputs}'
 
-# 8. Alerts: a threshold no model reaches; the next estimate carries the alert, /metrics exports it.
+# 8. Alerts: a threshold no model reaches and a webhook receiver; the next estimate carries the alert,
+#    /metrics exports it, and the receiver gets a signed estimate.alert event.
+python3 tools/webhook_receiver.py 8099 walkthrough-secret-0123456789 > /tmp/spe-webhooks.log &
+RECEIVER=$!
+trap 'kill $RECEIVER 2>/dev/null' EXIT
+HOOK=$(curl -sSf -H "$AUTH" -H 'Content-Type: application/json' -d '{"url": "http://127.0.0.1:8099/",
+  "secret": "walkthrough-secret-0123456789", "events": ["estimate.alert"]}' $SPE/v1/webhooks | jq -r .id)
+echo "webhook $HOOK"
 curl -sSf -X PUT -H "$AUTH" -H 'Content-Type: application/json' -d '{"dice": {"min": 0.99}}' \
   $SPE/v1/models/$MODEL/thresholds
 echo
@@ -86,3 +93,8 @@ curl -sSf -H "$AUTH" $SPE$LOCATION | jq -e -c '.result.alerts | select(.[0].seve
 NAME=$(curl -sSf -H "$AUTH" $SPE/v1/models/$MODEL | jq -r .name)
 curl -sSf $SPE/metrics | grep -E "^spe_alert_active\{.*model=\"$NAME\"" | grep dice | grep -q ' 1$'
 echo "alert active for $NAME"
+for _ in $(seq 30); do grep -q "^signed estimate.alert model=$NAME " /tmp/spe-webhooks.log && break; sleep 1; done
+grep "^signed estimate.alert model=$NAME " /tmp/spe-webhooks.log
+curl -sSf -H "$AUTH" $SPE/v1/webhooks/$HOOK/deliveries | jq -e -c '.items[] | select(.state == "delivered")'
+curl -sSf -X DELETE -H "$AUTH" $SPE/v1/webhooks/$HOOK
+echo "signed webhook delivered"

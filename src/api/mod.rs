@@ -12,6 +12,7 @@ pub mod ops;
 pub mod problems;
 pub mod studies;
 pub mod upload;
+pub mod webhooks;
 
 pub use error::ApiError;
 
@@ -111,6 +112,7 @@ impl utoipa::Modify for SecurityAddon {
         (name = "reverse-segmenters", description = "UniverSeg-contract ONNX reverse segmenters"),
         (name = "calibrations", description = "Stage 1: the pseudo -> real mapping per model"),
         (name = "estimates", description = "Stage 2: estimates for unlabeled batches (multipart, zip or DICOMweb STOW-RS)"),
+        (name = "webhooks", description = "Receivers of estimate events (signed, retried)"),
         (name = "operations", description = "Health, readiness, metrics")
     )
 )]
@@ -122,6 +124,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(calibrations::router())
         .merge(estimates::router())
         .merge(studies::router())
+        .merge(webhooks::router())
         .merge(ops::router())
 }
 

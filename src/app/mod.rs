@@ -8,6 +8,7 @@ pub mod estimates;
 pub mod models;
 pub mod studies;
 pub mod thresholds;
+pub mod webhooks;
 
 use crate::engine::EngineError;
 use crate::inference::{InferenceError, Runtime};
@@ -49,6 +50,8 @@ pub struct Context {
     pub limits: Limits,
     /// Attempts a job gets before it is failed for good.
     pub max_attempts: i32,
+    /// Hosts webhooks may call.
+    pub webhook_hosts: crate::webhooks::AllowList,
 }
 
 impl Context {

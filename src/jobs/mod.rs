@@ -2,6 +2,7 @@
 //! result under the lease. A worker killed mid-job simply stops heartbeating; its lease expires and
 //! another worker (or the restarted one) runs the job again from its stored inputs.
 
+pub mod deliver;
 pub mod queue;
 pub mod run;
 pub mod supervise;

@@ -399,10 +399,12 @@ pub async fn finish(
     }
     match outcome {
         Ok(Output::Estimate { result, timings }) => {
-            estimates::set_result(&mut tx, id, result, timings).await?
+            estimates::set_result(&mut tx, id, result, timings).await?;
+            super::deliver::notify(&mut tx, id, Ok(result)).await?;
         }
         Ok(Output::Calibration { result }) => calibrations::set_result(&mut tx, id, result).await?,
-        Err(_) => {}
+        // A no-op for calibrations.
+        Err(error) => super::deliver::notify(&mut tx, id, Err(error)).await?,
     }
     let garbage = match estimates::batch_set(&mut tx, id).await? {
         Some(set) if !ctx.retain_batch_pixels => image_sets::purge_pixels(&mut tx, set).await?,

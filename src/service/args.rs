@@ -162,6 +162,18 @@ pub struct ServeArgs {
     #[arg(long, env = "SPE_ESTIMATE_RETENTION_DAYS", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=36_500))]
     pub estimate_retention_days: u32,
+    /// Hosts webhooks may call, comma-separated: names, IP addresses, `host:port`, `*.domain`; empty
+    /// allows any host (registering a webhook is admin-only).
+    #[arg(long, env = "SPE_WEBHOOK_ALLOWED_HOSTS", default_value = "")]
+    pub webhook_allowed_hosts: String,
+    /// One webhook delivery attempt's time limit.
+    #[arg(long, env = "SPE_WEBHOOK_TIMEOUT_SECS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub webhook_timeout_secs: u64,
+    /// How long a failing webhook delivery is retried (backoff 1 s doubling to 10 min), from its event.
+    #[arg(long, env = "SPE_WEBHOOK_RETRY_HOURS", default_value_t = 24,
+          value_parser = clap::value_parser!(u64).range(1..=720))]
+    pub webhook_retry_hours: u64,
     /// An admin key `spe_<id>.<secret>` installed at start-up (for containers); never re-enabled once
     /// revoked.
     #[arg(long, env = "SPE_BOOTSTRAP_ADMIN_KEY", hide_env_values = true)]

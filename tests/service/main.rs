@@ -20,4 +20,5 @@ mod stored;
 mod supervise;
 mod sweep;
 mod thresholds;
+mod webhooks;
 mod worker_crash;
