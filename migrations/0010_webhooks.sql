@@ -25,8 +25,6 @@ CREATE TABLE webhook_deliveries (
     last_error       text,
     created_at       timestamptz NOT NULL DEFAULT now(),
     delivered_at     timestamptz,
-    CONSTRAINT webhook_deliveries_once UNIQUE (webhook_id, event, estimate_id)
+    -- Led by estimate_id: also the index the cascade from a deleted estimate uses.
+    CONSTRAINT webhook_deliveries_once UNIQUE (estimate_id, webhook_id, event)
 );
-CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE state = 'pending';
-CREATE INDEX webhook_deliveries_by_webhook ON webhook_deliveries (webhook_id, created_at DESC, id DESC);
-CREATE INDEX webhook_deliveries_by_estimate ON webhook_deliveries (estimate_id);

@@ -1,7 +1,7 @@
 //! Estimates: submit an unlabeled batch (202 + Location), poll it, list a model's estimates.
 
 use super::auth::{Reader, Submitter};
-use super::dto::{Binary, EstimatePage, EstimateView, InputFileView, JobStatus};
+use super::dto::{Binary, EstimateKindView, EstimatePage, EstimateView, InputFileView, JobStatus};
 use super::error::Problem;
 use super::forms::BatchForm;
 use super::problems::{Busy, Forbidden, NotFound, Unauthorized, Uploads};
@@ -143,6 +143,8 @@ pub struct ListParams {
     to: Option<DateTime<Utc>>,
     /// Only estimates in this state.
     status: Option<JobStatus>,
+    /// Only batch estimates (`batch`) or rolling-window ones (`window`).
+    kind: Option<EstimateKindView>,
     /// Page size, 1-500 (default 50).
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
@@ -198,6 +200,7 @@ async fn list(
         from: params.from,
         to: params.to,
         state: params.status.map(crate::store::JobState::from),
+        kind: params.kind.map(Into::into),
         after: params.cursor.as_deref().map(decode_cursor).transpose()?,
         limit,
     };

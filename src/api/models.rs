@@ -12,7 +12,7 @@ use super::problems::{Busy, Forbidden, JsonBody, NotFound, Unauthorized, Uploads
 use super::upload::{self, Upload};
 use super::{ApiError, AppState, IdPath};
 use crate::app::models::{self as app, NewModel, OnnxReverseChoice, ReferenceSetInfo};
-use crate::app::thresholds;
+use crate::app::{thresholds, windows};
 use crate::monitor::Thresholds;
 use crate::store::models;
 use axum::extract::multipart::MultipartRejection;
@@ -30,6 +30,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(register_reverse, list_reverse))
         .routes(routes!(get_reverse))
         .routes(routes!(get_thresholds, put_thresholds))
+        .routes(routes!(get_window, put_window))
 }
 
 fn created(location: String) -> HeaderMap {
@@ -235,4 +236,76 @@ async fn put_thresholds(
     body: Result<Json<Thresholds>, JsonRejection>,
 ) -> Result<Json<Thresholds>, ApiError> {
     Ok(Json(thresholds::set(&state, id, body?.0).await?))
+}
+
+/// A rolling window's size: `{"images": N}`, or `{"images": null}` to remove it.
+#[derive(serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WindowForm {
+    /// Images per window estimate (1 to the per-upload image limit, at most 1024); null removes the window.
+    /// Required: `{}` is refused rather than read as null.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>, minimum = 1, maximum = 1024, example = 24)]
+    images: Option<Option<i32>>,
+}
+
+/// A field that is there, null or not (serde reads a missing `Option<Option<_>>` as None only with this).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<i32>>, D::Error> {
+    <Option<i32> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A model's rolling window.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Window {
+    /// Images per window estimate; null when the model has no window.
+    images: Option<i32>,
+    /// Images received since the last window estimate (the next one is due when this reaches `images`).
+    pending: i32,
+    /// Images the window holds now (their pixels are kept until they leave it).
+    held: i64,
+}
+
+impl From<crate::store::windows::WindowState> for Window {
+    fn from(w: crate::store::windows::WindowState) -> Self {
+        Window {
+            images: w.images,
+            pending: w.pending,
+            held: w.held,
+        }
+    }
+}
+
+/// The model's rolling window: its size, and how many images it holds and has received since its last
+/// estimate.
+#[utoipa::path(get, path = "/v1/models/{id}/window", operation_id = "getWindow", tag = "models",
+    params(("id" = Uuid, Path, description = "Model id")),
+    responses((status = 200, body = Window), Unauthorized, NotFound, Busy))]
+async fn get_window(state: Reader, IdPath(id): IdPath) -> Result<Json<Window>, ApiError> {
+    Ok(Json(windows::get(&state, id).await?.into()))
+}
+
+/// Keep a rolling window of the model's latest N batch images: every batch posted afterwards adds its
+/// images, and each time N new images have arrived since the last window estimate, the latest N are
+/// estimated together (`kind: "window"` in the estimate list). For integrations that post one study at a
+/// time. Window images keep their pixels until they leave the window; `{"images": null}` removes the
+/// window and frees them.
+#[utoipa::path(put, path = "/v1/models/{id}/window", operation_id = "putWindow", tag = "models",
+    params(("id" = Uuid, Path, description = "Model id")),
+    request_body = WindowForm,
+    responses(
+        (status = 200, body = Window),
+        Unauthorized, Forbidden, NotFound, JsonBody, Busy,
+        (status = 422, description = "A size out of range", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn put_window(
+    state: Admin,
+    IdPath(id): IdPath,
+    body: Result<Json<WindowForm>, JsonRejection>,
+) -> Result<Json<Window>, ApiError> {
+    let images = body?.0.images.ok_or_else(|| {
+        ApiError::Unprocessable(
+            "missing field \"images\": give the window size, or null to remove the window".into(),
+        )
+    })?;
+    Ok(Json(windows::set(&state, id, images).await?.into()))
 }

@@ -7,11 +7,11 @@ use crate::ingest::expand::{InputFile, NamedImage};
 use crate::jobs::queue::{self, JobKind};
 use crate::store::blobs::Staged;
 use crate::store::calibrations;
-use crate::store::estimates::{self, EstimateRow, ListQuery};
+use crate::store::estimates::{self, EstimateKind, EstimateRow, ListQuery};
 use crate::store::idempotency;
 use crate::store::image_sets::{self, SetKind};
 use crate::store::models::ModelRow;
-use crate::store::received;
+use crate::store::{received, windows};
 use uuid::Uuid;
 
 /// The estimate, or [`AppError::NotFound`].
@@ -90,7 +90,9 @@ pub struct NewBatch<'a> {
 /// Stores a validated batch and queues its estimate, in one transaction, with the Idempotency-Key and
 /// the answer `response` builds for replays, if any, and the SOP Instance UIDs of DICOM instances sent
 /// through STOW-RS (so that a resent instance is recognised). A concurrent request with the same key that
-/// committed first wins: its estimate and answer are returned (when it was the same request).
+/// committed first wins: its estimate and answer are returned (when it was the same request). When the
+/// model keeps a rolling window, the batch's images join it in the same transaction, and a window that
+/// this batch completes is queued as its own estimate (kind `window`).
 pub async fn create(
     ctx: &Context,
     keyed: Option<Keyed<'_>>,
@@ -109,20 +111,50 @@ pub async fn create(
         let items = stage_set(ctx, staged, set).await?;
         let tx = staged.tx();
         let set_id = image_sets::insert(tx, SetKind::Batch, &items).await?;
-        estimates::insert(tx, estimate_id, model_id, target.calibration_id, set_id).await?;
+        let calibration = target.calibration_id;
+        estimates::insert(
+            tx,
+            estimate_id,
+            model_id,
+            calibration,
+            set_id,
+            EstimateKind::Batch,
+        )
+        .await?;
         queue::enqueue(tx, estimate_id, JobKind::Estimate, ctx.max_attempts).await?;
+        let window = windows::add(tx, model_id, &items).await?;
+        if let Some(due) = window.due {
+            let window_set = image_sets::insert(tx, SetKind::Batch, &due).await?;
+            let id = Uuid::new_v4();
+            estimates::insert(
+                tx,
+                id,
+                model_id,
+                calibration,
+                window_set,
+                EstimateKind::Window,
+            )
+            .await?;
+            queue::enqueue(tx, id, JobKind::Estimate, ctx.max_attempts).await?;
+            metrics::counter!("spe_window_estimates_total").increment(1);
+        }
         if !dicom_instances.is_empty() {
             received::record(tx, model_id, estimate_id, dicom_instances).await?;
         }
         if let Some(k) = keyed {
             idempotency::record(tx, k.key, k.digest, estimate_id, answer.as_ref()).await?;
         }
-        Ok((estimate_id, answer.clone()))
+        Ok((estimate_id, answer.clone(), window.left))
     })
     .await;
-    if created.is_ok() {
-        metrics::counter!("spe_estimates_submitted_total").increment(1);
-    }
+    let created = match created {
+        Ok((id, answer, left)) => {
+            metrics::counter!("spe_estimates_submitted_total").increment(1);
+            super::collect_left(ctx, &left).await;
+            Ok((id, answer))
+        }
+        Err(e) => Err(e),
+    };
     first_under_key(ctx, keyed, created, |winner| {
         (winner.resource_id, winner.response)
     })

@@ -9,6 +9,7 @@ pub mod models;
 pub mod studies;
 pub mod thresholds;
 pub mod webhooks;
+pub mod windows;
 
 use crate::engine::EngineError;
 use crate::inference::{InferenceError, Runtime};
@@ -152,6 +153,17 @@ pub async fn cleanup(ctx: &Context, created: &[String]) {
     }
     if let Err(e) = store::collect_garbage(&ctx.pool, &ctx.blobs, created).await {
         tracing::error!(error = %e, "cannot remove the blobs of a failed request");
+    }
+}
+
+/// Deletes the blobs of images that left a rolling window, unless something else still references them.
+/// A failure only leaves them to the orphan sweep.
+pub async fn collect_left(ctx: &Context, left: &[String]) {
+    if left.is_empty() {
+        return;
+    }
+    if let Err(e) = store::collect_garbage(&ctx.pool, &ctx.blobs, left).await {
+        tracing::warn!(error = %e, "cannot delete images that left a rolling window");
     }
 }
 

@@ -6,10 +6,19 @@ use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+/// A batch as posted, or a model's rolling window of recent batch images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "text", rename_all = "lowercase")]
+pub enum EstimateKind {
+    Batch,
+    Window,
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct EstimateRow {
     pub id: Uuid,
     pub model_id: Uuid,
+    pub kind: EstimateKind,
     pub calibration_id: Uuid,
     pub batch_set_id: Uuid,
     pub images: i32,
@@ -56,7 +65,7 @@ impl Raw {
     }
 }
 
-const SELECT: &str = "SELECT e.id, e.model_id, e.calibration_id, e.batch_set_id, s.size AS images, e.result, \
+const SELECT: &str = "SELECT e.id, e.model_id, e.kind, e.calibration_id, e.batch_set_id, s.size AS images, e.result, \
      e.timings, e.created_at, j.state, j.progress, j.stage, j.error, j.attempts, j.started_at, j.finished_at, \
      s.pixels_purged_at IS NULL AS pixels_retained \
      FROM estimates e JOIN jobs j ON j.id = e.id JOIN image_sets s ON s.id = e.batch_set_id";
@@ -67,12 +76,16 @@ pub async fn insert(
     model: Uuid,
     calibration: Uuid,
     batch_set: Uuid,
+    kind: EstimateKind,
 ) -> Result<(), StoreError> {
-    sqlx::query("INSERT INTO estimates (id, model_id, calibration_id, batch_set_id) VALUES ($1, $2, $3, $4)")
+    sqlx::query(
+        "INSERT INTO estimates (id, model_id, calibration_id, batch_set_id, kind) VALUES ($1, $2, $3, $4, $5)",
+    )
         .bind(id)
         .bind(model)
         .bind(calibration)
         .bind(batch_set)
+        .bind(kind)
         .execute(conn)
         .await?;
     Ok(())
@@ -93,6 +106,7 @@ pub struct ListQuery {
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
     pub state: Option<JobState>,
+    pub kind: Option<EstimateKind>,
     pub after: Option<(DateTime<Utc>, Uuid)>,
     pub limit: i64,
 }
@@ -104,6 +118,7 @@ pub async fn list(pool: &PgPool, q: &ListQuery) -> Result<Vec<EstimateRow>, Stor
            AND ($3::timestamptz IS NULL OR e.created_at < $3)
            AND ($4::text IS NULL OR j.state = $4)
            AND ($5::timestamptz IS NULL OR (e.created_at, e.id) < ($5, $6))
+           AND ($8::text IS NULL OR e.kind = $8)
          ORDER BY e.created_at DESC, e.id DESC LIMIT $7"
     );
     sqlx::query_as::<_, Raw>(&sql)
@@ -114,6 +129,7 @@ pub async fn list(pool: &PgPool, q: &ListQuery) -> Result<Vec<EstimateRow>, Stor
         .bind(q.after.map(|a| a.0))
         .bind(q.after.map(|a| a.1))
         .bind(q.limit)
+        .bind(q.kind)
         .fetch_all(pool)
         .await?
         .into_iter()

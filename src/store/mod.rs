@@ -11,6 +11,7 @@ pub mod models;
 pub mod received;
 pub mod results;
 pub mod webhooks;
+pub mod windows;
 
 pub use blobs::BlobStore;
 

@@ -21,4 +21,5 @@ mod supervise;
 mod sweep;
 mod thresholds;
 mod webhooks;
+mod windows;
 mod worker_crash;

@@ -25,6 +25,8 @@ const ROUTES: &[(&str, &str, Option<&str>)] = &[
     ("GET", "/v1/reverse-segmenters/{id}", Some("reader")),
     ("GET", "/v1/models/{id}/thresholds", Some("reader")),
     ("PUT", "/v1/models/{id}/thresholds", Some("admin")),
+    ("GET", "/v1/models/{id}/window", Some("reader")),
+    ("PUT", "/v1/models/{id}/window", Some("admin")),
     ("POST", "/v1/webhooks", Some("admin")),
     ("GET", "/v1/webhooks", Some("admin")),
     ("GET", "/v1/webhooks/{id}", Some("admin")),

@@ -2,10 +2,10 @@
 
 use super::{per_metric, JobStatus, Metrics, Progress, Support};
 use crate::engine::spe::{self, Estimate, PseudoOutcome};
-use crate::store::estimates::EstimateRow;
+use crate::store::estimates::{EstimateKind, EstimateRow};
 use crate::store::results;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -123,6 +123,7 @@ impl From<results::Timings> for Timings {
 pub struct EstimateView {
     pub id: Uuid,
     pub model_id: Uuid,
+    pub kind: EstimateKindView,
     pub calibration_id: Uuid,
     pub status: JobStatus,
     pub progress: Progress,
@@ -203,6 +204,7 @@ impl From<EstimateRow> for EstimateView {
         EstimateView {
             id: e.id,
             model_id: e.model_id,
+            kind: e.kind.into(),
             calibration_id: e.calibration_id,
             status: e.state.into(),
             progress: Progress {
@@ -228,4 +230,30 @@ pub struct EstimatePage {
     pub items: Vec<EstimateView>,
     /// Pass as `cursor` to get the next (older) page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+/// `batch`: a batch as posted; `window`: the model's rolling window of recent batch images.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EstimateKindView {
+    Batch,
+    Window,
+}
+
+impl From<EstimateKind> for EstimateKindView {
+    fn from(k: EstimateKind) -> Self {
+        match k {
+            EstimateKind::Batch => EstimateKindView::Batch,
+            EstimateKind::Window => EstimateKindView::Window,
+        }
+    }
+}
+
+impl From<EstimateKindView> for EstimateKind {
+    fn from(k: EstimateKindView) -> Self {
+        match k {
+            EstimateKindView::Batch => EstimateKind::Batch,
+            EstimateKindView::Window => EstimateKind::Window,
+        }
+    }
 }
