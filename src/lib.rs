@@ -14,4 +14,5 @@ pub mod monitor;
 pub mod pipeline;
 pub mod service;
 pub mod store;
+pub mod ui;
 pub mod webhooks;

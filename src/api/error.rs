@@ -195,6 +195,12 @@ impl ApiError {
     }
 
     /// What the client sees. Server-side failures are logged in full and reported generically.
+    /// The status and the detail a client is told (the dashboard shows them as a page).
+    pub fn status_and_detail(&self) -> (StatusCode, String) {
+        let status = self.problem().status();
+        (status, self.detail(status))
+    }
+
     fn detail(&self, status: StatusCode) -> String {
         if status.is_server_error() && status != StatusCode::SERVICE_UNAVAILABLE {
             return "internal error; the service logs have the details (look for this response's x-request-id)".into();

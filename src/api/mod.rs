@@ -155,7 +155,9 @@ pub fn app(state: AppState) -> Router {
         OpenApiRouter::new().merge(ops::router()).split_for_parts()
     };
     let router = if state.serves_api {
-        router.merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+        router
+            .merge(SwaggerUi::new("/docs").url("/openapi.json", api))
+            .merge(crate::ui::router())
     } else {
         router
     };

@@ -4,6 +4,7 @@
 //! whose variants say what went wrong, not which HTTP status it becomes (`api::error` decides that).
 
 pub mod calibrations;
+pub mod dashboard;
 pub mod estimates;
 pub mod models;
 pub mod studies;

@@ -216,3 +216,15 @@ pub async fn batch_set(conn: &mut PgConnection, id: Uuid) -> Result<Option<Uuid>
             .await?,
     )
 }
+
+/// Each model's latest succeeded estimate (what its alert state is).
+pub async fn latest(pool: &PgPool) -> Result<Vec<EstimateRow>, StoreError> {
+    sqlx::query_as::<_, Raw>(&format!(
+        "{SELECT} WHERE e.id IN (SELECT estimate_id FROM latest_estimates)"
+    ))
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(Raw::decode)
+    .collect()
+}

@@ -10,6 +10,7 @@ pub mod keys;
 pub mod models;
 pub mod received;
 pub mod results;
+pub mod sessions;
 pub mod webhooks;
 pub mod windows;
 

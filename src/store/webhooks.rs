@@ -217,3 +217,21 @@ pub async fn estimate_model(
     .fetch_optional(conn)
     .await?)
 }
+
+/// The latest deliveries about a model's estimates, across receivers, newest first.
+pub async fn for_model(
+    pool: &PgPool,
+    model: Uuid,
+    limit: i64,
+) -> Result<Vec<DeliveryRow>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT d.id, d.event, d.estimate_id, d.state, d.attempts, d.last_status, d.last_error, d.created_at,
+                CASE WHEN d.state = 'pending' THEN d.next_attempt_at END AS next_attempt_at, d.delivered_at
+         FROM webhook_deliveries d JOIN estimates e ON e.id = d.estimate_id
+         WHERE e.model_id = $1 ORDER BY d.created_at DESC, d.id DESC LIMIT $2",
+    )
+    .bind(model)
+    .bind(limit)
+    .fetch_all(pool)
+    .await?)
+}
