@@ -16,6 +16,7 @@ run: ort
 	tools/pg.sh .pgdata 54329 -- target/release/spe serve
 
 test: ort $(S3S_FS)
+	tools/chromium.sh
 	PG_FSYNC=off tools/pg.sh .pgdata-test 54330 -- cargo test --workspace --locked
 	$(PY) -m unittest discover -s tools -p 'test_*.py'
 

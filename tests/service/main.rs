@@ -6,6 +6,7 @@ mod api_clients;
 mod bad_input;
 mod clinical;
 mod common;
+mod dashboard;
 mod flow;
 mod idempotency;
 mod jsrt;
