@@ -52,7 +52,7 @@ async fn active_calibration(ctx: &Context, model: &ModelRow) -> Result<Uuid, App
     match format {
         Some(f) if f != CALIBRATION_FORMAT => Err(AppError::NotReady(format!(
             "model {id}'s active calibration {calibration_id} has format {f:?}, made by an older spe; this one \
-             reads {CALIBRATION_FORMAT:?} (a mapping per batch size): calibrate again (POST \
+             reads {CALIBRATION_FORMAT:?}: calibrate again (POST \
              /v1/models/{id}/calibrations)"
         ))),
         _ => Ok(calibration_id),

@@ -230,8 +230,8 @@ pub fn pseudo_metrics_normalised(
     })
 }
 
-/// The reverse segmenter's intensity normalisation: rank (histogram-equalised) values in [0, 1], the same
-/// for every monotone change of intensity (see [`super::image_io::rank_normalise`]).
+/// The reverse segmenter's intensity normalisation: regional ranks in [0, 1], the same for every monotone
+/// change of intensity and nearly so for smooth gains (see [`super::image_io::rank_normalise`]).
 pub fn normalise(image: &Gray) -> Gray {
     super::image_io::rank_normalise(image.view())
 }

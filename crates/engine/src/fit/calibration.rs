@@ -116,7 +116,18 @@ pub struct Calibration {
     pub distance: Option<[f64; 2]>,
 }
 
-pub const CALIBRATION_FORMAT: &str = "spe-calibration/2";
+pub const CALIBRATION_FORMAT: &str = "spe-calibration/3";
+
+/// What changed since an older calibration format, for the message that asks to calibrate again.
+fn older_format(format: &str) -> Option<&'static str> {
+    match format {
+        "spe-calibration/1" => Some("one mapping for every batch size and min-max intensities"),
+        "spe-calibration/2" => {
+            Some("pseudo metrics from whole-image intensity ranks; images are now ranked by region")
+        }
+        _ => None,
+    }
+}
 
 impl Calibration {
     /// Fits every metric at every level over the checkpoints that have a pseudo metric. A checkpoint
@@ -254,12 +265,11 @@ impl Calibration {
 
     /// Checks a calibration read from outside (file or database) before use.
     pub fn validate(&self) -> Result<(), EngineError> {
-        if self.format == "spe-calibration/1" {
-            return Err(EngineError::Calibration(
-                "it was made by an older spe (format spe-calibration/1, one mapping for every batch size \
-                 and min-max intensities); calibrate again: estimates now use a mapping per support count"
-                    .into(),
-            ));
+        if let Some(why) = older_format(&self.format) {
+            return Err(EngineError::Calibration(format!(
+                "it was made by an older spe (format {}, {why}); calibrate again",
+                self.format
+            )));
         }
         if self.format != CALIBRATION_FORMAT {
             return Err(EngineError::Calibration(format!(

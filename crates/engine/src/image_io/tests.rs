@@ -462,3 +462,43 @@ fn rank_normalisation_is_blind_to_monotone_intensity_changes() {
     let flat = rank_normalise(Array2::from_elem((4, 4), 9.0f32).view());
     assert!(flat.iter().all(|&v| v == 0.5));
 }
+
+#[test]
+fn regional_ranks_barely_move_under_a_smooth_gain_that_moves_whole_image_ranks() {
+    // Anatomy-like texture: a bright disc on a varying background.
+    let image = Array2::from_shape_fn((SIDE, SIDE), |(y, x)| {
+        let (dy, dx) = (y as f32 - 64.0, x as f32 - 50.0);
+        let disc = if dy * dy + dx * dx < 900.0 { 90.0 } else { 0.0 };
+        60.0 + disc + 25.0 * ((x as f32) * 0.21).sin() * ((y as f32) * 0.13).cos()
+    });
+    // A +-30% gain ramp across the image (the accuracy benchmark's bias field).
+    let biased = Array2::from_shape_fn((SIDE, SIDE), |(y, x)| {
+        image[[y, x]] * (1.0 + 0.3 * (x as f32 / (SIDE - 1) as f32 * 2.0 - 1.0))
+    });
+    let moved = |a: &Gray, b: &Gray| (a - b).mapv(f32::abs).mean().unwrap();
+    let regional = moved(
+        &rank_normalise(image.view()),
+        &rank_normalise(biased.view()),
+    );
+    let whole = |img: &Gray| {
+        let mut sorted: Vec<f32> = img.iter().copied().collect();
+        sorted.sort_by(f32::total_cmp);
+        img.mapv(|v| sorted.partition_point(|&s| s < v) as f32 / (sorted.len() - 1) as f32)
+    };
+    let global = moved(&whole(&image), &whole(&biased));
+    assert!(
+        regional < 0.5 * global,
+        "regional {regional}, whole-image {global}"
+    );
+    assert!(regional < 0.05, "{regional}");
+}
+
+#[test]
+fn rank_normalisation_takes_images_smaller_than_its_grid() {
+    let tiny = Array2::from_shape_vec((2, 3), vec![1.0f32, 5.0, 3.0, 2.0, 4.0, 6.0]).unwrap();
+    let ranked = rank_normalise(tiny.view());
+    assert!(ranked
+        .iter()
+        .all(|v| v.is_finite() && (0.0..=1.0).contains(v)));
+    assert!(ranked[[0, 1]] > ranked[[0, 2]] && ranked[[0, 2]] > ranked[[0, 0]]);
+}
