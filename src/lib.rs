@@ -12,5 +12,6 @@ pub mod ingest;
 pub mod jobs;
 pub mod monitor;
 pub mod pipeline;
+pub mod plot;
 pub mod service;
 pub mod store;
