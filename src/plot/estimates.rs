@@ -39,10 +39,43 @@ pub struct EstimatesPlot<'a> {
     pub capped: Option<usize>,
 }
 
-/// Tick spacings of the time axis, in seconds (a month and a year approximately).
-const TIME_STEPS: [i64; 25] = [
-    1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
-    172_800, 604_800, 1_209_600, 2_592_000, 7_776_000, 15_552_000, 31_536_000,
+/// Tick spacings of the time axis, in seconds (a month and a year approximately); batches posted by a
+/// script can be milliseconds apart.
+const TIME_STEPS: [f64; 34] = [
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.02,
+    0.05,
+    0.1,
+    0.2,
+    0.5,
+    1.0,
+    2.0,
+    5.0,
+    10.0,
+    15.0,
+    30.0,
+    60.0,
+    120.0,
+    300.0,
+    600.0,
+    900.0,
+    1800.0,
+    3600.0,
+    7200.0,
+    10800.0,
+    21600.0,
+    43200.0,
+    86400.0,
+    172_800.0,
+    604_800.0,
+    1_209_600.0,
+    2_592_000.0,
+    7_776_000.0,
+    15_552_000.0,
+    31_536_000.0,
 ];
 
 /// Time without a range or a second estimate to scale by: an hour around the one estimate.
@@ -367,7 +400,7 @@ fn time_domain(times: &[f64], range: (Option<DateTime<Utc>>, Option<DateTime<Utc
         // Nothing to place: an axis without ticks.
         (None, None, false) => return (0.0, 0.0),
     };
-    if hi - lo < 1.0 {
+    if hi - lo < 0.001 {
         let mid = (lo + hi) / 2.0;
         return (mid - LONE_SPAN_S / 2.0, mid + LONE_SPAN_S / 2.0);
     }
@@ -393,14 +426,15 @@ fn time_ticks(t0: f64, t1: f64) -> (Vec<(f64, String)>, Option<String>) {
     let most = if same_day { 7.0 } else { 5.0 };
     let step = TIME_STEPS
         .into_iter()
-        .find(|&s| span / s as f64 <= most)
-        .unwrap_or(TIME_STEPS[TIME_STEPS.len() - 1]) as f64;
-    let format = match step as i64 {
-        s if s < 60 => "%H:%M:%S",
-        s if s < 86_400 && same_day => "%H:%M",
-        s if s < 86_400 => "%b %d %H:%M",
-        s if s < 2_592_000 => "%b %d",
-        s if s < 31_536_000 => "%b %Y",
+        .find(|&s| span / s <= most)
+        .unwrap_or(TIME_STEPS[TIME_STEPS.len() - 1]);
+    let format = match step {
+        s if s < 1.0 => "%H:%M:%S%.3f",
+        s if s < 60.0 => "%H:%M:%S",
+        s if s < 86_400.0 && same_day => "%H:%M",
+        s if s < 86_400.0 => "%b %d %H:%M",
+        s if s < 2_592_000.0 => "%b %d",
+        s if s < 31_536_000.0 => "%b %Y",
         _ => "%Y",
     };
     let ticks = (((t0 / step).ceil() as i64)..=((t1 / step).floor() as i64))

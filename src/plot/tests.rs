@@ -252,6 +252,21 @@ fn no_estimates_give_an_empty_plot_that_says_so() {
 }
 
 #[test]
+fn estimates_milliseconds_apart_are_told_apart() {
+    let t = at(0);
+    let points: Vec<EstimatePoint> = (0..3)
+        .map(|i| EstimatePoint {
+            at: t + Duration::milliseconds(150 * i),
+            ..estimate(0, 0.9, None)
+        })
+        .collect();
+    let svg = estimates_svg(&plot(&points, &[]));
+    let xs: Vec<f64> = tags(&svg, "point").iter().map(|t| attr(t, "cx")).collect();
+    assert!(xs.windows(2).all(|w| w[1] - w[0] > 100.0), "{xs:?}");
+    assert!(svg.contains(">09:00:00.100<"), "{svg}");
+}
+
+#[test]
 fn one_estimate_has_a_point_and_an_interval_but_no_line() {
     let points = [estimate(0, 0.9, None)];
     let svg = estimates_svg(&plot(&points, &[]));
