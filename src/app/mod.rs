@@ -6,6 +6,7 @@
 pub mod calibrations;
 pub mod estimates;
 pub mod models;
+pub mod plots;
 pub mod studies;
 pub mod thresholds;
 
