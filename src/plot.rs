@@ -237,7 +237,7 @@ fn legend_rows(items: &[LegendItem], width: f64) -> Vec<Vec<(f64, &LegendItem)>>
     let mut rows: Vec<Vec<(f64, &LegendItem)>> = vec![Vec::new()];
     let mut x = 0.0;
     for item in items {
-        let w = 24.0 + 6.6 * item.label.chars().count() as f64 + 18.0;
+        let w = 24.0 + 6.2 * item.label.chars().count() as f64 + 18.0;
         if x > 0.0 && x + w > width {
             rows.push(Vec::new());
             x = 0.0;

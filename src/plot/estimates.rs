@@ -8,7 +8,7 @@ use super::{
 };
 use crate::engine::metrics::Metric;
 use crate::monitor::{Bound, Severity};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Utc};
 use std::fmt::Write as _;
 
 /// One stored estimate as the plot sees it.
@@ -295,15 +295,18 @@ fn subtitle(
         |n: usize, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
     let mut parts = vec![("count", plural(points.len(), "batch", "batches"))];
     if let (Some(first), Some(last)) = (points.first(), points.last()) {
-        let format = "%Y-%m-%d %H:%M";
-        parts.push((
-            "span",
-            format!(
-                "{} – {} UTC",
-                first.at.format(format),
-                last.at.format(format)
-            ),
-        ));
+        let format = if first.at.year() == last.at.year() {
+            "%b %d %H:%M"
+        } else {
+            "%Y-%m-%d %H:%M"
+        };
+        let (a, b) = (first.at.format(format), last.at.format(format));
+        let span = if first.at == last.at {
+            format!("{a} UTC")
+        } else {
+            format!("{a} – {b} UTC")
+        };
+        parts.push(("span", span));
     }
     if alerts + warnings > 0 {
         parts.push((

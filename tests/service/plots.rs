@@ -82,7 +82,7 @@ async fn both_plots_show_what_the_calibration_and_the_estimates_hold() {
     assert_eq!(third["result"]["alerts"][0]["severity"], "alert", "{third}");
 
     let plot = svg(&app, &est_path, &[("metric", "dice"), ("kind", "batch")]).await;
-    // Kept for a look (README "Plots"): target/tmp/plots/.
+    // Kept for a look: target/tmp/plots/.
     let keep = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("plots");
     std::fs::create_dir_all(&keep).unwrap();
     std::fs::write(keep.join("estimates.svg"), &plot).unwrap();
