@@ -2,6 +2,7 @@
 //! time, for an `<img>` or a browser without JavaScript.
 
 use super::auth::Reader;
+use super::dto::Binary;
 use super::error::Problem;
 use super::problems::{Busy, NotFound, Unauthorized};
 use super::{ApiError, AppState, IdPath};
@@ -100,7 +101,7 @@ pub struct CalibrationPlotParams {
 #[utoipa::path(get, path = "/v1/calibrations/{id}/plot.svg", operation_id = "plotCalibration", tag = "calibrations",
     params(("id" = Uuid, Path, description = "Calibration id"), CalibrationPlotParams),
     responses(
-        (status = 200, description = "The plot", body = String, content_type = "image/svg+xml"),
+        (status = 200, description = "The plot (an SVG document)", body = Binary, content_type = "image/svg+xml"),
         Unauthorized, NotFound, Busy,
         (status = 400, description = "An unknown query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "The calibration has not succeeded (yet), or an older spe made it", body = Problem, content_type = "application/problem+json"),
@@ -142,7 +143,7 @@ pub struct EstimatesPlotParams {
 #[utoipa::path(get, path = "/v1/models/{id}/estimates/plot.svg", operation_id = "plotEstimates", tag = "estimates",
     params(("id" = Uuid, Path, description = "Model id"), EstimatesPlotParams),
     responses(
-        (status = 200, description = "The plot", body = String, content_type = "image/svg+xml"),
+        (status = 200, description = "The plot (an SVG document)", body = Binary, content_type = "image/svg+xml"),
         Unauthorized, NotFound, Busy,
         (status = 400, description = "An unknown or malformed query parameter", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "An unknown metric or kind", body = Problem, content_type = "application/problem+json"),
