@@ -1,7 +1,8 @@
-//! The `spe` command line: engine commands (evaluate, calibrate, estimate) and the service commands.
+//! The `spe` command line: engine commands (evaluate, calibrate, estimate, plot) and the service commands.
 
 use crate::engine::fit::{Calibration, CheckpointPoint};
 use crate::engine::image_io::{self, LabelledSet, DEFAULT_MAX_PIXELS};
+use crate::engine::metrics::Metric;
 use crate::engine::spe::{self, PseudoOutcome, ReferenceSet, SpeParams};
 use crate::engine::{Gray, ReverseSegmenter};
 use crate::inference::{
@@ -37,6 +38,8 @@ enum Command {
     Calibrate(CalibrateArgs),
     /// Estimate a model's metrics on an unlabeled batch (stage 2).
     Estimate(EstimateArgs),
+    /// Draw a calibration's mapping of one metric as SVG (pseudo vs real per checkpoint, the curve).
+    Plot(PlotArgs),
     /// Run the REST service (API and/or job workers).
     Serve(crate::service::ServeArgs),
     /// Apply the database migrations (serve also does at start-up).
@@ -198,6 +201,26 @@ struct EstimateArgs {
     runtime: RuntimeArgs,
 }
 
+#[derive(Args)]
+struct PlotArgs {
+    /// CAL.json written by `spe calibrate`.
+    #[arg(long)]
+    calibration: PathBuf,
+    /// dice, jaccard, precision, recall, hd95 or pearson.
+    #[arg(long, default_value = "dice", value_parser = parse_metric)]
+    metric: Metric,
+    /// The SVG file to write.
+    #[arg(long)]
+    out: PathBuf,
+}
+
+fn parse_metric(name: &str) -> Result<Metric, String> {
+    Metric::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
+        format!("unknown metric {name:?}: use one of {}", known.join(", "))
+    })
+}
+
 pub fn main() -> ExitCode {
     init_tracing();
     let cli = Cli::parse();
@@ -205,6 +228,7 @@ pub fn main() -> ExitCode {
         Command::Evaluate(a) => evaluate_command(a),
         Command::Calibrate(a) => calibrate_command(a),
         Command::Estimate(a) => estimate_command(a),
+        Command::Plot(a) => plot_command(a),
         Command::Serve(a) => crate::service::serve(a),
         Command::Migrate(a) => crate::service::migrate(a),
         Command::Keys(a) => crate::service::keys_command(a),
@@ -266,11 +290,31 @@ fn file_stem(path: &Path) -> String {
 
 /// Writes JSON through a temporary file and a rename, so a reader never sees half a file.
 fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)?;
-    let tmp = path.with_extension("json.partial");
-    std::fs::write(&tmp, text + "\n").with_context(|| format!("cannot write {}", tmp.display()))?;
+    write_file(path, serde_json::to_string_pretty(value)? + "\n")
+}
+
+/// Writes a file through a temporary file beside it and a rename.
+fn write_file(path: &Path, text: String) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".partial");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
+}
+
+/// A calibration file written by `spe calibrate`, checked before use.
+fn read_calibration(path: &Path) -> Result<Calibration> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read calibration {}", path.display()))?;
+    let calibration: Calibration = serde_json::from_str(&text).with_context(|| {
+        format!(
+            "{} is not a calibration written by `spe calibrate`",
+            path.display()
+        )
+    })?;
+    calibration.validate()?;
+    Ok(calibration)
 }
 
 fn evaluate_command(args: EvaluateArgs) -> Result<()> {
@@ -389,15 +433,7 @@ fn print_fits(calibration: &Calibration) {
 fn estimate_command(args: EstimateArgs) -> Result<()> {
     let runtime = start_runtime(&args.runtime)?;
     let spec = read_spec(&args.spec)?;
-    let text = std::fs::read_to_string(&args.calibration)
-        .with_context(|| format!("cannot read calibration {}", args.calibration.display()))?;
-    let calibration: Calibration = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{} is not a calibration written by `spe calibrate`",
-            args.calibration.display()
-        )
-    })?;
-    calibration.validate()?;
+    let calibration = read_calibration(&args.calibration)?;
     let params = args.protocol.params(calibration.params);
     let model = load_model(&runtime, &args.model, &spec, &file_stem(&args.model))?;
     let reference = load_reference(&args.reference, args.runtime.max_pixels)?;
@@ -440,6 +476,15 @@ fn estimate_command(args: EstimateArgs) -> Result<()> {
         }
     }
     eprintln!("estimate written to {}", args.out.display());
+    Ok(())
+}
+
+fn plot_command(args: PlotArgs) -> Result<()> {
+    let calibration = read_calibration(&args.calibration)?;
+    let svg =
+        crate::plot::calibration_svg(&calibration, args.metric, &file_stem(&args.calibration))?;
+    write_file(&args.out, svg)?;
+    eprintln!("{} plot written to {}", args.metric, args.out.display());
     Ok(())
 }
 

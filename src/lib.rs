@@ -12,6 +12,7 @@ pub mod ingest;
 pub mod jobs;
 pub mod monitor;
 pub mod pipeline;
+pub mod plot;
 pub mod service;
 pub mod store;
 pub mod ui;

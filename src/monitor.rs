@@ -27,6 +27,43 @@ pub struct Rule {
     pub above_calibration: Option<f64>,
 }
 
+/// One bound a rule sets, in the metric's unit.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bound {
+    /// `min`, `max`, `below_calibration` or `above_calibration`.
+    pub rule: &'static str,
+    pub value: f64,
+    /// An estimate below a lower bound breaks it; above, an upper one.
+    pub lower: bool,
+}
+
+impl Rule {
+    /// The bounds the rule sets, lower ones first; relative rules resolve against `calibration_value` (see
+    /// [`Baseline::value`]) and set none without it.
+    pub fn bounds(&self, calibration_value: Option<f64>) -> Vec<Bound> {
+        let relative = |delta: Option<f64>, sign: f64| {
+            delta.and_then(|d| calibration_value.map(|k| k + sign * d))
+        };
+        [
+            ("min", self.min, true),
+            (
+                "below_calibration",
+                relative(self.below_calibration, -1.0),
+                true,
+            ),
+            ("max", self.max, false),
+            (
+                "above_calibration",
+                relative(self.above_calibration, 1.0),
+                false,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(rule, value, lower)| value.map(|value| Bound { rule, value, lower }))
+        .collect()
+    }
+}
+
 /// A model's thresholds, per metric (`dice`, `jaccard`, `precision`, `recall`, `hd95`, `pearson`).
 pub type Thresholds = BTreeMap<Metric, Rule>;
 
@@ -195,27 +232,10 @@ pub fn evaluate(
                 let Some(value) = metrics.get(&metric) else {
                     continue;
                 };
-                let known = calibration_value(metric);
-                let relative =
-                    |delta: Option<f64>, sign: f64| delta.and_then(|d| known.map(|k| k + sign * d));
                 let [lo, hi] = value.interval;
-                let bounds = [
-                    ("min", rule.min, true),
-                    (
-                        "below_calibration",
-                        relative(rule.below_calibration, -1.0),
-                        true,
-                    ),
-                    ("max", rule.max, false),
-                    (
-                        "above_calibration",
-                        relative(rule.above_calibration, 1.0),
-                        false,
-                    ),
-                ];
-                for (name, bound, is_lower) in bounds {
-                    let Some(t) = bound else { continue };
-                    let (broken, near) = if is_lower {
+                for bound in rule.bounds(calibration_value(metric)) {
+                    let t = bound.value;
+                    let (broken, near) = if bound.lower {
                         (value.estimate < t, lo < t)
                     } else {
                         (value.estimate > t, hi > t)
@@ -223,7 +243,7 @@ pub fn evaluate(
                     if broken || near {
                         alerts.push(Alert {
                             metric,
-                            rule: name.into(),
+                            rule: bound.rule.into(),
                             threshold: Some(t),
                             estimate: Some(value.estimate),
                             interval: Some(value.interval),

@@ -428,3 +428,39 @@ fn bad_inputs_fail_with_messages_that_name_the_problem() {
     let args = calibrate_args(&checkpoints, &good_spec, &out, &["--reverse", "magic"]);
     expect_failure(&strs(&args), "unknown reverse segmenter");
 }
+
+#[test]
+fn spe_plot_draws_a_calibration_file_as_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let cal_path = dir.path().join("cal.json");
+    let cal = calibrate(
+        &GRAY,
+        &cal_path,
+        &["--support-size", "5", "--repetitions", "2"],
+    );
+    let out = dir.path().join("cal.svg");
+    let plot = |metric: &str, cal: &Path| {
+        let mut args = command_line("plot --calibration {} --out {}", &[cal, &out]);
+        args.extend(["--metric".to_string(), metric.to_string()]);
+        args
+    };
+    spe(&strs(&plot("dice", &cal_path)));
+    let svg = std::fs::read_to_string(&out).unwrap();
+    let count = |class: &str| svg.matches(&format!(r#"class="{class}""#)).count();
+    let checkpoints = cal["checkpoints"].as_array().unwrap().len();
+    assert_eq!(count("checkpoint"), checkpoints - 1);
+    assert_eq!(count("checkpoint excluded"), 1, "ckpt_00 finds nothing");
+    assert_eq!((count("fit"), count("band")), (1, 1));
+    let mae = cal["fits"]["dice"]["loo_mae"].as_f64().unwrap();
+    assert!(
+        svg.contains(&format!("leave-one-out MAE {}", spe::plot::statistic(mae))),
+        "{svg}"
+    );
+    assert!(svg.starts_with("<svg ") && svg.contains("cal: calibration of Dice"));
+
+    std::fs::remove_file(&out).unwrap();
+    expect_failure(&strs(&plot("dise", &cal_path)), "use one of dice, jaccard");
+    let spec = synthetic().join(GRAY.spec);
+    expect_failure(&strs(&plot("dice", &spec)), "is not a calibration");
+    assert!(!out.exists(), "no output on failure");
+}

@@ -9,6 +9,7 @@ pub mod estimates;
 pub mod forms;
 pub mod models;
 pub mod ops;
+pub mod plots;
 pub mod problems;
 pub mod studies;
 pub mod upload;
@@ -123,6 +124,7 @@ fn api_router() -> OpenApiRouter<AppState> {
         .merge(models::router())
         .merge(calibrations::router())
         .merge(estimates::router())
+        .merge(plots::router())
         .merge(studies::router())
         .merge(webhooks::router())
         .merge(ops::router())

@@ -7,6 +7,7 @@ pub mod calibrations;
 pub mod dashboard;
 pub mod estimates;
 pub mod models;
+pub mod plots;
 pub mod studies;
 pub mod thresholds;
 pub mod webhooks;

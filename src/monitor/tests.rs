@@ -157,3 +157,28 @@ fn unknown_metrics_and_fields_are_refused_when_parsed() {
     assert!(serde_json::from_str::<Thresholds>(r#"{"dise":{"min":0.8}}"#).is_err());
     assert!(serde_json::from_str::<Thresholds>(r#"{"dice":{"minimum":0.8}}"#).is_err());
 }
+
+#[test]
+fn a_rule_lists_its_bounds_with_relative_ones_resolved() {
+    let rule = Rule {
+        min: Some(0.7),
+        below_calibration: Some(0.05),
+        above_calibration: Some(0.02),
+        ..Rule::default()
+    };
+    let seen = |value| {
+        rule.bounds(value)
+            .iter()
+            .map(|b| (b.rule, (b.value * 1000.0).round() / 1000.0, b.lower))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seen(Some(0.9)),
+        vec![
+            ("min", 0.7, true),
+            ("below_calibration", 0.85, true),
+            ("above_calibration", 0.92, false)
+        ]
+    );
+    assert_eq!(seen(None), vec![("min", 0.7, true)]);
+}

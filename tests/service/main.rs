@@ -13,6 +13,7 @@ mod jsrt;
 mod lifecycle;
 mod logs;
 mod openapi;
+mod plots;
 mod roles;
 mod s3;
 #[path = "../common/mod.rs"]

@@ -137,6 +137,14 @@ pub fn map_signals(
     }
 }
 
+/// Half the 95% interval of an estimate that reads this curve fit without anchoring, for a batch as large
+/// as the calibration's top level, leaving out the spread over support repetitions (a property of the
+/// batch): what a calibration plot shows as the band around the curve. The same terms as
+/// [`map_signals`]'s interval.
+pub fn curve_half_width(fit: &Fit) -> f64 {
+    Z95 * (fit.loo_rmse.powi(2) + fit.shift_rmse.powi(2)).sqrt()
+}
+
 /// The mapping of one metric at one level: the one chosen for anchored estimates when anchored.
 fn fit_for(level: &Level, metric: Metric, anchored: bool) -> Option<&Fit> {
     let anchored_fit = anchored.then(|| level.anchored_fits.get(&metric)).flatten();

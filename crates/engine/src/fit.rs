@@ -159,6 +159,16 @@ impl Fit {
         self.predict_values(pseudo.get(self.input), agreement.map(|a| a.get(self.input)))
     }
 
+    /// The score the mapping reads for these pseudo metrics and atlas agreement (the x of a calibration
+    /// plot): the pseudo metric, or its mix with the agreement when the fit weights it.
+    pub fn score(&self, pseudo: &MetricSet, agreement: Option<&MetricSet>) -> f64 {
+        score(
+            pseudo.get(self.input),
+            agreement.map(|a| a.get(self.input)),
+            self.agreement_weight,
+        )
+    }
+
     fn predict_values(&self, pseudo: f64, agreement: Option<f64>) -> f64 {
         self.mapping
             .apply(score(pseudo, agreement, self.agreement_weight))

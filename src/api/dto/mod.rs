@@ -15,7 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-/// A raw request body of bytes (a zip, a multipart/related stream): `type: string, format: binary`.
+/// Raw bytes: a request body (a zip, a multipart/related stream) or a response (an SVG plot): `type: string,
+/// format: binary`.
 #[derive(ToSchema)]
 #[schema(value_type = String, format = Binary)]
 pub struct Binary(pub Vec<u8>);

@@ -228,3 +228,20 @@ fn intervals_widen_with_how_far_an_estimate_moves_from_its_anchor_when_slopes_ar
     // ...far from it, it does.
     assert!(width(&unsure, 0.70) > width(&sure, 0.70) + 0.05);
 }
+
+#[test]
+fn the_curve_band_is_the_interval_of_an_unanchored_full_size_estimate() {
+    let mut cal = calibration(&REALS, |_| 0.03, 0.08, 5);
+    // As if shifted copies had been measured: their error widens both.
+    let top = cal.levels.len() - 1;
+    for fits in [&mut cal.fits, &mut cal.levels[top].fits] {
+        fits.get_mut(&Metric::Dice).unwrap().shift_rmse = 0.02;
+    }
+    let fit = &cal.fits[&Metric::Dice];
+    let half = curve_half_width(fit);
+    assert!(half > 0.0, "{fit:?}");
+    // One support repetition: no spread over repetitions, so the interval is the band's.
+    let e = map_signals(&signals(0.6, 64), &cal, None);
+    let [lo, hi] = dice(&e).interval;
+    assert!(((hi - lo) / 2.0 - half).abs() < 1e-9, "{lo} {hi} {half}");
+}

@@ -320,3 +320,19 @@ fn the_spread_of_checkpoints_own_slopes_is_measured() {
         mixed.within_slope_sd
     );
 }
+
+#[test]
+fn the_score_is_what_the_mapping_reads() {
+    let obs = two_signal_draws();
+    let mut fit = fit_observations(Metric::Dice, &obs, Criterion::Anchored).unwrap();
+    fit.agreement_weight = 0.25;
+    let (pseudo, agreement) = (MetricSet::uniform(0.6, 5.0), MetricSet::uniform(0.8, 5.0));
+    let score = fit.score(&pseudo, Some(&agreement));
+    assert!(close(score, 0.75 * 0.6 + 0.25 * 0.8, 1e-12), "{score}");
+    assert_eq!(
+        fit.mapping.apply(score),
+        fit.predict(&pseudo, Some(&agreement))
+    );
+    // Without an agreement only the pseudo metric is there to read.
+    assert_eq!(fit.score(&pseudo, None), 0.6);
+}
