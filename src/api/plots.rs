@@ -8,6 +8,7 @@ use super::problems::{Busy, NotFound, Unauthorized};
 use super::{ApiError, AppState, IdPath};
 use crate::app::plots::{self as app, EstimatesQuery};
 use crate::engine::metrics::Metric;
+use crate::store::estimates::EstimateKind;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::Query;
 use axum::http::{header, HeaderValue};
@@ -68,6 +69,7 @@ enum PlotMetric {
 #[expect(dead_code, reason = "only its schema is used")]
 enum PlotKind {
     Batch,
+    Window,
 }
 
 /// `metric`, default dice; an unknown name is a 422 that lists the known ones.
@@ -128,7 +130,7 @@ pub struct EstimatesPlotParams {
     from: Option<DateTime<Utc>>,
     /// Only estimates submitted before this time (RFC 3339); the time axis ends here.
     to: Option<DateTime<Utc>>,
-    /// Which estimates: `batch` (the default; today every estimate is one).
+    /// Only batch estimates (`batch`) or rolling-window ones (`window`); both when absent.
     #[param(inline, value_type = Option<PlotKind>)]
     kind: Option<String>,
 }
@@ -154,16 +156,19 @@ async fn estimates_plot(
     query: Result<Query<EstimatesPlotParams>, QueryRejection>,
 ) -> Result<Svg, ApiError> {
     let Query(params) = query?;
-    // Rolling-window estimates (kind=window) do not exist yet: every estimate is a batch estimate, so
-    // `batch` and no kind plot the same, and any other kind is refused until windows come.
-    if let Some(kind) = params.kind.as_deref().filter(|k| *k != "batch") {
-        return Err(ApiError::Unprocessable(format!(
-            "kind {kind:?} is not available: use kind=batch (or leave it out); rolling-window estimates \
-             are not implemented yet"
-        )));
-    }
+    let kind = match params.kind.as_deref() {
+        None => None,
+        Some("batch") => Some(EstimateKind::Batch),
+        Some("window") => Some(EstimateKind::Window),
+        Some(other) => {
+            return Err(ApiError::Unprocessable(format!(
+                "unknown kind {other:?}: use batch or window (or leave it out for both)"
+            )))
+        }
+    };
     let query = EstimatesQuery {
         model: id,
+        kind,
         metric: metric(params.metric.as_deref())?,
         from: params.from,
         to: params.to,

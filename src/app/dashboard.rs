@@ -2,11 +2,9 @@
 
 use super::{AppError, Context};
 use crate::engine::metrics::Metric;
-use crate::monitor::{Baseline, Thresholds};
-use crate::store::calibrations;
+use crate::monitor::Thresholds;
 use crate::store::estimates::{self, EstimateRow, ListQuery};
 use crate::store::models::{self, ModelRow};
-use crate::store::results::StoredCalibration;
 use crate::store::webhooks::{self, DeliveryRow};
 use crate::store::windows::WindowState;
 use uuid::Uuid;
@@ -63,18 +61,27 @@ pub async fn model(ctx: &Context, id: Uuid) -> Result<ModelData, AppError> {
     let thresholds = super::thresholds::get(ctx, id).await?;
     let window = super::windows::get(ctx, id).await?;
     let deliveries = webhooks::for_model(&ctx.pool, id, 20).await?;
-    let calibration_dice = match model.active_calibration_id {
-        Some(cal) => match calibrations::get(&ctx.pool, cal)
-            .await?
-            .and_then(|r| r.result)
-        {
-            Some(StoredCalibration::Current(calibration)) => Baseline {
-                calibration: &calibration,
-                onnx_sha256: &model.onnx_sha256,
-            }
-            .value(Metric::Dice)
-            .ok(),
-            _ => None,
+    let calibration_dice = super::thresholds::ActiveBaseline::load(ctx, &model)
+        .await?
+        .value(Metric::Dice)
+        .ok();
+    let estimates_plot = super::plots::estimates(
+        ctx,
+        super::plots::EstimatesQuery {
+            model: id,
+            metric: Metric::Dice,
+            kind: None,
+            from: None,
+            to: None,
+        },
+    )
+    .await?;
+    // A calibration still running (or one an older spe made) has nothing to plot yet: the page says so.
+    let calibration_plot = match model.active_calibration_id {
+        Some(cal) => match super::plots::calibration(ctx, cal, Metric::Dice).await {
+            Ok(svg) => Some(svg),
+            Err(AppError::NotReady(_) | AppError::InvalidInput(_)) => None,
+            Err(e) => return Err(e),
         },
         None => None,
     };
@@ -85,7 +92,7 @@ pub async fn model(ctx: &Context, id: Uuid) -> Result<ModelData, AppError> {
         window,
         deliveries,
         calibration_dice,
-        estimates_plot: String::new(),
-        calibration_plot: None,
+        estimates_plot,
+        calibration_plot,
     })
 }

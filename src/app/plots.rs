@@ -7,7 +7,7 @@ use crate::engine::metrics::Metric;
 use crate::engine::spe::Estimate;
 use crate::monitor::Severity;
 use crate::plot::{self, EstimatePoint, EstimatesPlot};
-use crate::store::estimates::{self, EstimateRow, ListQuery};
+use crate::store::estimates::{self, EstimateKind, EstimateRow, ListQuery};
 use crate::store::models;
 use crate::store::results::StoredCalibration;
 use crate::store::JobState;
@@ -53,6 +53,8 @@ pub async fn calibration(ctx: &Context, id: Uuid, metric: Metric) -> Result<Stri
 pub struct EstimatesQuery {
     pub model: Uuid,
     pub metric: Metric,
+    /// Only batch or only rolling-window estimates; both when None.
+    pub kind: Option<EstimateKind>,
     /// Submitted at or after.
     pub from: Option<DateTime<Utc>>,
     /// Submitted before.
@@ -72,6 +74,7 @@ pub async fn estimates(ctx: &Context, q: EstimatesQuery) -> Result<String, AppEr
             from: q.from,
             to: q.to,
             state: Some(JobState::Succeeded),
+            kind: q.kind,
             after: None,
             limit: MAX_PLOTTED as i64 + 1,
         },

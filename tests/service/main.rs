@@ -4,6 +4,7 @@
 mod activation;
 mod api_clients;
 mod bad_input;
+mod browser;
 mod clinical;
 mod common;
 mod dashboard;

@@ -153,9 +153,9 @@ async fn plot_requests_that_cannot_be_answered_say_why() {
         ),
         (
             &est_path,
-            ("kind", "window"),
+            ("kind", "windows"),
             StatusCode::UNPROCESSABLE_ENTITY,
-            "kind=batch",
+            "use batch or window",
         ),
         (
             &est_path,
