@@ -220,8 +220,13 @@ async fn the_dashboard_signs_in_and_shows_the_models_plots_in_chromium() {
         .json(&json!({"dice": {"min": 0.99}}));
     assert_eq!(send(r).await.status(), StatusCode::OK);
     let estimates = 3;
-    for _ in 0..estimates {
-        estimate_ok(&app, &id, images_form(&synthetic().join("batch"))).await;
+    // Different images each time, so the plot has a shape.
+    let files = sorted_files(&synthetic().join("batch"));
+    for part in [&files[..6], &files[6..], &files[3..9]] {
+        let form = part.iter().fold(reqwest::multipart::Form::new(), |f, p| {
+            f.part("image", file_part(p))
+        });
+        estimate_ok(&app, &id, form).await;
     }
 
     let browser = Browser::start(&driver).await;
@@ -265,6 +270,9 @@ async fn the_dashboard_signs_in_and_shows_the_models_plots_in_chromium() {
     assert!(browser.count("#calibration-plot svg .checkpoint").await >= 3);
     assert!(browser.count("#calibration-plot svg .fit").await >= 1);
     assert_eq!(browser.count("#estimates tbody tr").await, estimates);
+    // The README's picture (docs/dashboard.png) is this screenshot.
+    let rect = json!({"width": 1100, "height": 1450});
+    browser.call(Method::POST, "/window/rect", Some(rect)).await;
     let shot = browser.screenshot("ui-model.png").await;
     eprintln!("screenshot: {}", shot.display());
 
