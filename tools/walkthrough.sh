@@ -98,3 +98,14 @@ grep "^signed estimate.alert model=$NAME " /tmp/spe-webhooks.log
 curl -sSf -H "$AUTH" $SPE/v1/webhooks/$HOOK/deliveries | jq -e -c '.items[] | select(.state == "delivered")'
 curl -sSf -X DELETE -H "$AUTH" $SPE/v1/webhooks/$HOOK
 echo "signed webhook delivered"
+
+# 9. Plots and the dashboard: both SVGs, and a sign-in that opens the model page.
+CAL=$(curl -sSf -H "$AUTH" $SPE/v1/models/$MODEL | jq -r .active_calibration_id)
+curl -sSf -H "$AUTH" -o /tmp/spe-calibration.svg "$SPE/v1/calibrations/$CAL/plot.svg?metric=dice"
+curl -sSf -H "$AUTH" -o /tmp/spe-estimates.svg "$SPE/v1/models/$MODEL/estimates/plot.svg?metric=dice"
+grep -q 'class="checkpoint' /tmp/spe-calibration.svg
+echo "estimates plotted: $(grep -o 'class="point"' /tmp/spe-estimates.svg | wc -l)"
+COOKIE=$(curl -sS -o /dev/null -D - --data-urlencode "key=$KEY" $SPE/ui/login | tr -d '\r' \
+  | sed -n 's/^[Ss]et-[Cc]ookie: \(spe_session=[^;]*\).*/\1/p')
+curl -sSf -H "Cookie: $COOKIE" $SPE/ui/models/$MODEL | grep -q 'id="estimates-plot"'
+echo "dashboard: $SPE/ui/models/$MODEL"
