@@ -40,6 +40,33 @@ pub struct Item {
     pub pixel_col_mm: Option<f64>,
 }
 
+/// Items as one array per column, for inserts that send a whole set in one UNNEST statement.
+pub(crate) struct Columns<'a> {
+    pub names: Vec<&'a str>,
+    pub images: Vec<&'a str>,
+    pub labels: Vec<Option<&'a str>>,
+    pub sources: Vec<Option<&'a str>>,
+    pub formats: Vec<Option<&'a str>>,
+    pub indices: Vec<Option<i32>>,
+    pub rows_mm: Vec<Option<f64>>,
+    pub cols_mm: Vec<Option<f64>>,
+}
+
+impl<'a> Columns<'a> {
+    pub fn of(items: &'a [Item]) -> Self {
+        Columns {
+            names: items.iter().map(|i| i.name.as_str()).collect(),
+            images: items.iter().map(|i| i.image_sha256.as_str()).collect(),
+            labels: items.iter().map(|i| i.label_sha256.as_deref()).collect(),
+            sources: items.iter().map(|i| i.source_sha256.as_deref()).collect(),
+            formats: items.iter().map(|i| i.source_format.as_deref()).collect(),
+            indices: items.iter().map(|i| i.source_index).collect(),
+            rows_mm: items.iter().map(|i| i.pixel_row_mm).collect(),
+            cols_mm: items.iter().map(|i| i.pixel_col_mm).collect(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, sqlx::FromRow)]
 pub struct SetInfo {
     pub id: Uuid,
@@ -65,14 +92,7 @@ pub async fn insert(
         .await?;
     // One statement per set: UNNEST keeps it to a single round trip however large the set.
     let positions: Vec<i32> = (0..items.len() as i32).collect();
-    let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
-    let images: Vec<&str> = items.iter().map(|i| i.image_sha256.as_str()).collect();
-    let labels: Vec<Option<&str>> = items.iter().map(|i| i.label_sha256.as_deref()).collect();
-    let sources: Vec<Option<&str>> = items.iter().map(|i| i.source_sha256.as_deref()).collect();
-    let formats: Vec<Option<&str>> = items.iter().map(|i| i.source_format.as_deref()).collect();
-    let indices: Vec<Option<i32>> = items.iter().map(|i| i.source_index).collect();
-    let rows_mm: Vec<Option<f64>> = items.iter().map(|i| i.pixel_row_mm).collect();
-    let cols_mm: Vec<Option<f64>> = items.iter().map(|i| i.pixel_col_mm).collect();
+    let c = Columns::of(items);
     sqlx::query(
         "INSERT INTO image_set_items (set_id, position, name, image_sha256, label_sha256, source_sha256,
                                       source_format, source_index, pixel_row_mm, pixel_col_mm)
@@ -81,14 +101,14 @@ pub async fn insert(
     )
     .bind(id)
     .bind(&positions)
-    .bind(&names)
-    .bind(&images)
-    .bind(&labels)
-    .bind(&sources)
-    .bind(&formats)
-    .bind(&indices)
-    .bind(&rows_mm)
-    .bind(&cols_mm)
+    .bind(&c.names)
+    .bind(&c.images)
+    .bind(&c.labels)
+    .bind(&c.sources)
+    .bind(&c.formats)
+    .bind(&c.indices)
+    .bind(&c.rows_mm)
+    .bind(&c.cols_mm)
     .execute(&mut *conn)
     .await?;
     Ok(id)

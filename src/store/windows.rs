@@ -2,7 +2,7 @@
 //! Every change happens under the model row's lock, so concurrent batches are added one after the other:
 //! none is lost, none counted twice.
 
-use super::image_sets::Item;
+use super::image_sets::{Columns, Item};
 use super::StoreError;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
@@ -74,13 +74,7 @@ pub async fn add(
     let Some(Some(size)) = size else {
         return Ok(Added::default());
     };
-    let names: Vec<&str> = items.iter().map(|i| i.name.as_str()).collect();
-    let images: Vec<&str> = items.iter().map(|i| i.image_sha256.as_str()).collect();
-    let sources: Vec<Option<&str>> = items.iter().map(|i| i.source_sha256.as_deref()).collect();
-    let formats: Vec<Option<&str>> = items.iter().map(|i| i.source_format.as_deref()).collect();
-    let indices: Vec<Option<i32>> = items.iter().map(|i| i.source_index).collect();
-    let rows_mm: Vec<Option<f64>> = items.iter().map(|i| i.pixel_row_mm).collect();
-    let cols_mm: Vec<Option<f64>> = items.iter().map(|i| i.pixel_col_mm).collect();
+    let c = Columns::of(items);
     // WITH ORDINALITY keeps the batch's order in seq.
     sqlx::query(
         "INSERT INTO window_images (model_id, name, image_sha256, source_sha256, source_format, source_index,
@@ -90,13 +84,13 @@ pub async fn add(
                 WITH ORDINALITY AS t(n, i, s, f, x, r, c, o) ORDER BY o",
     )
     .bind(model)
-    .bind(&names)
-    .bind(&images)
-    .bind(&sources)
-    .bind(&formats)
-    .bind(&indices)
-    .bind(&rows_mm)
-    .bind(&cols_mm)
+    .bind(&c.names)
+    .bind(&c.images)
+    .bind(&c.sources)
+    .bind(&c.formats)
+    .bind(&c.indices)
+    .bind(&c.rows_mm)
+    .bind(&c.cols_mm)
     .execute(&mut *conn)
     .await?;
     let pending: i32 = sqlx::query_scalar(

@@ -12,21 +12,8 @@ use crate::store::JobState;
 use chrono::{DateTime, Utc};
 use std::fmt::Write;
 
-/// Text for HTML content and attribute values.
-pub fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// Text for HTML content and attribute values (the plots' escaper: the same rules hold for HTML).
+pub use crate::plot::escape as esc;
 
 const STYLE: &str = include_str!("style.css");
 
