@@ -7,6 +7,7 @@ use crate::common::{
     calibrated_model, estimate_ok, images_form, model_with_reference, register_tiny_reverse, repo,
     synthetic, TestApp,
 };
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Instant;
 use tokio::process::Command;
@@ -106,6 +107,14 @@ async fn schemathesis_finds_no_disagreement_with_the_document() {
     let estimate = estimate_ok(&app, &model, images_form(&synthetic().join("batch"))).await;
     let doomed = model_with_reference(&app, "to-delete").await;
     let reverse = register_tiny_reverse(&app, "fuzzed-reverse").await;
+    let hook = json!({"url": "http://127.0.0.1:9/hook", "secret": "a-fuzzed-receiver-secret",
+                      "events": ["estimate.failed"]});
+    let webhook: Value = app
+        .post_json("/v1/webhooks", &app.admin, &hook)
+        .await
+        .json()
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("schemathesis.toml");
     std::fs::write(
@@ -116,6 +125,7 @@ async fn schemathesis_finds_no_disagreement_with_the_document() {
             estimate: estimate["id"].as_str().unwrap(),
             doomed: doomed["id"].as_str().unwrap(),
             reverse: reverse["id"].as_str().unwrap(),
+            webhook: webhook["id"].as_str().unwrap(),
         }),
     )
     .unwrap();
@@ -154,6 +164,7 @@ struct FuzzIds<'a> {
     estimate: &'a str,
     doomed: &'a str,
     reverse: &'a str,
+    webhook: &'a str,
 }
 
 /// Which existing resource each operation's `id` names, and where a status outside the defaults is the
@@ -171,6 +182,10 @@ fn fuzz_config(ids: &FuzzIds) -> String {
         // Thresholds: a minimum above the maximum, or a rule relative to a calibration value the model
         // does not have, is schema-valid and rightly a 422.
         "putThresholds",
+        // A receiver URL is checked by parsing it (and against the host allow-list), a secret by its
+        // length in characters; a window size against this server's image limit.
+        "createWebhook",
+        "putWindow",
     ];
     let on_the_model = [
         "getModel",
@@ -182,6 +197,9 @@ fn fuzz_config(ids: &FuzzIds) -> String {
         "listEstimates",
         "getThresholds",
         "putThresholds",
+        "getWindow",
+        "putWindow",
+        "plotEstimates",
     ];
     let operations = [("registerModel", None), ("registerReverseSegmenter", None)]
         .into_iter()
@@ -192,6 +210,12 @@ fn fuzz_config(ids: &FuzzIds) -> String {
             ("activateCalibration", Some(ids.calibration)),
             ("getEstimate", Some(ids.estimate)),
             ("getReverseSegmenter", Some(ids.reverse)),
+            ("plotCalibration", Some(ids.calibration)),
+            ("getWebhook", Some(ids.webhook)),
+            ("listWebhookDeliveries", Some(ids.webhook)),
+            ("deleteWebhook", Some(ids.webhook)),
+            ("createWebhook", None),
+            ("listWebhooks", None),
         ]);
     let mut toml = String::new();
     for (operation, id) in operations {
