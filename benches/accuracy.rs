@@ -39,17 +39,27 @@ const DATASETS: [(&str, &str); 2] = [("jsrt", "jsrt-heart-unet"), ("hc18", "hc18
 struct Args {
     datasets: Vec<String>,
     quick: bool,
+    /// `--label-fusion JSON`: the reverse segmenter's settings over the defaults, to compare variants
+    /// side by side (e.g. `{"scale_step":0}`).
+    label_fusion: LabelFusionParams,
 }
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         datasets: DATASETS.iter().map(|(d, _)| d.to_string()).collect(),
         quick: false,
+        label_fusion: LabelFusionParams::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         match flag.as_str() {
             "--quick" => args.quick = true,
+            "--label-fusion" => {
+                let json = it.next().context("--label-fusion needs a JSON object")?;
+                args.label_fusion = serde_json::from_str(&json)
+                    .with_context(|| format!("--label-fusion {json}"))?;
+                args.label_fusion.validate()?;
+            }
             "--dataset" => {
                 let d = it.next().context("--dataset needs jsrt or hc18")?;
                 if !DATASETS.iter().any(|(name, _)| *name == d) {
@@ -249,8 +259,9 @@ fn run_dataset(
     spec: &ModelSpec,
     shared: &Path,
     (dataset, family): (&str, &str),
-    quick: bool,
+    args: &Args,
 ) -> Result<Vec<DatasetReport>> {
+    let quick = args.quick;
     let data = shared.join("datasets").join(dataset);
     let train = image_io::load_labelled_dir(&data.join("train"), DEFAULT_MAX_PIXELS)
         .with_context(|| format!("{dataset} train"))?;
@@ -266,7 +277,7 @@ fn run_dataset(
             Ok(SegModel::load(runtime, &bytes, &name, spec)?)
         })
         .collect::<Result<Vec<_>>>()?;
-    let reverse = LabelFusion::new(LabelFusionParams::default());
+    let reverse = LabelFusion::new(args.label_fusion.clone());
     let params = SpeParams::default();
     println!(
         "\n## {dataset}: {} checkpoints, {} reference, {} calibration, {} holdout images",
@@ -482,7 +493,7 @@ fn run() -> Result<()> {
         .iter()
         .filter(|(d, _)| args.datasets.iter().any(|a| a == d))
     {
-        reports.extend(run_dataset(&runtime, &spec, &shared, *pair, args.quick)?);
+        reports.extend(run_dataset(&runtime, &spec, &shared, *pair, &args)?);
     }
     let columns: Vec<(String, Summary)> = reports
         .iter()
@@ -499,6 +510,7 @@ fn run() -> Result<()> {
     let out = target_dir()?.join("accuracy.json");
     let json = serde_json::json!({
         "quick": args.quick,
+        "label_fusion": args.label_fusion.describe(),
         "total_seconds": seconds,
         "datasets": reports,
     });

@@ -1,6 +1,7 @@
 //! Times one full-protocol pseudo metric with the label-fusion reverse segmenter: 6 repetitions of
 //! `segment` with 49 supports (the calibration split) and 172 queries (the reference set), on synthetic
-//! smooth images (no data needed), against the literal method.md formula as a baseline.
+//! smooth images (no data needed), side by side with the previous release's label fusion (translation
+//! search only, `scale_step` 0) and the literal method.md formula as baselines.
 //!
 //!   cargo bench --bench label_fusion                       # default params + baseline (1 repetition)
 //!   cargo bench --bench label_fusion -- --baseline-reps 6  # time the baseline over the whole protocol
@@ -96,9 +97,15 @@ fn main() {
     );
 
     let mut rows = Vec::new();
-    // The chosen default, then the method.md formula through the same optimised code.
+    // The chosen default, the previous release's (no scale search), then the method.md formula through
+    // the same optimised code.
+    let previous = LabelFusionParams {
+        scale_step: 0.0,
+        ..LabelFusionParams::default()
+    };
     for (params, reps) in [
         (args.params.clone(), args.reps),
+        (previous, args.reps),
         (LabelFusionParams::method_md(), args.method_md_reps),
     ] {
         if reps == 0 {

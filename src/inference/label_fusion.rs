@@ -21,8 +21,8 @@ pub mod reference;
 
 use crate::engine::{EngineError, Mask, ReverseSegmenter, SupportSet, SIDE};
 use kernels::{
-    blur, coarse_shift, exp_nonpositive, gaussian_kernel, refine_shift, shift_into, upsample2,
-    Pyramid, Shift,
+    blur, coarse_shift, coarse_shift_near, exp_nonpositive, gaussian_kernel, refine_shift,
+    shift_into, upsample2, Pyramid, Shift,
 };
 use ndarray::{Array2, ArrayView2};
 use rayon::prelude::*;
@@ -52,6 +52,9 @@ pub struct LabelFusionParams {
     pub search_radius: usize,
     /// Foreground where the fused vote exceeds this (method.md: 0.5).
     pub threshold: f32,
+    /// Each support is also offered scaled by `1 + scale_step` and its inverse; per (query, support) the
+    /// scale that aligns best at the coarsest level is used. 0 = translation only.
+    pub scale_step: f32,
     /// Worker threads; 0 = rayon's global pool.
     pub threads: usize,
 }
@@ -65,6 +68,7 @@ impl Default for LabelFusionParams {
             h_scale: 0.3,
             search_radius: 24,
             threshold: 0.5,
+            scale_step: 0.08,
             threads: 0,
         }
     }
@@ -73,8 +77,13 @@ impl Default for LabelFusionParams {
 impl LabelFusionParams {
     /// What a calibration records (threads do not change the result, so they are left out).
     pub fn describe(&self) -> String {
+        let scales = if self.scale_step > 0.0 {
+            format!(",scale_step={}", self.scale_step)
+        } else {
+            String::new()
+        };
         format!(
-            "label-fusion(res={},sigma={},top_k={},h_scale={},search={},threshold={})",
+            "label-fusion(res={},sigma={},top_k={},h_scale={},search={},threshold={}{scales})",
             self.resolution,
             self.sigma,
             self.top_k,
@@ -93,6 +102,7 @@ impl LabelFusionParams {
             h_scale: 1.0,
             search_radius: 0,
             threshold: 0.5,
+            scale_step: 0.0,
             threads: 0,
         }
     }
@@ -116,6 +126,12 @@ impl LabelFusionParams {
             return bad(format!(
                 "search_radius must be at most {MAX_SEARCH_RADIUS}, got {}",
                 self.search_radius
+            ));
+        }
+        if !(self.scale_step.is_finite() && (0.0..=0.5).contains(&self.scale_step)) {
+            return bad(format!(
+                "scale_step must be in [0, 0.5], got {}",
+                self.scale_step
             ));
         }
         if !(self.threshold.is_finite() && (0.0..1.0).contains(&self.threshold)) {
@@ -203,8 +219,15 @@ pub(crate) fn validate(
     Ok(())
 }
 
-/// One support: image pyramid (COARSEST_SIDE up to the working resolution) and label at SIDE (0/1).
+/// One support as the queries may meet it: at its own scale first, then the scaled variants
+/// (see [`LabelFusionParams::scale_step`]).
 struct PreparedSupport {
+    variants: Vec<Variant>,
+}
+
+/// One support at one scale: image pyramid (COARSEST_SIDE up to the working resolution) and label at
+/// SIDE (0/1).
+struct Variant {
     pyramid: Pyramid,
     label: Vec<f32>,
 }
@@ -247,8 +270,13 @@ impl Scratch {
 #[derive(Clone, Copy)]
 struct Candidate {
     support: usize,
+    variant: usize,
     shift: Shift,
 }
+
+/// A scaled variant must align this much better (relative, at the coarsest level) than the support at
+/// its own scale, so that supports that already fit are not resampled for noise-level gains.
+const SCALE_MARGIN: f32 = 0.05;
 
 impl LabelFusion {
     fn prepare_support(
@@ -256,14 +284,34 @@ impl LabelFusion {
         image: &ArrayView2<'_, f32>,
         label: &ArrayView2<'_, bool>,
     ) -> PreparedSupport {
-        PreparedSupport {
-            pyramid: self.pyramid(image),
-            label: label.iter().map(|&b| f32::from(u8::from(b))).collect(),
-        }
+        let full: Vec<f32> = image.iter().copied().collect();
+        let label: Vec<f32> = label.iter().map(|&b| f32::from(u8::from(b))).collect();
+        let step = self.params.scale_step;
+        let scales: &[f32] = if step > 0.0 {
+            &[1.0, 1.0 + step, 1.0 / (1.0 + step)]
+        } else {
+            &[1.0]
+        };
+        let variants = scales
+            .iter()
+            .map(|&scale| {
+                if scale == 1.0 {
+                    return Variant {
+                        pyramid: self.pyramid(full.clone()),
+                        label: label.clone(),
+                    };
+                }
+                Variant {
+                    pyramid: self.pyramid(kernels::scale_image(&full, SIDE, scale)),
+                    label: kernels::scale_label(&label, SIDE, scale),
+                }
+            })
+            .collect();
+        PreparedSupport { variants }
     }
 
-    fn pyramid(&self, image: &ArrayView2<'_, f32>) -> Pyramid {
-        let full: Vec<f32> = image.iter().copied().collect();
+    /// `full`: a SIDE x SIDE image, row-major.
+    fn pyramid(&self, full: Vec<f32>) -> Pyramid {
         let side = self.params.resolution;
         let working = if side == SIDE {
             full
@@ -281,20 +329,44 @@ impl LabelFusion {
             .iter()
             .enumerate()
             .map(|(support, s)| {
-                let shift = if radius > 0 {
-                    (0..last).fold(coarse_shift(query, &s.pyramid, radius), |sh, _| {
-                        refine_shift(query, &s.pyramid, radius, sh)
-                    })
-                } else {
-                    let mse = mean_squared_difference(&query.levels[last], &s.pyramid.levels[last]);
-                    Shift {
+                if radius == 0 {
+                    let level = &s.variants[0].pyramid.levels[last];
+                    let mse = mean_squared_difference(&query.levels[last], level);
+                    let shift = Shift {
                         level: last,
                         dy: 0,
                         dx: 0,
                         mse,
-                    }
-                };
-                Candidate { support, shift }
+                    };
+                    return Candidate {
+                        support,
+                        variant: 0,
+                        shift,
+                    };
+                }
+                let own = coarse_shift(query, &s.variants[0].pyramid, radius);
+                // Other scales are searched next to the shift found at the support's own scale, and
+                // must beat it by SCALE_MARGIN.
+                let (variant, coarse) = s.variants[1..]
+                    .iter()
+                    .enumerate()
+                    .map(|(v, variant)| {
+                        (
+                            v + 1,
+                            coarse_shift_near(query, &variant.pyramid, radius, own),
+                        )
+                    })
+                    .filter(|(_, shift)| shift.mse < own.mse * (1.0 - SCALE_MARGIN))
+                    .min_by(|a, b| a.1.mse.total_cmp(&b.1.mse).then(a.0.cmp(&b.0)))
+                    .unwrap_or((0, own));
+                let pyramid = &s.variants[variant].pyramid;
+                let shift =
+                    (0..last).fold(coarse, |sh, _| refine_shift(query, pyramid, radius, sh));
+                Candidate {
+                    support,
+                    variant,
+                    shift,
+                }
             })
             .collect();
         let k = if p.top_k == 0 {
@@ -325,14 +397,14 @@ impl LabelFusion {
         let p = &self.params;
         let side = p.resolution;
         let n = side * side;
-        let q = self.pyramid(query);
+        let q = self.pyramid(query.iter().copied().collect());
         let chosen = self.select(&q, supports);
         let k = chosen.len();
         let qw = &q.levels[p.levels() - 1];
 
         // D_j = blur((q - aligned s_j)^2) at working resolution.
         for (j, c) in chosen.iter().enumerate() {
-            let s = &supports[c.support].pyramid.levels[p.levels() - 1];
+            let s = &supports[c.support].variants[c.variant].pyramid.levels[p.levels() - 1];
             let d = &mut scratch.dist[j * n..(j + 1) * n];
             shift_into(s, side, c.shift.dy, c.shift.dx, &mut scratch.moved);
             for ((o, &a), &b) in d.iter_mut().zip(qw).zip(&scratch.moved) {
@@ -367,7 +439,7 @@ impl LabelFusion {
         den.fill(0.0);
         let scale = (SIDE / side) as i32;
         for (c, w) in chosen.iter().zip(dist.chunks_exact(n)) {
-            let label = &supports[c.support].label;
+            let label = &supports[c.support].variants[c.variant].label;
             shift_into(
                 label,
                 SIDE,

@@ -17,6 +17,67 @@ pub(crate) fn downsample2(src: &[f32], side: usize) -> Vec<f32> {
     out
 }
 
+/// Source coordinate of each output index when a `side`-long axis is scaled by `scale` about its centre
+/// (>1 enlarges the content).
+fn scaled_coordinates(side: usize, scale: f32) -> impl Iterator<Item = f32> {
+    let c = (side as f32 - 1.0) / 2.0;
+    (0..side).map(move |i| c + (i as f32 - c) / scale)
+}
+
+/// The image scaled by `scale` about its centre: bilinear, edges replicated (separable, as a pose
+/// without rotation is).
+pub(crate) fn scale_image(src: &[f32], side: usize, scale: f32) -> Vec<f32> {
+    let taps: Vec<(usize, usize, f32)> = scaled_coordinates(side, scale)
+        .map(|v| {
+            let v = v.clamp(0.0, (side - 1) as f32);
+            let i0 = v.floor() as usize;
+            (i0, (i0 + 1).min(side - 1), v - i0 as f32)
+        })
+        .collect();
+    let mut rows = vec![0.0f32; side * side];
+    for y in 0..side {
+        let (src_row, out) = (
+            &src[y * side..(y + 1) * side],
+            &mut rows[y * side..(y + 1) * side],
+        );
+        for (o, &(a, b, f)) in out.iter_mut().zip(&taps) {
+            *o = (1.0 - f) * src_row[a] + f * src_row[b];
+        }
+    }
+    let mut out = vec![0.0f32; side * side];
+    for (y, &(a, b, f)) in taps.iter().enumerate() {
+        let (ra, rb) = (
+            &rows[a * side..(a + 1) * side],
+            &rows[b * side..(b + 1) * side],
+        );
+        for ((o, &va), &vb) in out[y * side..(y + 1) * side].iter_mut().zip(ra).zip(rb) {
+            *o = (1.0 - f) * va + f * vb;
+        }
+    }
+    out
+}
+
+/// A 0/1 label scaled by `scale` about its centre: nearest neighbour, outside the image is background.
+pub(crate) fn scale_label(src: &[f32], side: usize, scale: f32) -> Vec<f32> {
+    let index: Vec<Option<usize>> = scaled_coordinates(side, scale)
+        .map(|v| {
+            let r = v.round();
+            (r >= 0.0 && (r as usize) < side).then_some(r as usize)
+        })
+        .collect();
+    let mut out = vec![0.0f32; side * side];
+    for (y, sy) in index.iter().enumerate() {
+        let Some(sy) = sy else { continue };
+        let src_row = &src[sy * side..(sy + 1) * side];
+        for (o, sx) in out[y * side..(y + 1) * side].iter_mut().zip(&index) {
+            if let Some(sx) = sx {
+                *o = src_row[*sx];
+            }
+        }
+    }
+    out
+}
+
 /// `dst(y, x) = src(clamp(y - dy), clamp(x - dx))`: the image moved by (dy, dx), edges replicated.
 pub(crate) fn shift_into(src: &[f32], side: usize, dy: i32, dx: i32, dst: &mut [f32]) {
     let clamp = |v: i32| v.clamp(0, side as i32 - 1) as usize;
@@ -195,6 +256,14 @@ pub(crate) fn coarse_shift(q: &Pyramid, s: &Pyramid, radius: usize) -> Shift {
     search(q, s, radius, 0, (0, 0), radius as i32)
 }
 
+/// +-1 around `near` at the coarsest level, within +-`radius`: another scale of a support already
+/// aligned there moves its content by less than a coarsest pixel.
+pub(crate) fn coarse_shift_near(q: &Pyramid, s: &Pyramid, radius: usize, near: Shift) -> Shift {
+    let r = radius as i32;
+    let (dy, dx) = (near.dy.clamp(1 - r, r - 1), near.dx.clamp(1 - r, r - 1));
+    search(q, s, radius, 0, (dy, dx), 1.min(r))
+}
+
 /// One coarse-to-fine step: +-1 around the doubled translation of the level below.
 pub(crate) fn refine_shift(q: &Pyramid, s: &Pyramid, radius: usize, from: Shift) -> Shift {
     let level = from.level + 1;
@@ -339,6 +408,43 @@ mod tests {
         assert_eq!((fine.level, fine.dy, fine.dx), (2, 5, -7));
         assert!(fine.mse < 1e-10);
         assert_eq!(fine.at_level(2), (5, -7));
+    }
+
+    #[test]
+    fn scaling_matches_the_pose_warp_without_rotation() {
+        use crate::engine::align::{warp_image, warp_mask, Pose};
+        use ndarray::Array2;
+        let side = crate::engine::SIDE;
+        let image = Array2::from_shape_fn((side, side), |(y, x)| {
+            ((y as f32 * 0.11).sin() + (x as f32 * 0.07).cos()) * 100.0
+        });
+        let label = Array2::from_shape_fn((side, side), |(y, x)| {
+            (y as f32 - 70.0).powi(2) + (x as f32 - 50.0).powi(2) < 900.0
+        });
+        let flat: Vec<f32> = image.iter().copied().collect();
+        let flat_label: Vec<f32> = label.iter().map(|&b| f32::from(u8::from(b))).collect();
+        for scale in [1.08, 1.0 / 1.08, 1.3] {
+            let pose = Pose {
+                degrees: 0.0,
+                scale,
+            };
+            let ours = scale_image(&flat, side, scale);
+            let worst = warp_image(&image, pose)
+                .iter()
+                .zip(&ours)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0f32, f32::max);
+            assert!(worst < 1e-3, "scale {scale}: largest difference {worst}");
+            let expected: Vec<f32> = warp_mask(&label, pose)
+                .iter()
+                .map(|&b| f32::from(u8::from(b)))
+                .collect();
+            assert_eq!(
+                scale_label(&flat_label, side, scale),
+                expected,
+                "scale {scale}"
+            );
+        }
     }
 
     #[test]

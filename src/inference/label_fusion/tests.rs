@@ -107,6 +107,39 @@ fn alignment_recovers_a_shifted_atlas() {
 }
 
 #[test]
+fn a_support_at_another_scale_is_rescaled_onto_the_query() {
+    use crate::engine::align::{warp_image, warp_mask, Pose};
+    let (images, labels) = reference::synthetic_set(1, 3);
+    // The support shows the anatomy 10% larger than the query does (a zoomed acquisition), between
+    // the scales the search offers (1.08 and its inverse).
+    let zoom = Pose {
+        degrees: 0.0,
+        scale: 1.1,
+    };
+    let support_img = [warp_image(&images[0], zoom)];
+    let support_lab = [warp_mask(&labels[0], zoom)];
+    let support = support_set(&support_img, &support_lab);
+    let scaled = best_support_at_full_resolution(&support, &images);
+    let translation_only = LabelFusion::new(LabelFusionParams {
+        resolution: 128,
+        top_k: 1,
+        scale_step: 0.0,
+        ..LabelFusionParams::default()
+    })
+    .segment(&support, &views(&images))
+    .unwrap();
+    let (with, without) = (
+        dice(&labels[0], &scaled[0]),
+        dice(&labels[0], &translation_only[0]),
+    );
+    assert!(with > 0.95, "rescaled support: dice {with}");
+    assert!(
+        with > without + 0.03,
+        "scale search {with} vs translation only {without}"
+    );
+}
+
+#[test]
 fn a_query_equal_to_a_support_gets_that_label_at_full_resolution() {
     let (images, labels) = reference::synthetic_set(12, 5);
     let support = support_set(&images, &labels);
@@ -172,12 +205,14 @@ fn rejects_bad_inputs() {
         Err(EngineError::Invalid(_))
     ));
     // Each spoils one parameter of the defaults.
-    let spoilers: [fn(&mut LabelFusionParams); 5] = [
+    let spoilers: [fn(&mut LabelFusionParams); 7] = [
         |p| p.resolution = 32,
         |p| p.sigma = 0.0,
         |p| p.h_scale = f32::NAN,
         |p| p.search_radius = 100,
         |p| p.threshold = 1.0,
+        |p| p.scale_step = 0.9,
+        |p| p.scale_step = f32::NAN,
     ];
     for spoil in spoilers {
         let mut bad = LabelFusionParams::default();
@@ -196,7 +231,7 @@ fn describe_is_stable_and_params_round_trip() {
     let lf = LabelFusion::new(LabelFusionParams::default());
     assert_eq!(
         lf.describe(),
-        "label-fusion(res=64,sigma=2,top_k=4,h_scale=0.3,search=24,threshold=0.5)"
+        "label-fusion(res=64,sigma=2,top_k=4,h_scale=0.3,search=24,threshold=0.5,scale_step=0.08)"
     );
     assert_eq!(
         LabelFusion::new(LabelFusionParams::method_md()).describe(),

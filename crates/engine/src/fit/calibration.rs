@@ -116,7 +116,7 @@ pub struct Calibration {
     pub distance: Option<[f64; 2]>,
 }
 
-pub const CALIBRATION_FORMAT: &str = "spe-calibration/3";
+pub const CALIBRATION_FORMAT: &str = "spe-calibration/4";
 
 /// What changed since an older calibration format, for the message that asks to calibrate again.
 fn older_format(format: &str) -> Option<&'static str> {
@@ -125,6 +125,10 @@ fn older_format(format: &str) -> Option<&'static str> {
         "spe-calibration/2" => {
             Some("pseudo metrics from whole-image intensity ranks; images are now ranked by region")
         }
+        "spe-calibration/3" => Some(
+            "pseudo metrics from label fusion without a scale search; supports are now also matched at \
+             other scales",
+        ),
         _ => None,
     }
 }
