@@ -61,13 +61,16 @@ pub struct Added {
 }
 
 /// Adds a batch's images to the model's window, if it has one (locking the model row until commit).
+/// The lock is `FOR NO KEY UPDATE`: concurrent batches queue behind it, but it does not conflict with
+/// the `KEY SHARE` locks that their earlier inserts' foreign keys already hold on the same row, which
+/// `FOR UPDATE` does (two such batches deadlocked).
 pub async fn add(
     conn: &mut PgConnection,
     model: Uuid,
     items: &[Item],
 ) -> Result<Added, StoreError> {
     let size: Option<Option<i32>> =
-        sqlx::query_scalar("SELECT window_images FROM models WHERE id = $1 FOR UPDATE")
+        sqlx::query_scalar("SELECT window_images FROM models WHERE id = $1 FOR NO KEY UPDATE")
             .bind(model)
             .fetch_optional(&mut *conn)
             .await?;
