@@ -215,7 +215,6 @@ fn fuzz_config(ids: &FuzzIds) -> String {
             ("listWebhookDeliveries", Some(ids.webhook)),
             ("deleteWebhook", Some(ids.webhook)),
             ("createWebhook", None),
-            ("listWebhooks", None),
         ]);
     let mut toml = String::new();
     for (operation, id) in operations {
