@@ -221,18 +221,21 @@ fn summary(page: &ModelPage<'_>, latest: Option<&EstimateRow>) -> String {
     let calibration = page
         .calibration_dice
         .map_or("—".into(), |v| format!("{v:.3}"));
-    let window = match page.window.images {
-        Some(n) => format!(
-            "{} of {n}<small>new since last: {}</small>",
-            page.window.held, page.window.pending
+    let (window, window_note) = match page.window.images {
+        Some(n) => (
+            format!(
+                "{} of {n}<small>new since last: {}</small>",
+                page.window.held, page.window.pending
+            ),
+            "images held",
         ),
-        None => "off".into(),
+        None => ("off".into(), "PUT /v1/models/{id}/window turns it on"),
     };
     format!(
         r#"<div class="stats">
 <div class="stat"><span class="label">Latest Dice</span><span class="value" id="latest-dice">{latest_value}</span><span class="muted">{latest_time}</span></div>
 <div class="stat"><span class="label">Calibration Dice</span><span class="value">{calibration}</span><span class="muted">deployed checkpoint, calibration split</span></div>
-<div class="stat"><span class="label">Rolling window</span><span class="value">{window}</span><span class="muted">images</span></div>
+<div class="stat"><span class="label">Rolling window</span><span class="value">{window}</span><span class="muted">{window_note}</span></div>
 <div class="stat"><span class="label">Estimates shown</span><span class="value">{count}</span><span class="muted">newest first below</span></div>
 </div>"#,
         count = page.estimates.len()
