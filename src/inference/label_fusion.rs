@@ -56,8 +56,9 @@ pub struct LabelFusionParams {
     pub search_radius: usize,
     /// Foreground where the fused vote exceeds this (method.md: 0.5).
     pub threshold: f32,
-    /// Each support is also offered scaled by `1 + scale_step` and its inverse; per (query, support) the
-    /// scale that aligns best at the coarsest level is used. 0 = translation only.
+    /// Each support is also offered scaled by `1 + scale_step` and its inverse; per (query, support) a
+    /// scaled variant is used when it aligns [`SCALE_MARGIN`] better at the coarsest level than the
+    /// support as it is. 0 = translation only; needs `search_radius > 0`.
     pub scale_step: f32,
     /// Worker threads; 0 = rayon's global pool.
     pub threads: usize,
