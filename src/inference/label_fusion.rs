@@ -292,26 +292,26 @@ impl LabelFusion {
         let full: Vec<f32> = image.iter().copied().collect();
         let label: Vec<f32> = label.iter().map(|&b| f32::from(u8::from(b))).collect();
         let step = self.params.scale_step;
-        let scales: &[f32] = if step > 0.0 {
-            &[1.0, 1.0 + step, 1.0 / (1.0 + step)]
+        let scaled: &[f32] = if step > 0.0 {
+            &[1.0 + step, 1.0 / (1.0 + step)]
         } else {
-            &[1.0]
+            &[]
         };
-        let variants = scales
+        let mut variants: Vec<Variant> = scaled
             .iter()
-            .map(|&scale| {
-                if scale == 1.0 {
-                    return Variant {
-                        pyramid: self.pyramid(full.clone()),
-                        label: label.clone(),
-                    };
-                }
-                Variant {
-                    pyramid: self.pyramid(kernels::scale_image(&full, SIDE, scale)),
-                    label: kernels::scale_label(&label, SIDE, scale),
-                }
+            .map(|&scale| Variant {
+                pyramid: self.pyramid(kernels::scale_image(&full, SIDE, scale)),
+                label: kernels::scale_label(&label, SIDE, scale),
             })
             .collect();
+        // The support as it is comes first: `select` compares the scaled variants with it.
+        variants.insert(
+            0,
+            Variant {
+                pyramid: self.pyramid(full),
+                label,
+            },
+        );
         PreparedSupport { variants }
     }
 

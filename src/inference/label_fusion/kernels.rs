@@ -24,8 +24,9 @@ fn scaled_coordinates(side: usize, scale: f32) -> impl Iterator<Item = f32> {
     (0..side).map(move |i| c + (i as f32 - c) / scale)
 }
 
-/// The image scaled by `scale` about its centre: bilinear, edges replicated (separable, as a pose
-/// without rotation is).
+/// The image scaled by `scale` about its centre: bilinear, edges replicated. `align::warp_image` gives the
+/// same for a pose without rotation (tested), but per pixel; this separable form runs once per support
+/// and scale in every `segment` call.
 pub(crate) fn scale_image(src: &[f32], side: usize, scale: f32) -> Vec<f32> {
     let taps: Vec<(usize, usize, f32)> = scaled_coordinates(side, scale)
         .map(|v| {
